@@ -1,0 +1,112 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tf } from './tf.js';
+import { initBackend } from './backend.js';
+import { Rng } from './rng.js';
+
+// Every replaced or added wasm kernel is checked against the cpu backend, which is tfjs's
+// reference implementation, on shapes that exercise each code path.
+
+type Values = { shape: number[]; values: number[]; dtype: tf.DataType };
+
+async function on(backend: 'cpu' | 'wasm', f: () => tf.Tensor | tf.Tensor[]): Promise<Values[]> {
+  await initBackend(backend);
+  const out = f();
+  const list = Array.isArray(out) ? out : [out];
+  const result = list.map((t) => ({ shape: t.shape, values: Array.from(t.dataSync()), dtype: t.dtype }));
+  tf.dispose(list);
+  return result;
+}
+
+function expectClose(actual: Values[], expected: Values[], tol = 1e-5): void {
+  expect(actual.length).toBe(expected.length);
+  actual.forEach((a, i) => {
+    const e = expected[i];
+    expect(a.shape).toEqual(e.shape);
+    let scale = 1;
+    let worst = 0;
+    for (let j = 0; j < e.values.length; j++) {
+      scale = Math.max(scale, Math.abs(e.values[j]));
+      worst = Math.max(worst, Math.abs(a.values[j] - e.values[j]));
+    }
+    expect(worst).toBeLessThanOrEqual(tol * scale);
+  });
+}
+
+function random(shape: number[], seed: number): () => tf.Tensor {
+  // Built from JS numbers so both backends see identical inputs.
+  const values = Array.from(new Rng(seed).normalTensor(shape).dataSync());
+  return () => tf.tensor(values, shape);
+}
+
+describe('wasm kernels agree with cpu', () => {
+  afterAll(async () => {
+    await initBackend('cpu');
+  });
+
+  const cases: Array<{ name: string; a: number[]; b: number[]; ta: boolean; tb: boolean }> = [
+    { name: '2-D plain', a: [7, 5], b: [5, 3], ta: false, tb: false },
+    { name: '2-D transposeA', a: [5, 7], b: [5, 3], ta: true, tb: false },
+    { name: '2-D transposeB', a: [7, 5], b: [3, 5], ta: false, tb: true },
+    { name: '2-D both transposed', a: [5, 7], b: [3, 5], ta: true, tb: true },
+    { name: 'batched plain', a: [2, 3, 7, 5], b: [2, 3, 5, 4], ta: false, tb: false },
+    { name: 'batched transposeB (attention scores)', a: [2, 3, 7, 5], b: [2, 3, 7, 5], ta: false, tb: true },
+    { name: 'batched transposeA', a: [6, 5, 7], b: [6, 5, 4], ta: true, tb: false },
+    { name: 'broadcast right operand', a: [4, 7, 5], b: [5, 3], ta: false, tb: false },
+    { name: 'broadcast left operand', a: [1, 7, 5], b: [4, 5, 3], ta: false, tb: false },
+  ];
+  for (const c of cases) {
+    it(`matMul: ${c.name}`, async () => {
+      const a = random(c.a, 1);
+      const b = random(c.b, 2);
+      const run = () => tf.matMul(a(), b(), c.ta, c.tb);
+      expectClose(await on('wasm', run), await on('cpu', run));
+    });
+  }
+
+  it('fused matMul with bias and transposeB, forward and gradients', async () => {
+    const x = random([6, 5], 3);
+    const w = random([4, 5], 4);
+    const bias = random([4], 5);
+    const upstream = random([6, 4], 6);
+    const run = () => {
+      const f = (xs: tf.Tensor, ws: tf.Tensor, bs: tf.Tensor) =>
+        tf.fused.matMul({ a: xs as tf.Tensor2D, b: ws as tf.Tensor2D, transposeB: true, bias: bs }).mul(upstream()).sum();
+      const { value, grads } = tf.valueAndGrads(f)([x(), w(), bias()]);
+      return [value, ...grads];
+    };
+    expectClose(await on('wasm', run), await on('cpu', run));
+  });
+
+  it('UnsortedSegmentSum (the gradient of gather) scatter-adds repeated ids', async () => {
+    const x = random([6, 3], 7);
+    const ids = [2, 0, 2, 5, 1, 2];
+    const run = () => tf.unsortedSegmentSum(x(), tf.tensor1d(ids, 'int32'), 6);
+    expectClose(await on('wasm', run), await on('cpu', run));
+  });
+
+  it('UnsortedSegmentSum drops out-of-range ids, as TensorFlow does', async () => {
+    const [out] = await on('wasm', () => tf.unsortedSegmentSum(tf.tensor2d([[1, 2], [3, 4], [5, 6]]), tf.tensor1d([0, 7, -1], 'int32'), 2));
+    expect(out.values).toEqual([1, 2, 0, 0]);
+  });
+
+  it('embedding gradient at a 32k vocabulary trains on wasm', async () => {
+    const table = random([32000, 8], 8);
+    const idValues = Array.from({ length: 64 }, (_, i) => (i * 7919) % 32000);
+    idValues[5] = idValues[9]; // a repeat
+    const run = () => tf.grad((w: tf.Tensor) => tf.gather(w, tf.tensor1d(idValues, 'int32')).square().sum())(table());
+    const wasm = await on('wasm', run);
+    expectClose(wasm, await on('cpu', run));
+    expect(wasm[0].shape).toEqual([32000, 8]);
+  });
+
+  it('leaves no tensors behind', async () => {
+    await initBackend('wasm');
+    const a = tf.ones([2, 3, 4, 5]);
+    const b = tf.ones([2, 3, 6, 5]);
+    const before = tf.memory().numTensors;
+    for (let i = 0; i < 3; i++) tf.matMul(a, b, false, true).dispose();
+    tf.tidy(() => tf.unsortedSegmentSum(tf.ones([4, 2]), tf.tensor1d([0, 1, 0, 1], 'int32'), 2)).dispose();
+    expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([a, b]);
+  });
+});
