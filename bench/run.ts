@@ -1,0 +1,153 @@
+// Training throughput benchmark: forward + backward + AdamW steps of a tiny GPT on each backend.
+//
+//   npm run bench                                   # every backend this machine has
+//   npm run bench -- --backends wasm --shapes tiny  # a subset
+//   npm run bench -- --webgpu-software              # include a software WebGPU adapter (slow)
+//
+// Writes bench/results/latest.json: { machine, runs: [{ name, backend, shape, msPerStep, tokensPerSec, ... }] }.
+// Timings are medians over the measured steps, after warm-up steps that are not counted.
+import { cpus, totalmem } from 'node:os';
+import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AdamW, Rng, initBackend, tf, valueAndGrads, type BackendInfo } from '@posttrain/tensor-core';
+import { TinyGpt, type TinyGptConfig } from '../packages/tensor-core/src/testing/tiny-gpt.js';
+
+interface Shape extends TinyGptConfig {
+  batch: number;
+  seq: number;
+}
+
+const shapes: Record<string, Shape> = {
+  tiny: { vocabSize: 256, hiddenSize: 128, numHeads: 4, numLayers: 2, maxPositions: 64, seq: 64, batch: 8 },
+  vocab32k: { vocabSize: 32000, hiddenSize: 256, numHeads: 4, numLayers: 2, maxPositions: 128, seq: 128, batch: 4 },
+};
+
+interface Run {
+  name: string;
+  backend: string;
+  shape: string;
+  msPerStep: number;
+  tokensPerSec: number;
+  steps: number;
+  warmupSteps: number;
+  adapter?: string;
+  finalLoss: number;
+}
+
+function parseArgs(argv: string[]): { backends: string[]; shapes: string[]; webgpuSoftware: boolean; out: string; seconds: number } {
+  const get = (flag: string): string | undefined => {
+    const i = argv.indexOf(flag);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const here = dirname(fileURLToPath(import.meta.url));
+  return {
+    backends: (get('--backends') ?? 'wasm,cpu,webgpu').split(','),
+    shapes: (get('--shapes') ?? 'tiny,vocab32k').split(','),
+    webgpuSoftware: argv.includes('--webgpu-software'),
+    out: get('--out') ?? join(here, 'results', 'latest.json'),
+    seconds: Number(get('--seconds') ?? 20),
+  };
+}
+
+/** Steps to warm up and measure: slow backends get fewer, bounded by a time budget. */
+async function measure(shapeName: string, shape: Shape, budgetSeconds: number): Promise<{ ms: number[]; loss: number; warmup: number }> {
+  const model = new TinyGpt(shape, 0);
+  const optimizer = new AdamW(model.trainableParameters(), { lr: 1e-3 });
+  const rng = new Rng(1);
+  const ids = tf.tensor(Array.from({ length: shape.batch * shape.seq }, () => rng.int(shape.vocabSize)), [shape.batch, shape.seq], 'int32');
+  let loss = NaN;
+  const step = (): number => {
+    const t0 = performance.now();
+    const { value, grads } = valueAndGrads(() => model.loss(ids), optimizer.params);
+    optimizer.step(grads);
+    loss = value.dataSync()[0]; // waits for the device
+    value.dispose();
+    tf.dispose([...grads.values()]);
+    return performance.now() - t0;
+  };
+  const first = step();
+  const warmup = first > 5000 ? 1 : 3;
+  for (let i = 1; i < warmup; i++) step();
+  const ms: number[] = [];
+  const deadline = performance.now() + budgetSeconds * 1000;
+  while (ms.length < 3 || (ms.length < 30 && performance.now() < deadline)) ms.push(step());
+  optimizer.dispose();
+  model.dispose();
+  ids.dispose();
+  void shapeName;
+  return { ms, loss, warmup };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const runs: Run[] = [];
+  const backendsSeen: Record<string, BackendInfo> = {};
+  for (const backend of args.backends) {
+    let info: BackendInfo;
+    try {
+      info = await initBackend(backend as 'wasm' | 'cpu' | 'webgpu');
+    } catch (e) {
+      console.log(`skip ${backend}: ${(e as Error).message.split('\n')[0]}`);
+      continue;
+    }
+    if (info.name === 'webgpu' && info.softwareAdapter && !args.webgpuSoftware) {
+      console.log(`skip webgpu: adapter "${info.adapter}" is software; pass --webgpu-software to measure it`);
+      continue;
+    }
+    backendsSeen[backend] = info;
+    for (const shapeName of args.shapes) {
+      const shape = shapes[shapeName];
+      if (!shape) throw new Error(`unknown shape ${shapeName}; known: ${Object.keys(shapes).join(', ')}`);
+      const { ms, loss, warmup } = await measure(shapeName, shape, args.seconds);
+      const msPerStep = median(ms);
+      const run: Run = {
+        name: `train-step/${shapeName}/${info.name}`,
+        backend: info.name,
+        shape: shapeName,
+        msPerStep: round(msPerStep),
+        tokensPerSec: round((shape.batch * (shape.seq - 1) * 1000) / msPerStep),
+        steps: ms.length,
+        warmupSteps: warmup,
+        finalLoss: round(loss, 5),
+        ...(info.adapter ? { adapter: info.adapter } : {}),
+      };
+      runs.push(run);
+      console.log(`${run.name.padEnd(32)} ${run.msPerStep.toFixed(1).padStart(9)} ms/step ${run.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${run.steps} steps)`);
+    }
+  }
+  const torchPath = join(dirname(args.out), 'torch.json');
+  const torch = existsSync(torchPath) ? (JSON.parse(readFileSync(torchPath, 'utf8')) as { runs: Run[] }) : undefined;
+  const result = {
+    machine: {
+      cpu: cpus()[0]?.model ?? 'unknown',
+      cores: cpus().length,
+      memoryGiB: round(totalmem() / 2 ** 30, 1),
+      node: process.version,
+      platform: `${process.platform}-${process.arch}`,
+      tfjs: tf.version_core,
+      date: new Date().toISOString(),
+      backends: backendsSeen,
+    },
+    runs,
+    ...(torch ? { reference: { source: 'scripts/reference/bench_torch.py (bench/results/torch.json)', runs: torch.runs } } : {}),
+  };
+  mkdirSync(dirname(args.out), { recursive: true });
+  const tmp = `${args.out}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(result, null, 2)}\n`);
+  renameSync(tmp, args.out);
+  console.log(`wrote ${args.out}`);
+}
+
+function round(x: number, digits = 2): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+await main();
