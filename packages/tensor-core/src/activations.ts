@@ -14,7 +14,7 @@ const GELU_C = 0.044715;
  * ```
  */
 export function geluTanh(x: tf.Tensor): tf.Tensor {
-  const f = tf.customGrad((input: tf.Tensor, save: tf.GradSaveFunc) => {
+  const f = tf.customGrad(((input: tf.Tensor, save: tf.GradSaveFunc) => {
     const inner = input.mul(input.square().mul(GELU_C).add(1)).mul(SQRT_2_OVER_PI);
     const t = inner.tanh();
     save([input, t]);
@@ -28,7 +28,7 @@ export function geluTanh(x: tf.Tensor): tf.Tensor {
         return dy.mul(grad);
       },
     };
-  });
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return f(x);
 }
 
@@ -42,7 +42,7 @@ export function geluTanh(x: tf.Tensor): tf.Tensor {
  * ```
  */
 export function silu(x: tf.Tensor): tf.Tensor {
-  const f = tf.customGrad((input: tf.Tensor, save: tf.GradSaveFunc) => {
+  const f = tf.customGrad(((input: tf.Tensor, save: tf.GradSaveFunc) => {
     const s = input.sigmoid();
     save([input, s]);
     return {
@@ -52,6 +52,6 @@ export function silu(x: tf.Tensor): tf.Tensor {
         return dy.mul(ss.mul(xs.mul(ss.neg().add(1)).add(1)));
       },
     };
-  });
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return f(x);
 }

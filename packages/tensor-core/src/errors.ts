@@ -38,7 +38,9 @@ export class PosttrainError extends Error {
   readonly help?: string;
 
   constructor(code: PosttrainErrorCode, message: string, options: PosttrainErrorOptions = {}) {
-    super(options.help ? `${message}\nhelp: ${options.help}` : message, { cause: options.cause });
+    // Pass `cause` only when given: `{ cause: undefined }` would still create an own `cause`
+    // property, which Node prints as `[cause]: undefined` under every error.
+    super(options.help ? `${message}\nhelp: ${options.help}` : message, 'cause' in options ? { cause: options.cause } : undefined);
     this.name = 'PosttrainError';
     this.code = code;
     this.help = options.help;

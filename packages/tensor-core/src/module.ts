@@ -194,6 +194,9 @@ export class Module {
     for (const [key, target] of targets) {
       const t = tensors[key];
       if (!t) continue;
+      // Loading a tensor into itself (`m.loadStateDict(m.stateDict())`) must be a no-op:
+      // `Variable.assign` disposes its old data before taking the new, which here is the same.
+      if (t.dataId === target.current.dataId) continue;
       const value = t.dtype === target.current.dtype ? t : tf.cast(t, target.current.dtype);
       if (target.kind === 'parameter') {
         (target.current as tf.Variable).assign(value);

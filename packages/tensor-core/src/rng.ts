@@ -104,9 +104,21 @@ export class Rng {
   uniformTensor(shape: number[], low = 0, high = 1): tf.Tensor {
     const size = shape.reduce((a, b) => a * b, 1);
     const values = new Float32Array(size);
-    for (let i = 0; i < size; i++) values[i] = low + (high - low) * this.uniform();
+    // A double just below `high` can round up to `high` when stored as float32; keep [low, high).
+    const top = float32Below(high);
+    for (let i = 0; i < size; i++) values[i] = Math.min(low + (high - low) * this.uniform(), top);
     return tf.tensor(values, shape, 'float32');
   }
+}
+
+/** The largest float32 strictly below `x` (for finite `x`). */
+function float32Below(x: number): number {
+  const f = new Float32Array([x]);
+  if (f[0] < x) return f[0];
+  const bits = new Int32Array(f.buffer);
+  if (f[0] === 0) bits[0] = -2147483647; // -0 and 0 → the smallest negative subnormal
+  else bits[0] += f[0] > 0 ? -1 : 1;
+  return f[0];
 }
 
 function rotl(x: number, k: number): number {

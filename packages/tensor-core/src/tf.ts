@@ -3,5 +3,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import './generated/tfjs-registration.js';
 import '@tensorflow/tfjs-backend-cpu';
+// The chained-op methods' types (`Tensor.prototype.add`, …) are declared by tfjs-core as module
+// augmentations in this file; the type-only import brings them in without loading it at run time.
+import type {} from '@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops';
 
 export { tf };

@@ -130,7 +130,7 @@ function original(name: string): { kernelFunc: KernelImpl; setupFunc?: (backend:
 
 function replaceKernel(name: string, setupFunc: ((backend: tf.KernelBackend) => void) | undefined, kernelFunc: KernelImpl): void {
   if (tf.getKernel(name, 'wasm')) tf.unregisterKernel(name, 'wasm');
-  tf.registerKernel({ kernelName: name, backendName: 'wasm', setupFunc, kernelFunc: kernelFunc as unknown as tf.KernelFunc });
+  tf.registerKernel({ kernelName: name, backendName: 'wasm', setupFunc: setupFunc as tf.KernelConfig['setupFunc'], kernelFunc: kernelFunc as unknown as tf.KernelFunc });
 }
 
 /** `out[segmentIds[i], ...] += x[i, ...]`; rows with an id outside [0, numSegments) are dropped, as in TensorFlow. */

@@ -31,7 +31,7 @@ class Attention extends Module {
   }
 
   forward(x: tf.Tensor, mask: tf.Tensor): tf.Tensor {
-    const [b, t] = x.shape;
+    const [b, t] = x.shape as number[];
     const hd = this.hidden / this.heads;
     const split = (m: tf.Tensor) => m.reshape([b, t, this.heads, hd]).transpose([0, 2, 1, 3]); // [B, H, T, hd]
     const [q, k, v] = tf.split(this.qkv.forward(x), 3, -1).map(split);
@@ -95,12 +95,12 @@ export class TinyGpt extends Module {
   /** `ids [B, T]` → logits `[B, T, V]`. */
   forward(ids: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
-      const t = ids.shape[1];
+      const t = ids.shape[1] as number;
       const positions = tf.range(0, t, 1, 'int32');
       let h = this.wte.forward(ids).add(this.wpe.forward(positions));
       for (const block of this.blocks) h = block.forward(h, this.causalMask(t));
       h = this.lnF.forward(h);
-      const [b] = ids.shape;
+      const [b] = ids.shape as number[];
       return tf.matMul(h.reshape([b * t, -1]), this.wte.weight, false, true).reshape([b, t, this.config.vocabSize]);
     });
   }
@@ -108,7 +108,7 @@ export class TinyGpt extends Module {
   /** Mean next-token cross-entropy of `ids [B, T]` (targets are ids shifted left by one). */
   loss(ids: tf.Tensor): tf.Scalar {
     return tf.tidy(() => {
-      const [b, t] = ids.shape;
+      const [b, t] = ids.shape as number[];
       const v = this.config.vocabSize;
       const logits = this.forward(ids.slice([0, 0], [b, t - 1])).reshape([-1, v]);
       const targets = ids.slice([0, 1], [b, t - 1]).reshape([-1]);
@@ -128,8 +128,8 @@ export class TinyGpt extends Module {
  * out as (softmax − onehot) / N, which avoids tfjs's generic log-sum-exp and gather gradients.
  */
 export function softmaxCrossEntropy(logits: tf.Tensor, targets: tf.Tensor): tf.Scalar {
-  const [n, v] = logits.shape;
-  const f = tf.customGrad((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  const [n, v] = logits.shape as number[];
+  const f = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
     const logProbs = tf.logSoftmax(x);
     const picked = tf.gather(logProbs.reshape([-1]), tf.range(0, n * v, v, 'int32').add(targets));
     save([logProbs, targets]);
@@ -140,6 +140,6 @@ export function softmaxCrossEntropy(logits: tf.Tensor, targets: tf.Tensor): tf.S
         return saved[0].exp().sub(onehot).mul(dy.div(n));
       },
     };
-  });
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return f(logits) as tf.Scalar;
 }
