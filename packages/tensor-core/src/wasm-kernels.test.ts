@@ -89,6 +89,16 @@ describe('wasm kernels agree with cpu', () => {
     expect(out.values).toEqual([1, 2, 0, 0]);
   });
 
+  for (const dtype of ['float32', 'int32'] as const) {
+    it(`OneHot writes ${dtype} values`, async () => {
+      const run = () => tf.oneHot(tf.tensor1d([2, 0, 3, -1], 'int32'), 4, 5, -2, dtype);
+      const [wasm] = await on('wasm', run);
+      expect(wasm.dtype).toBe(dtype);
+      expect(wasm.values).toEqual([-2, -2, 5, -2, 5, -2, -2, -2, -2, -2, -2, 5, -2, -2, -2, -2]);
+      expect(wasm).toEqual((await on('cpu', run))[0]);
+    });
+  }
+
   it('embedding gradient at a 32k vocabulary trains on wasm', async () => {
     const table = random([32000, 8], 8);
     const idValues = Array.from({ length: 64 }, (_, i) => (i * 7919) % 32000);

@@ -60,6 +60,9 @@ export function installWasmKernels(): void {
   withPlainOperands('BatchMatMul');
   withPlainOperands('_FusedMatMul');
   replaceKernel('UnsortedSegmentSum', undefined, unsortedSegmentSum);
+  // The stock OneHot writes int32 bit patterns whatever the requested dtype, so a float32 one-hot
+  // holds denormals instead of 1 and 0.
+  replaceKernel('OneHot', undefined, oneHot);
 }
 
 let singleMatMul: ((...args: unknown[]) => void) | undefined;
@@ -151,6 +154,21 @@ function unsortedSegmentSum({ inputs, backend, attrs }: KernelArgs): tf.TensorIn
     const src = r * inner;
     const dst = s * inner;
     for (let k = 0; k < inner; k++) outValues[dst + k] += xValues[src + k];
+  }
+  return out;
+}
+
+/** `out[..., j] = j === indices[...] ? onValue : offValue`, in the requested dtype. */
+function oneHot({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const { indices } = inputs as { indices: tf.TensorInfo };
+  const { dtype, depth, onValue, offValue } = attrs as { dtype: tf.DataType; depth: number; onValue: number; offValue: number };
+  const out = backend.makeOutput([...indices.shape, depth], dtype);
+  const values = backend.typedArrayFromHeap(out);
+  values.fill(offValue);
+  const ids = backend.typedArrayFromHeap(indices) as Int32Array;
+  for (let i = 0; i < ids.length; i++) {
+    const j = ids[i];
+    if (j >= 0 && j < depth) values[i * depth + j] = onValue;
   }
   return out;
 }
