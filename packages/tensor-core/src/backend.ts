@@ -29,7 +29,10 @@ const isNode = typeof process !== 'undefined' && process.versions?.node !== unde
  *   (SwiftShader, lavapipe, anything reported as a fallback adapter): those are 5–50× slower than
  *   wasm.
  * - `webgpu`: WebGPU with whatever adapter exists, software ones included (tests ask for them by
- *   name); throws `BACKEND_UNAVAILABLE` when there is none.
+ *   name); throws `BACKEND_UNAVAILABLE`, saying why, when there is none. In Node, Vulkan reads
+ *   `VK_ICD_FILENAMES` at the first adapter search, so set it before that (in-process is enough).
+ *   Read results with `await t.data()`: in Node `dataSync()` on WebGPU throws (tfjs needs
+ *   `OffscreenCanvas` for it).
  * - `wasm`: the WebAssembly backend (SIMD; threads in browsers with cross-origin isolation).
  * - `cpu`: the plain JavaScript backend, slow but always there.
  *
@@ -49,11 +52,23 @@ export async function initBackend(name: BackendName = 'auto'): Promise<BackendIn
       return { name: 'cpu', threads: 1, float16: false };
     case 'wasm':
       return initWasm();
-    case 'webgpu':
-      return initWebGpu(true);
+    case 'webgpu': {
+      const search = await findAdapter();
+      if (!search.adapter) {
+        const options = 'cause' in search ? { help: search.help, cause: search.cause } : { help: search.help };
+        throw new PosttrainError('BACKEND_UNAVAILABLE', `no WebGPU adapter: ${search.reason}`, options);
+      }
+      return initWebGpu(search.adapter);
+    }
     case 'auto': {
-      const gpu = await findAdapter().catch(() => undefined);
-      if (gpu && !gpu.software) return initWebGpu(false);
+      const { adapter } = await findAdapter();
+      if (adapter && !adapter.software) {
+        try {
+          return await initWebGpu(adapter);
+        } catch {
+          // A hardware adapter whose device tfjs cannot open: fall through to wasm, as documented.
+        }
+      }
       try {
         return await initWasm();
       } catch {
@@ -105,54 +120,79 @@ interface GpuLike {
 
 const softwareNames = /swiftshader|llvmpipe|lavapipe|softpipe|basic render|warp/i;
 
-/** Makes `navigator.gpu` available in Node through the optional `webgpu` package (Dawn). */
-async function ensureNavigatorGpu(): Promise<GpuLike | undefined> {
-  const nav = (globalThis as { navigator?: { gpu?: GpuLike } }).navigator;
-  if (nav?.gpu) return nav.gpu;
-  if (!isNode) return undefined;
-  let dawn: { create(options: string[]): GpuLike; globals: object };
-  try {
-    const moduleName = 'webgpu';
-    dawn = (await import(/* @vite-ignore */ moduleName)) as typeof dawn;
-  } catch {
-    return undefined;
-  }
-  const gpu = dawn.create([]);
-  Object.assign(globalThis, dawn.globals);
-  if (nav) {
-    Object.defineProperty(nav, 'gpu', { value: gpu, configurable: true });
-  } else {
-    Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
-  }
-  return gpu;
+/** What {@link findAdapter} found: an adapter, or why there is none and how to get one. */
+type AdapterSearch = { adapter: AdapterFacts } | { adapter?: undefined; reason: string; help: string; cause?: unknown };
+
+interface DawnModule {
+  create(options: string[]): GpuLike;
+  globals: object;
 }
 
-async function findAdapter(): Promise<AdapterFacts | undefined> {
-  const gpu = await ensureNavigatorGpu();
-  if (!gpu) return undefined;
-  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-  if (!adapter) return undefined;
+const swiftShaderIcd = '/usr/lib/chromium/vk_swiftshader_icd.json';
+
+function noAdapterHelp(): string {
+  if (!isNode) return 'use a browser with WebGPU enabled (for a software adapter: chromium --enable-unsafe-webgpu)';
+  return (
+    'Dawn needs a Vulkan driver: a GPU\'s, or SwiftShader for tests (Debian: apt-get install chromium libvulkan1, ' +
+    `then VK_ICD_FILENAMES=${swiftShaderIcd}, set before the first initBackend call of the process)`
+  );
+}
+
+/**
+ * Finds the WebGPU adapter `navigator.gpu` offers: the browser's, or in Node a Dawn instance from
+ * the optional `webgpu` package, which then becomes `navigator.gpu` (with Dawn's `GPU*` globals)
+ * for tfjs-backend-webgpu. Never throws: a missing package, a failing Dawn and an empty adapter
+ * list all come back as reasons.
+ */
+async function findAdapter(): Promise<AdapterSearch> {
+  const nav = (globalThis as { navigator?: { gpu?: GpuLike } }).navigator;
+  let gpu = nav?.gpu;
+  let dawn: DawnModule | undefined;
+  if (!gpu) {
+    if (!isNode) return { reason: 'this runtime has no navigator.gpu', help: noAdapterHelp() };
+    try {
+      const moduleName = 'webgpu';
+      dawn = (await import(/* @vite-ignore */ moduleName)) as DawnModule;
+      gpu = dawn.create([]);
+    } catch (cause) {
+      return { reason: "the optional 'webgpu' package (Dawn for Node) could not be loaded", help: 'npm install webgpu', cause };
+    }
+  }
+  let adapter: GpuAdapterLike | null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  } catch (cause) {
+    return { reason: 'navigator.gpu.requestAdapter() failed', help: noAdapterHelp(), cause };
+  }
+  if (!adapter) {
+    const reason = dawn
+      ? `Dawn found none (VK_ICD_FILENAMES is ${process.env.VK_ICD_FILENAMES === undefined ? 'unset' : JSON.stringify(process.env.VK_ICD_FILENAMES)})`
+      : 'navigator.gpu.requestAdapter() returned null';
+    return { reason, help: noAdapterHelp() };
+  }
+  // Keep a Dawn instance only once it has an adapter: Vulkan reads VK_ICD_FILENAMES when an instance
+  // first lists adapters, so an instance that found none stays empty even after the variable is set,
+  // while a fresh one on the next call sees it.
+  if (dawn) {
+    Object.assign(globalThis, dawn.globals);
+    if (nav) {
+      Object.defineProperty(nav, 'gpu', { value: gpu, configurable: true });
+    } else {
+      Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
+    }
+  }
   const info = adapter.info ?? (await adapter.requestAdapterInfo?.()) ?? {};
   const parts = ['vendor', 'architecture', 'device', 'description']
     .map((k) => info[k])
     .filter((v): v is string => typeof v === 'string' && v !== '');
   const description = parts.join(' ') || 'unknown adapter';
+  // Dawn reports SwiftShader as vendor "google", architecture "swiftshader", `info.isFallbackAdapter`
+  // true; older implementations put `isFallbackAdapter` on the adapter itself.
   const fallback = info.isFallbackAdapter === true || adapter.isFallbackAdapter === true;
-  return { description, software: fallback || softwareNames.test(description), float16: adapter.features.has('shader-f16') };
+  return { adapter: { description, software: fallback || softwareNames.test(description), float16: adapter.features.has('shader-f16') } };
 }
 
-async function initWebGpu(allowSoftware: boolean): Promise<BackendInfo> {
-  const adapter = await findAdapter();
-  if (!adapter) {
-    throw new PosttrainError('BACKEND_UNAVAILABLE', 'no WebGPU adapter found', {
-      help: isNode
-        ? "install the optional 'webgpu' package (npm i webgpu) and a Vulkan driver; for a software adapter set VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json"
-        : 'use a browser with WebGPU enabled',
-    });
-  }
-  if (adapter.software && !allowSoftware) {
-    throw new PosttrainError('BACKEND_UNAVAILABLE', `WebGPU adapter "${adapter.description}" is a software rasteriser`);
-  }
+async function initWebGpu(adapter: AdapterFacts): Promise<BackendInfo> {
   // tfjs-backend-webgpu registers itself only if navigator.gpu exists when it is imported.
   await import('@tensorflow/tfjs-backend-webgpu');
   await activate('webgpu');
