@@ -57,21 +57,21 @@ async function measure(shapeName: string, shape: Shape, budgetSeconds: number): 
   const rng = new Rng(1);
   const ids = tf.tensor(Array.from({ length: shape.batch * shape.seq }, () => rng.int(shape.vocabSize)), [shape.batch, shape.seq], 'int32');
   let loss = NaN;
-  const step = (): number => {
+  const step = async (): Promise<number> => {
     const t0 = performance.now();
     const { value, grads } = valueAndGrads(() => model.loss(ids), optimizer.params);
     optimizer.step(grads);
-    loss = value.dataSync()[0]; // waits for the device
+    loss = (await value.data())[0]; // waits for the device (dataSync is unavailable on WebGPU in Node)
     value.dispose();
     tf.dispose([...grads.values()]);
     return performance.now() - t0;
   };
-  const first = step();
+  const first = await step();
   const warmup = first > 5000 ? 1 : 3;
-  for (let i = 1; i < warmup; i++) step();
+  for (let i = 1; i < warmup; i++) await step();
   const ms: number[] = [];
   const deadline = performance.now() + budgetSeconds * 1000;
-  while (ms.length < 3 || (ms.length < 30 && performance.now() < deadline)) ms.push(step());
+  while (ms.length < 3 || (ms.length < 30 && performance.now() < deadline)) ms.push(await step());
   optimizer.dispose();
   model.dispose();
   ids.dispose();
@@ -87,6 +87,10 @@ function median(xs: number[]): number {
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  // Without a GPU, Dawn can use SwiftShader's Vulkan driver (Debian's chromium package ships it);
+  // Vulkan reads this variable at the first adapter search.
+  const swiftShader = '/usr/lib/chromium/vk_swiftshader_icd.json';
+  if (args.webgpuSoftware && process.env.VK_ICD_FILENAMES === undefined && existsSync(swiftShader)) process.env.VK_ICD_FILENAMES = swiftShader;
   const runs: Run[] = [];
   const backendsSeen: Record<string, BackendInfo> = {};
   for (const backend of args.backends) {

@@ -23,11 +23,51 @@ export {
   type EmbeddingOptions,
 } from './layers.js';
 export { LayerNorm, RMSNorm, defaultLayerNormOptions, defaultRMSNormOptions, type LayerNormOptions, type RMSNormOptions } from './norm.js';
+export { geluTanh, silu } from './activations.js';
 export { Rng } from './rng.js';
 
 // Optimisation
+export { AdamW, SGD, defaultAdamWOptions, defaultSGDOptions, type Optimizer, type AdamWOptions, type SGDOptions } from './optim.js';
+export { clipGradNorm, clipGradNormAsync } from './clip.js';
+export {
+  constantSchedule,
+  linearSchedule,
+  cosineSchedule,
+  defaultConstantScheduleOptions,
+  defaultLinearScheduleOptions,
+  defaultCosineScheduleOptions,
+  type LrSchedule,
+  type ConstantScheduleOptions,
+  type LinearScheduleOptions,
+  type CosineScheduleOptions,
+} from './schedules.js';
+export { valueAndGrads, type ValueAndGrads } from './grads.js';
 
 // Safetensors and files
+export {
+  readSafetensors,
+  writeSafetensors,
+  parseSafetensorsHeader,
+  decodeSafetensorsTensor,
+  defaultWriteSafetensorsOptions,
+  MAX_SAFETENSORS_HEADER_BYTES,
+  type SafetensorsDtype,
+  type SafetensorsFormatDtype,
+  type SafetensorsHeader,
+  type SafetensorsTensorInfo,
+  type WriteSafetensorsOptions,
+} from './safetensors.js';
+export { fileSource, fileTarget, type FileSource, type FileTarget, type FileSourceInput } from './file-source.js';
+export {
+  readCheckpoint,
+  writeCheckpoint,
+  defaultReadCheckpointOptions,
+  defaultWriteCheckpointOptions,
+  type CheckpointIndex,
+  type ReadCheckpointOptions,
+  type WriteCheckpointOptions,
+  type WriteCheckpointResult,
+} from './checkpoint.js';
 
 // Model contract
 export type { CausalLM, ModelConfig, ForwardOptions, ForwardOutput, KVCache } from './causal-lm.js';
