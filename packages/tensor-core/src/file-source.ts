@@ -87,6 +87,14 @@ function notFound(name: string, where: string, detail?: string, cause?: unknown)
 /** Up to ten names, for messages. */
 const someOf = (names: string[]) => (names.length ? names.slice(0, 10).join(', ') + (names.length > 10 ? ', …' : '') : 'no files');
 
+/**
+ * Imports a Node built-in at run time. The name goes through a variable so that browser bundlers
+ * (esbuild, Vite, webpack) leave the import alone instead of failing to resolve `node:fs`.
+ */
+function nodeModule<T>(name: string): Promise<T> {
+  return import(/* @vite-ignore */ /* webpackIgnore: true */ name) as Promise<T>;
+}
+
 function isMissing(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR';
@@ -95,7 +103,7 @@ function isMissing(error: unknown): boolean {
 /** The directory a path or `file:` URL names, without trailing slashes; resolved lazily so browsers never load `node:url`. */
 function directoryOf(at: string | URL): () => Promise<string> {
   return async () => {
-    const path = typeof at === 'string' ? at : (await import('node:url')).fileURLToPath(at);
+    const path = typeof at === 'string' ? at : (await nodeModule<typeof import('node:url')>('node:url')).fileURLToPath(at);
     return path.replace(/\/+$/, '') || '/';
   };
 }
@@ -104,7 +112,7 @@ function directorySource(dir: () => Promise<string>, label: string): FileSource 
   const where = `directory ${label}`;
   const read = async (name: string): Promise<Uint8Array> => {
     checkName(name, where);
-    const fs = await import('node:fs/promises');
+    const fs = await nodeModule<typeof import('node:fs/promises')>('node:fs/promises');
     const path = `${await dir()}/${name}`;
     try {
       const buffer = await fs.readFile(path);
@@ -120,7 +128,7 @@ function directorySource(dir: () => Promise<string>, label: string): FileSource 
     describe: () => where,
     async exists(name) {
       checkName(name, where);
-      const fs = await import('node:fs/promises');
+      const fs = await nodeModule<typeof import('node:fs/promises')>('node:fs/promises');
       const stat = await fs.stat(`${await dir()}/${name}`).catch((error: unknown) => {
         if (isMissing(error)) return undefined;
         throw error;
@@ -235,7 +243,7 @@ function directoryTarget(dir: () => Promise<string>, label: string): FileTarget 
     describe: () => where,
     async write(name, data) {
       checkName(name, where);
-      const fs = await import('node:fs/promises');
+      const fs = await nodeModule<typeof import('node:fs/promises')>('node:fs/promises');
       const path = `${await dir()}/${name}`;
       const parent = path.slice(0, path.lastIndexOf('/')) || '/';
       await fs.mkdir(parent, { recursive: true });
@@ -261,7 +269,7 @@ function directoryTarget(dir: () => Promise<string>, label: string): FileTarget 
     },
     async remove(name) {
       checkName(name, where);
-      const fs = await import('node:fs/promises');
+      const fs = await nodeModule<typeof import('node:fs/promises')>('node:fs/promises');
       await fs.rm(`${await dir()}/${name}`, { force: true });
     },
   };

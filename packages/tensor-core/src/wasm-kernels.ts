@@ -28,11 +28,16 @@ let installed = false;
 /**
  * Registers posttrain's wasm kernels. Call after `@tensorflow/tfjs-backend-wasm` is imported (it
  * registers its own kernels on import) and before or after the backend is initialised; calling it
- * again does nothing.
+ * again does nothing. `fastMatMul: false` keeps tfjs's own matmuls, for the benchmark's baseline.
  */
-export function installWasmKernels(): void {
+export function installWasmKernels(options: { fastMatMul?: boolean } = {}): void {
   if (installed) return;
   installed = true;
+  replaceKernel('UnsortedSegmentSum', undefined, unsortedSegmentSum);
+  // The stock OneHot writes int32 bit patterns whatever the requested dtype, so a float32 one-hot
+  // holds denormals instead of 1 and 0.
+  replaceKernel('OneHot', undefined, oneHot);
+  if (options.fastMatMul === false) return;
   const transpose = original('Transpose');
   const withPlainOperands = (name: 'BatchMatMul' | '_FusedMatMul'): void => {
     const base = original(name);
@@ -59,10 +64,6 @@ export function installWasmKernels(): void {
   };
   withPlainOperands('BatchMatMul');
   withPlainOperands('_FusedMatMul');
-  replaceKernel('UnsortedSegmentSum', undefined, unsortedSegmentSum);
-  // The stock OneHot writes int32 bit patterns whatever the requested dtype, so a float32 one-hot
-  // holds denormals instead of 1 and 0.
-  replaceKernel('OneHot', undefined, oneHot);
 }
 
 let singleMatMul: ((...args: unknown[]) => void) | undefined;
