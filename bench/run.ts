@@ -3,6 +3,7 @@
 //   npm run bench                                   # every backend this machine has
 //   npm run bench -- --backends wasm --shapes tiny  # a subset
 //   npm run bench -- --webgpu-software              # include a software WebGPU adapter (slow)
+//   npm run bench -- --backends wasm --wasm-stock-matmul  # baseline: tfjs-wasm's own matmul kernels
 //
 // Writes bench/results/latest.json: { machine, runs: [{ name, backend, shape, msPerStep, tokensPerSec, ... }] }.
 // Timings are medians over the measured steps, after warm-up steps that are not counted.
@@ -12,6 +13,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AdamW, Rng, initBackend, tf, valueAndGrads, type BackendInfo } from '@posttrain/tensor-core';
 import { TinyGpt, type TinyGptConfig } from '../packages/tensor-core/src/testing/tiny-gpt.js';
+import { installWasmKernels } from '../packages/tensor-core/src/wasm-kernels.js';
 
 interface Shape extends TinyGptConfig {
   batch: number;
@@ -35,7 +37,7 @@ interface Run {
   finalLoss: number;
 }
 
-function parseArgs(argv: string[]): { backends: string[]; shapes: string[]; webgpuSoftware: boolean; out: string; seconds: number } {
+function parseArgs(argv: string[]): { backends: string[]; shapes: string[]; webgpuSoftware: boolean; stockMatMul: boolean; out: string; seconds: number } {
   const get = (flag: string): string | undefined => {
     const i = argv.indexOf(flag);
     return i >= 0 ? argv[i + 1] : undefined;
@@ -45,6 +47,7 @@ function parseArgs(argv: string[]): { backends: string[]; shapes: string[]; webg
     backends: (get('--backends') ?? 'wasm,cpu,webgpu').split(','),
     shapes: (get('--shapes') ?? 'tiny,vocab32k').split(','),
     webgpuSoftware: argv.includes('--webgpu-software'),
+    stockMatMul: argv.includes('--wasm-stock-matmul'),
     out: get('--out') ?? join(here, 'results', 'latest.json'),
     seconds: Number(get('--seconds') ?? 20),
   };
@@ -90,6 +93,10 @@ async function main(): Promise<void> {
   // Without a GPU, Dawn can use SwiftShader's Vulkan driver (Debian's chromium package ships it);
   // Vulkan reads this variable at the first adapter search.
   const swiftShader = '/usr/lib/chromium/vk_swiftshader_icd.json';
+  if (args.stockMatMul) {
+    await import('@tensorflow/tfjs-backend-wasm');
+    installWasmKernels({ fastMatMul: false }); // initBackend's own call is then a no-op
+  }
   if (args.webgpuSoftware && process.env.VK_ICD_FILENAMES === undefined && existsSync(swiftShader)) process.env.VK_ICD_FILENAMES = swiftShader;
   const runs: Run[] = [];
   const backendsSeen: Record<string, BackendInfo> = {};
@@ -112,7 +119,7 @@ async function main(): Promise<void> {
       const { ms, loss, warmup } = await measure(shapeName, shape, args.seconds);
       const msPerStep = median(ms);
       const run: Run = {
-        name: `train-step/${shapeName}/${info.name}`,
+        name: `train-step/${shapeName}/${info.name}${info.name === 'wasm' && args.stockMatMul ? '-stock-matmul' : ''}`,
         backend: info.name,
         shape: shapeName,
         msPerStep: round(msPerStep),
