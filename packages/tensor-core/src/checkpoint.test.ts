@@ -6,7 +6,8 @@ import { tf } from './tf.js';
 import { isPosttrainError } from './errors.js';
 import { fileSource, fileTarget } from './file-source.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
-import { parseSafetensorsHeader, writeSafetensors } from './safetensors.js';
+import { parseSafetensorsHeader } from './safetensors.js';
+import { writeSafetensors } from './safetensors-write.js';
 
 let before = 0;
 beforeEach(() => {

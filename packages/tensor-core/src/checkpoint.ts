@@ -5,16 +5,8 @@ import { tf } from './tf.js';
 import { PosttrainError, isPosttrainError } from './errors.js';
 import { describe, resolveOptions } from './options.js';
 import type { FileSource, FileTarget } from './file-source.js';
-import {
-  decodeSafetensorsTensor,
-  defaultWriteSafetensorsOptions,
-  parseSafetensorsHeader,
-  storedDtypes,
-  writeSafetensors,
-  type SafetensorsDtype,
-  type SafetensorsHeader,
-  type WriteSafetensorsOptions,
-} from './safetensors.js';
+import { decodeSafetensorsTensor, parseSafetensorsHeader, type SafetensorsDtype, type SafetensorsHeader } from './safetensors.js';
+import { defaultWriteSafetensorsOptions, storedDtypes, writeSafetensors, type WriteSafetensorsOptions } from './safetensors-write.js';
 
 /**
  * The contents of `model.safetensors.index.json`, as transformers writes it.

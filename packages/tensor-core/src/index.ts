@@ -27,7 +27,8 @@ export { geluTanh, silu } from './activations.js';
 export { Rng } from './rng.js';
 
 // Optimisation
-export { AdamW, SGD, defaultAdamWOptions, defaultSGDOptions, type Optimizer, type AdamWOptions, type SGDOptions } from './optim.js';
+export { AdamW, defaultAdamWOptions, type Optimizer, type AdamWOptions } from './optim.js';
+export { SGD, defaultSGDOptions, type SGDOptions } from './sgd.js';
 export { clipGradNorm, clipGradNormAsync } from './clip.js';
 export {
   constantSchedule,
@@ -46,17 +47,15 @@ export { valueAndGrads, type ValueAndGrads } from './grads.js';
 // Safetensors and files
 export {
   readSafetensors,
-  writeSafetensors,
   parseSafetensorsHeader,
   decodeSafetensorsTensor,
-  defaultWriteSafetensorsOptions,
   MAX_SAFETENSORS_HEADER_BYTES,
   type SafetensorsDtype,
   type SafetensorsFormatDtype,
   type SafetensorsHeader,
   type SafetensorsTensorInfo,
-  type WriteSafetensorsOptions,
 } from './safetensors.js';
+export { writeSafetensors, defaultWriteSafetensorsOptions, type WriteSafetensorsOptions } from './safetensors-write.js';
 export { fileSource, fileTarget, type FileSource, type FileTarget, type FileSourceInput } from './file-source.js';
 export {
   readCheckpoint,
