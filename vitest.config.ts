@@ -1,18 +1,20 @@
 import { readdirSync, existsSync } from 'node:fs';
 import { defineConfig } from 'vitest/config';
 
-// One process, every package's tests, resolved from source through the `source` export condition.
-const packages = readdirSync('packages').filter((name) => existsSync(`packages/${name}/src`));
+// One process, every package's and example's tests, resolved from source through the `source`
+// export condition.
+const dirs = (root: string) => (existsSync(root) ? readdirSync(root).filter((name) => existsSync(`${root}/${name}/src`)).map((name) => ({ root, name })) : []);
+const projects = [...dirs('packages'), ...dirs('examples')];
 
 export default defineConfig({
   test: {
     reporters: ['default', './scripts/vitest-summary-reporter.ts'],
-    projects: packages.map((name) => ({
+    projects: projects.map(({ root, name }) => ({
       resolve: { conditions: ['source'] },
       ssr: { resolve: { conditions: ['source'] } },
       test: {
-        name,
-        root: `packages/${name}`,
+        name: root === 'examples' ? `example-${name}` : name,
+        root: `${root}/${name}`,
         include: ['src/**/*.test.ts'],
         testTimeout: 120_000,
         hookTimeout: 120_000,

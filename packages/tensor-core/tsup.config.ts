@@ -3,7 +3,11 @@ import { defineConfig } from 'tsup';
 export default defineConfig({
   entry: ['src/index.ts'],
   format: ['esm', 'cjs'],
-  dts: true,
+  dts: {
+    // tfjs-core declares the chained-op methods (`x.add(y)`) as module augmentations in a file of
+    // their own; the bundled declarations must load it too, or users' `tf.Tensor` lacks them.
+    banner: "import '@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops';",
+  },
   sourcemap: true,
   clean: true,
   target: 'es2022',
