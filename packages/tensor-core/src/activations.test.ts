@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
 import { geluTanh, silu } from './activations.js';
+import { expectClose } from './testing/assert.js';
 
 // Reference: scripts/reference/activations_ref.py (PyTorch, float64 from float32 inputs).
 const ref = JSON.parse(readFileSync(new URL('../fixtures/activations_ref.json', import.meta.url), 'utf8')) as {
@@ -10,16 +11,6 @@ const ref = JSON.parse(readFileSync(new URL('../fixtures/activations_ref.json', 
 } & Record<'geluTanh' | 'silu', { y: number[]; grad: number[] }>;
 
 const TOL = 1e-5; // max |ours − torch| ≤ TOL · max(1, max |torch|)
-
-function maxError(actual: ArrayLike<number>, expected: number[]): number {
-  let scale = 1;
-  let worst = 0;
-  for (let i = 0; i < expected.length; i++) {
-    scale = Math.max(scale, Math.abs(expected[i]));
-    worst = Math.max(worst, Math.abs(actual[i] - expected[i]));
-  }
-  return worst / scale;
-}
 
 describe.each([
   ['geluTanh', geluTanh],
@@ -31,8 +22,8 @@ describe.each([
     const upstream = tf.tensor(ref.upstream);
     const { value, grad } = tf.valueAndGrad((t: tf.Tensor) => fn(t).mul(upstream).sum())(x);
     const y = fn(x);
-    expect(maxError(y.dataSync(), ref[name].y)).toBeLessThanOrEqual(TOL);
-    expect(maxError(grad.dataSync(), ref[name].grad)).toBeLessThanOrEqual(TOL);
+    expectClose(y.dataSync(), ref[name].y, TOL, 'forward');
+    expectClose(grad.dataSync(), ref[name].grad, TOL, 'gradient');
     expect(Number.isFinite(value.dataSync()[0])).toBe(true);
     tf.dispose([x, upstream, value, grad, y]);
     expect(tf.memory().numTensors).toBe(before);

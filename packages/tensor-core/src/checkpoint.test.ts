@@ -1,23 +1,16 @@
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readdir } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
-import { isPosttrainError } from './errors.js';
 import { fileSource, fileTarget } from './file-source.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { parseSafetensorsHeader } from './safetensors.js';
 import { writeSafetensors } from './safetensors-write.js';
+import { expectRejection } from './testing/assert.js';
+import { withTempDir } from './testing/temp-dir.js';
+import { disposeAll, expectNoTensorLeaks } from './testing/tensors.js';
 
-let before = 0;
-beforeEach(() => {
-  before = tf.memory().numTensors;
-});
-afterEach(() => {
-  expect(tf.memory().numTensors).toBe(before); // nothing leaks, on success or on error
-});
+expectNoTensorLeaks(); // nothing leaks, on success or on error
 
-const disposeAll = (tensors: Record<string, tf.Tensor>) => Object.values(tensors).forEach((t) => t.dispose());
 const range = (n: number, dtype: 'float32' | 'int32' = 'float32') =>
   tf.tensor1d(
     Array.from({ length: n }, (_, i) => i * (dtype === 'float32' ? 0.5 : 1) - 3),
@@ -36,15 +29,6 @@ async function expectSame(actual: Record<string, tf.Tensor>, expected: Record<st
     expect(actual[name].shape, name).toEqual(t.shape);
     expect(Array.from(await actual[name].data()), name).toEqual(Array.from(await t.data()));
   }
-}
-
-async function expectCode(promise: Promise<unknown>, code: string, message: string): Promise<void> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(isPosttrainError(error) && error.code, String(error)).toBe(code);
-  expect((error as Error).message).toContain(message);
 }
 
 describe('writeCheckpoint and readCheckpoint', () => {
@@ -92,27 +76,27 @@ describe('writeCheckpoint and readCheckpoint', () => {
   });
 
   it('round-trip sharded files through a real directory, leaving no temporary files', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'posttrain-checkpoint-'));
-    const tensors = makeTensors();
-    try {
-      await writeCheckpoint(tensors, fileTarget(dir), { maxShardBytes: 150, fileName: 'adapter_model.safetensors', dtypes: { 'model.ids': 'I64' } });
-      expect((await readdir(dir)).sort()).toEqual([
-        'adapter_model-00001-of-00002.safetensors',
-        'adapter_model-00002-of-00002.safetensors',
-        'adapter_model.safetensors.index.json',
-      ]);
-      const back = await readCheckpoint(fileSource(dir), { fileName: 'adapter_model.safetensors' });
-      await expectSame(back, tensors);
-      disposeAll(back);
-      await expectCode(
-        readCheckpoint(fileSource(dir)),
-        'FILE_NOT_FOUND',
-        `expected model.safetensors or model.safetensors.index.json in directory ${dir}; found neither`,
-      );
-    } finally {
-      disposeAll(tensors);
-      await rm(dir, { recursive: true, force: true });
-    }
+    await withTempDir('posttrain-checkpoint-', async (dir) => {
+      const tensors = makeTensors();
+      try {
+        await writeCheckpoint(tensors, fileTarget(dir), { maxShardBytes: 150, fileName: 'adapter_model.safetensors', dtypes: { 'model.ids': 'I64' } });
+        expect((await readdir(dir)).sort()).toEqual([
+          'adapter_model-00001-of-00002.safetensors',
+          'adapter_model-00002-of-00002.safetensors',
+          'adapter_model.safetensors.index.json',
+        ]);
+        const back = await readCheckpoint(fileSource(dir), { fileName: 'adapter_model.safetensors' });
+        await expectSame(back, tensors);
+        disposeAll(back);
+        await expectRejection(
+          readCheckpoint(fileSource(dir)),
+          'FILE_NOT_FOUND',
+          `expected model.safetensors or model.safetensors.index.json in directory ${dir}; found neither`,
+        );
+      } finally {
+        disposeAll(tensors);
+      }
+    });
   });
 
   it('remove the other layout when it changes, so a reader never picks a stale file', async () => {
@@ -155,7 +139,7 @@ describe('readCheckpoint on broken checkpoints', () => {
 
   it('names every missing shard before reading any', async () => {
     const source = fileSource({ 'model.safetensors.index.json': index({ a: shard1, b: shard2, c: 'model-extra.safetensors' }) });
-    await expectCode(
+    await expectRejection(
       readCheckpoint(source),
       'FILE_NOT_FOUND',
       `model.safetensors.index.json lists shards missing from in-memory files: ${shard1}, ${shard2}, model-extra.safetensors`,
@@ -169,7 +153,7 @@ describe('readCheckpoint on broken checkpoints', () => {
       [shard2]: writeSafetensors({ c: a }),
       'model.safetensors.index.json': index({ a: shard1, b: shard2, d: shard2 }),
     };
-    await expectCode(
+    await expectRejection(
       readCheckpoint(fileSource(files)),
       'SAFETENSORS_FORMAT',
       `model.safetensors.index.json maps tensors to ${shard2}, but ${shard2} in in-memory files does not hold b, d`,
@@ -184,12 +168,12 @@ describe('readCheckpoint on broken checkpoints', () => {
     const header = new TextEncoder().encode('{"b":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}');
     const i64File = new Uint8Array([...new Uint8Array(new BigUint64Array([BigInt(header.length)]).buffer), ...header, ...big]);
     const files = { [shard1]: writeSafetensors({ a }), [shard2]: i64File, 'model.safetensors.index.json': index({ a: shard1, b: shard2 }) };
-    await expectCode(
+    await expectRejection(
       readCheckpoint(fileSource(files)),
       'SAFETENSORS_FORMAT',
       `${shard2} in in-memory files: tensor "b" (I64): expected values in the int32 range`,
     );
-    await expectCode(
+    await expectRejection(
       readCheckpoint(fileSource({ 'model.safetensors': new Uint8Array(3) })),
       'SAFETENSORS_FORMAT',
       'model.safetensors in in-memory files: invalid safetensors file: expected at least 8 bytes',
@@ -199,18 +183,18 @@ describe('readCheckpoint on broken checkpoints', () => {
 
   it('rejects an index that is not JSON or has no proper weight_map, and shard names that climb out', async () => {
     const read = (text: string) => readCheckpoint(fileSource({ 'model.safetensors.index.json': text }));
-    await expectCode(
+    await expectRejection(
       read('{"weight_map": '),
       'SAFETENSORS_FORMAT',
       'model.safetensors.index.json in in-memory files: expected JSON; got a parse error',
     );
-    await expectCode(
+    await expectRejection(
       read('{"metadata": {}}'),
       'SAFETENSORS_FORMAT',
       'model.safetensors.index.json in in-memory files: expected a "weight_map" object; got undefined',
     );
-    await expectCode(read(index({ a: 3 })), 'SAFETENSORS_FORMAT', 'expected weight_map["a"] to be a shard file name; got 3');
-    await expectCode(read(index({ a: '../model.safetensors' })), 'INVALID_ARGUMENT', 'got "../model.safetensors"');
+    await expectRejection(read(index({ a: 3 })), 'SAFETENSORS_FORMAT', 'expected weight_map["a"] to be a shard file name; got 3');
+    await expectRejection(read(index({ a: '../model.safetensors' })), 'INVALID_ARGUMENT', 'got "../model.safetensors"');
   });
 });
 
@@ -218,23 +202,23 @@ describe('checkpoint options', () => {
   it('reject bad options by name', async () => {
     const t = { a: range(1) };
     const target = fileTarget(new Map());
-    await expectCode(
+    await expectRejection(
       writeCheckpoint(t, target, { maxShardBytes: 0 }),
       'INVALID_OPTION',
       'writeCheckpoint: expected maxShardBytes to be a number of bytes > 0 (Infinity for one file); got 0',
     );
-    await expectCode(
+    await expectRejection(
       writeCheckpoint(t, target, { fileName: 'model.bin' }),
       'INVALID_OPTION',
       'writeCheckpoint: expected fileName to be a file name ending in .safetensors; got "model.bin"',
     );
-    await expectCode(
+    await expectRejection(
       writeCheckpoint(t, target, { shardSize: 5 } as object),
       'INVALID_OPTION',
       'writeCheckpoint: unknown option "shardSize"; known options are floatDtype, intDtype, dtypes, fileName, maxShardBytes, metadata',
     );
-    await expectCode(writeCheckpoint(t, target, { dtypes: { a: 'I8' } }), 'DTYPE_MISMATCH', 'cannot store tensor "a" (float32) as "I8"');
-    await expectCode(
+    await expectRejection(writeCheckpoint(t, target, { dtypes: { a: 'I8' } }), 'DTYPE_MISMATCH', 'cannot store tensor "a" (float32) as "I8"');
+    await expectRejection(
       readCheckpoint(fileSource({}), { fileName: 'sub/model.safetensors' }),
       'INVALID_OPTION',
       'readCheckpoint: expected fileName to be a file name ending in .safetensors; got "sub/model.safetensors"',

@@ -1,28 +1,15 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
 import { isPosttrainError } from './errors.js';
 import { clipGradNorm, clipGradNormAsync } from './clip.js';
+import { thrown } from './testing/assert.js';
+import { optimFixture } from './testing/optim-fixture.js';
 
 // Reference: scripts/reference/optim_ref.py, torch.nn.utils.clip_grad_norm_ on fixed gradients.
-interface ClipFixture {
-  shapes: Record<string, number[]>;
-  grads: Record<string, number[]>;
-  cases: { maxNorm: number; totalNorm: number; clipped: Record<string, number[]> }[];
-}
-const fixture = (JSON.parse(readFileSync(new URL('../fixtures/optim.json', import.meta.url), 'utf8')) as { clip: ClipFixture }).clip;
+const fixture = optimFixture.clip;
 
 function fixtureGrads(): Map<string, tf.Tensor> {
   return new Map(Object.entries(fixture.grads).map(([k, v]) => [k, tf.tensor(v, fixture.shapes[k], 'float32')]));
-}
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
 }
 
 describe('clipGradNorm', () => {

@@ -1,34 +1,21 @@
 import { createServer, type Server } from 'node:http';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isPosttrainError } from './errors.js';
 import { fileSource, fileTarget, type FileSource } from './file-source.js';
+import { expectRejection } from './testing/assert.js';
+import { useTempDir } from './testing/temp-dir.js';
 
-let dir = '';
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'posttrain-files-'));
-  await writeFile(join(dir, 'weights.bin'), new Uint8Array([0, 1, 2, 255]));
-  await writeFile(join(dir, 'config.json'), '{"name": "héllo ✓"}');
-  await writeFile(join(dir, 'my file.txt'), 'spaced');
-  await mkdir(join(dir, 'sub'));
-  await writeFile(join(dir, 'sub', 'inner.txt'), 'inner');
+/** The directory of the four files that checkSource reads, made before the tests and removed after. */
+const dir = useTempDir('posttrain-files-', async (path) => {
+  await writeFile(join(path, 'weights.bin'), new Uint8Array([0, 1, 2, 255]));
+  await writeFile(join(path, 'config.json'), '{"name": "héllo ✓"}');
+  await writeFile(join(path, 'my file.txt'), 'spaced');
+  await mkdir(join(path, 'sub'));
+  await writeFile(join(path, 'sub', 'inner.txt'), 'inner');
 });
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
-
-async function expectCode(promise: Promise<unknown>, code: string, message: string): Promise<void> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(isPosttrainError(error) && error.code, String(error)).toBe(code);
-  expect((error as Error).message).toContain(message);
-}
 
 /** The checks every kind of source passes over the same four files. */
 async function checkSource(source: FileSource, where: string): Promise<void> {
@@ -39,9 +26,9 @@ async function checkSource(source: FileSource, where: string): Promise<void> {
   expect(await source.readText('sub/inner.txt')).toBe('inner');
   expect(await source.exists('config.json')).toBe(true);
   expect(await source.exists('missing.json')).toBe(false);
-  await expectCode(source.read('missing.json'), 'FILE_NOT_FOUND', `expected a file "missing.json" in ${where}`);
+  await expectRejection(source.read('missing.json'), 'FILE_NOT_FOUND', `expected a file "missing.json" in ${where}`);
   for (const bad of ['../secret', '/etc/passwd', 'a//b', '', 'sub/./x', 'a\\b', 'C:/x']) {
-    await expectCode(
+    await expectRejection(
       source.read(bad),
       'INVALID_ARGUMENT',
       `expected a relative file name like "model.safetensors" or "sub/config.json" in ${where}; got ${JSON.stringify(bad)}`,
@@ -51,25 +38,25 @@ async function checkSource(source: FileSource, where: string): Promise<void> {
 
 describe('fileSource over a Node directory', () => {
   it('reads bytes and text, answers exists, and names the file, the directory and its contents when one is missing', async () => {
-    await checkSource(fileSource(dir), `directory ${dir}`);
-    await checkSource(fileSource(`${dir}/`), `directory ${dir}/`);
-    expect(await fileSource(dir).exists('sub')).toBe(false); // a directory is not a file
-    await expectCode(fileSource(dir).read('missing.json'), 'FILE_NOT_FOUND', 'it does not exist (the directory holds ');
+    await checkSource(fileSource(dir()), `directory ${dir()}`);
+    await checkSource(fileSource(`${dir()}/`), `directory ${dir()}/`);
+    expect(await fileSource(dir()).exists('sub')).toBe(false); // a directory is not a file
+    await expectRejection(fileSource(dir()).read('missing.json'), 'FILE_NOT_FOUND', 'it does not exist (the directory holds ');
   });
 
   it('reads a file: URL through the file system', async () => {
-    const url = pathToFileURL(dir);
+    const url = pathToFileURL(dir());
     await checkSource(fileSource(url), `directory ${url.href}`);
     await checkSource(fileSource(url.href), `directory ${url.href}`);
   });
 
   it('says when the directory itself does not exist', async () => {
-    const source = fileSource(join(dir, 'nope'));
+    const source = fileSource(join(dir(), 'nope'));
     expect(await source.exists('a.json')).toBe(false);
-    await expectCode(
+    await expectRejection(
       source.read('a.json'),
       'FILE_NOT_FOUND',
-      `expected a file "a.json" in directory ${join(dir, 'nope')}; the directory does not exist`,
+      `expected a file "a.json" in directory ${join(dir(), 'nope')}; the directory does not exist`,
     );
   });
 });
@@ -85,7 +72,7 @@ describe('fileSource over an in-memory map', () => {
   it('reads a Map and a record of bytes or text', async () => {
     await checkSource(fileSource(new Map(Object.entries(files()))), 'in-memory files');
     await checkSource(fileSource(files()), 'in-memory files');
-    await expectCode(
+    await expectRejection(
       fileSource(files()).read('nope.bin'),
       'FILE_NOT_FOUND',
       'it does not exist (the map holds weights.bin, config.json, my file.txt, sub/inner.txt)',
@@ -112,7 +99,7 @@ describe('fileSource over HTTP', () => {
       if (path.startsWith('/nohead/') && request.method === 'HEAD') return response.writeHead(405).end();
       if (path === '/models/broken.bin') return response.writeHead(500, 'Internal Server Error').end('boom');
       const file = path.replace(/^\/(models|nohead)\//, '');
-      const body = await readFile(join(dir, file)).catch(() => undefined);
+      const body = await readFile(join(dir(), file)).catch(() => undefined);
       if (body === undefined) return response.writeHead(404, 'Not Found').end();
       response.writeHead(200, { 'content-length': body.length });
       response.end(request.method === 'HEAD' ? undefined : body);
@@ -127,7 +114,7 @@ describe('fileSource over HTTP', () => {
   it('reads from a base URL with fetch, with or without the trailing slash, and encodes names', async () => {
     await checkSource(fileSource(`${base}/models/`), `URL ${base}/models/`);
     await checkSource(fileSource(new URL(`${base}/models?token=x`)), `URL ${base}/models/`);
-    await expectCode(
+    await expectRejection(
       fileSource(`${base}/models`).read('missing.json'),
       'FILE_NOT_FOUND',
       `GET ${base}/models/missing.json answered HTTP 404 Not Found`,
@@ -138,23 +125,23 @@ describe('fileSource over HTTP', () => {
     const source = fileSource(`${base}/nohead/`);
     expect(await source.exists('config.json')).toBe(true);
     expect(await source.exists('missing.json')).toBe(false);
-    await expectCode(
+    await expectRejection(
       fileSource(`${base}/models/`).read('broken.bin'),
       'FILE_NOT_FOUND',
       `GET ${base}/models/broken.bin answered HTTP 500 Internal Server Error`,
     );
-    await expectCode(fileSource(`${base}/models/`).exists('broken.bin'), 'FILE_NOT_FOUND', `${base}/models/broken.bin answered HTTP 500`);
+    await expectRejection(fileSource(`${base}/models/`).exists('broken.bin'), 'FILE_NOT_FOUND', `${base}/models/broken.bin answered HTTP 500`);
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
     const port = (closed.address() as AddressInfo).port;
     await new Promise((resolve) => closed.close(resolve));
-    await expectCode(fileSource(`http://127.0.0.1:${port}/`).read('a.json'), 'FILE_NOT_FOUND', `fetching http://127.0.0.1:${port}/a.json failed`);
+    await expectRejection(fileSource(`http://127.0.0.1:${port}/`).read('a.json'), 'FILE_NOT_FOUND', `fetching http://127.0.0.1:${port}/a.json failed`);
   });
 });
 
 describe('fileTarget', () => {
   it('writes into a new nested directory by temporary file and rename, leaving only the finished files', async () => {
-    const out = join(dir, 'out', 'deep');
+    const out = join(dir(), 'out', 'deep');
     const target = fileTarget(out);
     expect(target.describe()).toBe(`directory ${out}`);
     await target.write('model.safetensors', new Uint8Array([1, 2, 3]));
@@ -166,11 +153,11 @@ describe('fileTarget', () => {
     await target.remove('model.safetensors');
     await target.remove('model.safetensors'); // already gone: not an error
     expect(await readdir(out)).toEqual(['sub']);
-    await expectCode(target.write('../escape.bin', new Uint8Array(1)), 'INVALID_ARGUMENT', 'got "../escape.bin"');
+    await expectRejection(target.write('../escape.bin', new Uint8Array(1)), 'INVALID_ARGUMENT', 'got "../escape.bin"');
   });
 
   it('leaves no temporary file and the old contents when the final rename fails', async () => {
-    const out = join(dir, 'out-fail');
+    const out = join(dir(), 'out-fail');
     await mkdir(join(out, 'taken', 'child'), { recursive: true }); // renaming a file over a non-empty directory fails
     const error = await fileTarget(out)
       .write('taken', new Uint8Array([1]))
@@ -181,7 +168,7 @@ describe('fileTarget', () => {
   });
 
   it('writes through a file: URL', async () => {
-    const out = join(dir, 'out-url');
+    const out = join(dir(), 'out-url');
     await fileTarget(pathToFileURL(out)).write('a.txt', 'via url');
     expect(await readFile(join(out, 'a.txt'), 'utf8')).toBe('via url');
   });

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
 import { isPosttrainError } from './errors.js';
@@ -6,33 +5,12 @@ import { Module } from './module.js';
 import { Linear } from './layers.js';
 import { Rng } from './rng.js';
 import { valueAndGrads } from './grads.js';
+import { thrown } from './testing/assert.js';
+import { makeData, makeLoss, makeParams, optimFixture as fixture } from './testing/optim-fixture.js';
+import { variable } from './testing/tensors.js';
 
-// Reference: scripts/reference/optim_ref.py, the gradients of the step-0 loss at the initial parameters.
-interface Fixture {
-  lossScales: number[];
-  shapes: Record<string, number[]>;
-  initialParams: Record<string, number[]>;
-  initialGrads: Record<string, number[]>;
-  data: Record<string, number[]>;
-  runs: { losses: number[] }[];
-}
-const fixture = JSON.parse(readFileSync(new URL('../fixtures/optim.json', import.meta.url), 'utf8')) as Fixture;
-
-function variable(values: number[] | tf.Tensor, shape?: number[]): tf.Variable {
-  const initial = values instanceof tf.Tensor ? values : tf.tensor(values, shape, 'float32');
-  const v = tf.variable(initial);
-  initial.dispose();
-  return v;
-}
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
-}
+// Reference: scripts/reference/optim_ref.py, the gradients of the step-0 loss at the initial parameters
+// (fixtures/optim.json, read by testing/optim-fixture.ts).
 
 class Mlp extends Module {
   readonly up: Linear;
@@ -50,24 +28,9 @@ class Mlp extends Module {
 
 describe('valueAndGrads', () => {
   it("matches PyTorch's value and gradients on the optimiser fixture's loss (1e-6 relative)", () => {
-    const p = Object.fromEntries(Object.entries(fixture.initialParams).map(([k, v]) => [k, variable(v, fixture.shapes[k])]));
-    const d = Object.fromEntries(Object.entries(fixture.data).map(([k, v]) => [k, tf.tensor(v, fixture.shapes[k])]));
-    const params = new Map([
-      ['toy.a', p.a],
-      ['toy.b', p.b],
-      ['toy.c', p.c],
-    ]);
-    const { value, grads } = valueAndGrads(
-      () =>
-        tf.tidy(() => {
-          const h = tf.tanh(tf.add(tf.matMul(d.x as tf.Tensor2D, p.a as tf.Tensor2D), p.b));
-          const fit = tf.mean(tf.square(tf.sub(h, d.t)));
-          const decay = tf.mul(0.1, tf.sum(tf.mul(d.w, tf.square(p.c))));
-          const coupling = tf.mul(tf.mul(0.05, tf.sum(tf.tanh(p.c))), tf.mean(h));
-          return tf.mul(fixture.lossScales[0], tf.add(tf.add(fit, decay), coupling)) as tf.Scalar;
-        }),
-      params,
-    );
+    const params = makeParams(); // toy.a, toy.b, toy.c
+    const data = makeData();
+    const { value, grads } = valueAndGrads(() => makeLoss(params, data)(0), params); // the step-0 loss
     expect(value.rank).toBe(0);
     expect(Math.abs(value.dataSync()[0] - fixture.runs[0].losses[0]) / fixture.runs[0].losses[0]).toBeLessThan(1e-6);
     expect([...grads.keys()]).toEqual(['toy.a', 'toy.b', 'toy.c']);
@@ -77,7 +40,7 @@ describe('valueAndGrads', () => {
       const scale = Math.max(...expected.map(Math.abs));
       g.dataSync().forEach((v, i) => expect(Math.abs(v - expected[i])).toBeLessThan(1e-6 * scale));
     }
-    tf.dispose([value, ...grads.values(), ...Object.values(p), ...Object.values(d)]);
+    tf.dispose([value, ...grads.values(), ...params.values(), ...Object.values(data)]);
   });
 
   it("keys gradients by a Module's parameter paths, and matches the analytic gradient", () => {

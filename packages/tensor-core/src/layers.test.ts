@@ -1,92 +1,14 @@
-import { readFileSync } from 'node:fs';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
 import { isPosttrainError } from './errors.js';
-import type { Module } from './module.js';
 import { Dropout, Embedding, Linear, defaultRng, manualSeed } from './layers.js';
 import { Rng } from './rng.js';
+import { thrown } from './testing/assert.js';
+import { expectNoTensorLeaks, variableOf } from './testing/tensors.js';
+import { checkAgainstTorch, layersReference as reference, type Forward } from './testing/torch-reference.js';
 
-// Reference values from PyTorch: scripts/reference/layers_ref.py writes fixtures/layers_ref.json
-// (inputs drawn in float32, reference computed in float64). Each case records the forward output
-// and the gradients of loss = (y * upstream).sum() w.r.t. the input and every parameter.
-//
-// Tolerance, for forward outputs and gradients alike: max|ours − ref| ≤ 1e-5 · max(1, max|ref|),
-// i.e. 1e-5 absolute for values of order one and 1e-5 relative above.
-const TOLERANCE = 1e-5;
-
-interface Encoded {
-  shape: number[];
-  dtype: 'float32' | 'int32';
-  data: number[];
-}
-interface ReferenceCase {
-  inputs: Record<string, Encoded>;
-  params: Record<string, Encoded>;
-  upstream: Encoded;
-  output: Encoded;
-  grads: Record<string, Encoded>;
-}
-const reference = JSON.parse(readFileSync(new URL('../fixtures/layers_ref.json', import.meta.url), 'utf8')) as {
-  cases: Record<string, ReferenceCase & Record<string, unknown>>;
-};
-
-function decode(e: Encoded): tf.Tensor {
-  return tf.tensor(e.data, e.shape, e.dtype);
-}
-
-/** A variable holding `t`'s values; `t` is disposed (tf.variable shares the data and leaves `t` counted). */
-function variableOf(t: tf.Tensor): tf.Variable {
-  const v = tf.variable(t);
-  t.dispose();
-  return v;
-}
-
-/** max|actual − ref| and the bound it must stay under; checks the shape too. */
-function compare(actual: tf.Tensor, ref: Encoded, what: string): { error: number; bound: number } {
-  expect(actual.shape, `${what}: shape`).toEqual(ref.shape);
-  const a = actual.dataSync();
-  let error = 0;
-  let scale = 1;
-  for (let i = 0; i < ref.data.length; i++) {
-    error = Math.max(error, Math.abs(a[i] - ref.data[i]));
-    scale = Math.max(scale, Math.abs(ref.data[i]));
-  }
-  const bound = TOLERANCE * scale;
-  expect(error, `${what}: max|ours − torch| = ${error.toExponential(2)} > ${bound.toExponential(2)}`).toBeLessThanOrEqual(bound);
-  return { error, bound };
-}
-
-interface Forward extends Module {
-  forward(x: tf.Tensor): tf.Tensor;
-}
-
-/**
- * Loads the case's weights through loadStateDict, runs forward and the gradient of
- * (y · upstream).sum() with tf.variableGrads, and compares everything with PyTorch. `input` names
- * the input key of the case: a float `x` (its gradient is checked too) or int32 `ids`.
- */
-function checkAgainstTorch(layer: Forward, c: ReferenceCase, input: 'x' | 'ids'): void {
-  const params = Object.fromEntries(Object.entries(c.params).map(([k, v]) => [k, decode(v)]));
-  expect(layer.loadStateDict(params)).toEqual({ missingKeys: [], unexpectedKeys: [] });
-  tf.dispose(Object.values(params));
-
-  const x = input === 'x' ? variableOf(decode(c.inputs.x)) : decode(c.inputs.ids);
-  const upstream = decode(c.upstream);
-  const y = layer.forward(x);
-  compare(y, c.output, 'forward');
-
-  const named = [...layer.namedParameters()];
-  const varList = [...(x instanceof tf.Variable ? [x] : []), ...named.map(([, p]) => p)];
-  const { value, grads } = tf.variableGrads(() => tf.tidy(() => tf.sum(tf.mul(layer.forward(x), upstream)) as tf.Scalar), varList);
-  let refLoss = 0;
-  for (let i = 0; i < c.output.data.length; i++) refLoss += c.output.data[i] * c.upstream.data[i];
-  expect(Math.abs(value.dataSync()[0] - refLoss)).toBeLessThanOrEqual(TOLERANCE * Math.max(1, Math.abs(refLoss)));
-
-  if (x instanceof tf.Variable) compare(grads[x.name], c.grads.x, 'grad x');
-  expect(Object.keys(c.grads).filter((k) => k !== 'x').sort()).toEqual(named.map(([k]) => k).sort());
-  for (const [path, p] of named) compare(grads[p.name], c.grads[path], `grad ${path}`);
-  tf.dispose([x, upstream, y, value, ...Object.values(grads)]);
-}
+// Reference values from PyTorch (fixtures/layers_ref.json); checkAgainstTorch compares forward
+// outputs and gradients within max|ours − ref| ≤ 1e-5 · max(1, max|ref|) (TORCH_TOLERANCE).
 
 function mean(values: ArrayLike<number>): number {
   let s = 0;
@@ -101,13 +23,7 @@ function rms(values: ArrayLike<number>): number {
   return Math.sqrt(s / values.length);
 }
 
-let baseline = 0;
-beforeEach(() => {
-  baseline = tf.memory().numTensors;
-});
-afterEach(() => {
-  expect(tf.memory().numTensors).toBe(baseline);
-});
+expectNoTensorLeaks();
 
 describe('Linear', () => {
   it('matches torch.nn.Linear with bias on a 3-D input, forward and gradients', () => {
@@ -142,12 +58,7 @@ describe('Linear', () => {
   it('rejects an input whose last axis is not inFeatures', () => {
     const layer = new Linear(3, 5, { rng: new Rng(0) });
     const x = tf.ones([2, 4]);
-    let error: unknown;
-    try {
-      layer.forward(x);
-    } catch (e) {
-      error = e;
-    }
+    const error = thrown(() => layer.forward(x));
     expect(isPosttrainError(error) && error.code).toBe('SHAPE_MISMATCH');
     expect((error as Error).message).toBe('Linear: expected input [..., 3]; got [2, 4]');
     x.dispose();

@@ -1,10 +1,12 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
 import { isPosttrainError } from './errors.js';
 import { Module, ModuleList } from './module.js';
 import { Dropout, Embedding, Linear } from './layers.js';
 import { LayerNorm } from './norm.js';
 import { Rng } from './rng.js';
+import { thrown } from './testing/assert.js';
+import { expectNoTensorLeaks } from './testing/tensors.js';
 
 // A small tree shaped like a transformer: embed → layers (ModuleList of blocks) → norm → head.
 class Block extends Module {
@@ -105,28 +107,13 @@ function values(t: tf.Tensor): number[] {
   return Array.from(t.dataSync());
 }
 
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
-}
-
 /** A copy of a module's state dict that the caller owns (so tests can drop, add or reshape keys). */
 function ownedStateDict(m: Module): Record<string, tf.Tensor> {
   return Object.fromEntries(Object.entries(m.stateDict()).map(([k, v]) => [k, v.clone()]));
 }
 
-let baseline = 0;
-beforeEach(() => {
-  baseline = tf.memory().numTensors;
-});
-afterEach(() => {
-  // Every test disposes what it made; a leak in the code under test fails here.
-  expect(tf.memory().numTensors).toBe(baseline);
-});
+// Every test disposes what it made; a leak in the code under test fails here.
+expectNoTensorLeaks();
 
 describe('Module paths', () => {
   it('names parameters by dotted path in registration order, ModuleList entries as 0, 1, …', () => {

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
 import { initBackend } from './backend.js';
@@ -7,27 +6,13 @@ import { AdamW, adamwUpdate, defaultAdamWOptions, type Optimizer } from './optim
 import { SGD } from './sgd.js';
 import { clipGradNorm } from './clip.js';
 import { valueAndGrads } from './grads.js';
+import { thrown } from './testing/assert.js';
+import { makeData, makeLoss, makeParams, optimFixture, type OptimRun } from './testing/optim-fixture.js';
+import { variable } from './testing/tensors.js';
 
-// Reference: scripts/reference/optim_ref.py (torch.optim.AdamW / SGD + clip_grad_norm_, 20 steps).
-interface OptimRun {
-  name: string;
-  optimizer: 'AdamW' | 'SGD';
-  options: Record<string, unknown>;
-  maxNorm: number | null;
-  losses: number[];
-  gradNorms: number[];
-  clipped: boolean[];
-  finalParams: Record<string, number[]>;
-}
-interface OptimFixture {
-  steps: number;
-  lossScales: number[];
-  shapes: Record<string, number[]>;
-  initialParams: Record<string, number[]>;
-  data: Record<string, number[]>;
-  runs: OptimRun[];
-}
-const fixture = JSON.parse(readFileSync(new URL('../fixtures/optim.json', import.meta.url), 'utf8')) as OptimFixture;
+// Reference: scripts/reference/optim_ref.py (torch.optim.AdamW / SGD + clip_grad_norm_, 20 steps), read by
+// testing/optim-fixture.ts.
+const fixture = optimFixture;
 
 /**
  * Absolute tolerance on every parameter vs PyTorch after 20 steps (float32; parameters are O(1)).
@@ -39,49 +24,6 @@ const PARAM_ATOL = 1e-6;
  * ≤ 6e-7 (float32 drift over 20 steps); 2e-6 leaves room for other summation orders.
  */
 const RTOL = 2e-6;
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
-}
-
-/** The fixture's parameters as fresh variables, in the fixture's order (a, b, c). */
-function makeParams(): Map<string, tf.Variable> {
-  const out = new Map<string, tf.Variable>();
-  for (const [name, values] of Object.entries(fixture.initialParams)) {
-    out.set(`toy.${name}`, variable(values, fixture.shapes[name]));
-  }
-  return out;
-}
-
-/** A variable holding `values` (tf.variable keeps its initial tensor alive, so dispose that). */
-function variable(values: number[], shape: number[]): tf.Variable {
-  const initial = tf.tensor(values, shape, 'float32');
-  const v = tf.variable(initial);
-  initial.dispose();
-  return v;
-}
-
-/** The fixture's loss at step k: s_k·(mean((tanh(x a + b) − t)²) + 0.1·Σ w c² + 0.05·Σ tanh(c)·mean(h)). */
-function makeLoss(params: Map<string, tf.Variable>, data: Record<string, tf.Tensor>): (k: number) => tf.Scalar {
-  const [a, b, c] = ['toy.a', 'toy.b', 'toy.c'].map((p) => params.get(p) as tf.Variable);
-  return (k) =>
-    tf.tidy(() => {
-      const h = tf.tanh(tf.add(tf.matMul(data.x as tf.Tensor2D, a as tf.Tensor2D), b));
-      const fit = tf.mean(tf.square(tf.sub(h, data.t)));
-      const decay = tf.mul(0.1, tf.sum(tf.mul(data.w, tf.square(c))));
-      const coupling = tf.mul(tf.mul(0.05, tf.sum(tf.tanh(c))), tf.mean(h));
-      return tf.mul(fixture.lossScales[k % fixture.lossScales.length], tf.add(tf.add(fit, decay), coupling)) as tf.Scalar;
-    });
-}
-
-function makeData(): Record<string, tf.Tensor> {
-  return Object.fromEntries(Object.entries(fixture.data).map(([k, v]) => [k, tf.tensor(v, fixture.shapes[k], 'float32')]));
-}
 
 function makeOptimizer(run: OptimRun, params: Map<string, tf.Variable>): Optimizer {
   return run.optimizer === 'AdamW' ? new AdamW(params, run.options) : new SGD(params, run.options);

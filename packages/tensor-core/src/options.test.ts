@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isPosttrainError } from './errors.js';
 import { checkNumber, describe as describeValue, resolveOptions } from './options.js';
+import { thrown } from './testing/assert.js';
 
 interface AdamLike {
   lr: number;
@@ -9,15 +10,6 @@ interface AdamLike {
   name: string | undefined;
 }
 const defaults: AdamLike = { lr: 1e-3, eps: 1e-8, weightDecay: 0.01, name: undefined };
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
-}
 
 describe('resolveOptions', () => {
   it('merges given options over the defaults without mutating either', () => {

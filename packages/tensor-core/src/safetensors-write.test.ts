@@ -1,24 +1,17 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
 import { isPosttrainError } from './errors.js';
 import { parseSafetensorsHeader, readSafetensors, type SafetensorsDtype } from './safetensors.js';
 import { writeSafetensors } from './safetensors-write.js';
+import { withTempDir } from './testing/temp-dir.js';
+import { disposeAll, expectNoTensorLeaks } from './testing/tensors.js';
 
 // The writer: byte layout, dtype conversions and rounding. Round-trips and the reader are in safetensors.test.ts.
-let before = 0;
-beforeEach(() => {
-  before = tf.memory().numTensors;
-});
-afterEach(() => {
-  expect(tf.memory().numTensors).toBe(before); // every test disposes what it made
-});
-
-const disposeAll = (tensors: Record<string, tf.Tensor>) => Object.values(tensors).forEach((t) => t.dispose());
+expectNoTensorLeaks(); // every test disposes what it made
 
 /** Writes one float32 tensor as `dtype` and reads it back as plain numbers. */
 function roundTrip(values: number[], dtype: SafetensorsDtype): number[] {
@@ -286,16 +279,13 @@ describe('the PyTorch reference (scripts/reference/safetensors_ref.py)', () => {
       };
     }
     disposeAll(tensors);
-    const dir = await mkdtemp(join(tmpdir(), 'posttrain-safetensors-'));
-    try {
+    await withTempDir('posttrain-safetensors-', async (dir) => {
       await writeFile(join(dir, 'ours.safetensors'), bytes);
       await writeFile(join(dir, 'expected.json'), JSON.stringify(expected));
       const script = fileURLToPath(new URL('../../../scripts/reference/safetensors_ref.py', import.meta.url));
       const run = spawnSync(python!, [script, '--check', join(dir, 'ours.safetensors'), join(dir, 'expected.json')], { encoding: 'utf8' });
       expect(`${run.stdout}${run.stderr}`).toMatch(/^ok: 10 tensors checked/);
       expect(run.status).toBe(0);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });

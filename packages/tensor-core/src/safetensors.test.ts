@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
 import { isPosttrainError } from './errors.js';
 import {
@@ -11,16 +11,10 @@ import {
   type SafetensorsDtype,
 } from './safetensors.js';
 import { writeSafetensors } from './safetensors-write.js';
+import { disposeAll, expectNoTensorLeaks } from './testing/tensors.js';
 
-let before = 0;
-beforeEach(() => {
-  before = tf.memory().numTensors;
-});
-afterEach(() => {
-  expect(tf.memory().numTensors).toBe(before); // every test disposes what it made
-});
+expectNoTensorLeaks(); // every test disposes what it made
 
-const disposeAll = (tensors: Record<string, tf.Tensor>) => Object.values(tensors).forEach((t) => t.dispose());
 const bytesOf = (...values: number[]) => new Uint8Array(values);
 
 /** A safetensors file from a header object (or raw header text) and a data buffer. */

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { isPosttrainError } from './errors.js';
 import { constantSchedule, cosineSchedule, defaultConstantScheduleOptions, defaultCosineScheduleOptions, defaultLinearScheduleOptions, linearSchedule, type LrSchedule } from './schedules.js';
+import { thrown } from './testing/assert.js';
 
 // Reference: scripts/reference/optim_ref.py, torch.optim.lr_scheduler.LambdaLR driven by the
 // lambdas of transformers' get_{constant,linear,cosine}_schedule_with_warmup (and the min-lr cosine).
@@ -15,15 +16,6 @@ const fixture = JSON.parse(readFileSync(new URL('../fixtures/schedules.json', im
 function make(c: ScheduleCase): LrSchedule {
   const o = c.options as { lr: number; totalSteps: number };
   return c.schedule === 'constant' ? constantSchedule(o) : c.schedule === 'linear' ? linearSchedule(o) : cosineSchedule(o);
-}
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
 }
 
 describe('schedules vs LambdaLR with the transformers lambdas', () => {

@@ -1,41 +1,11 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
 import { isPosttrainError } from './errors.js';
 import { SGD, defaultSGDOptions, sgdUpdate } from './sgd.js';
+import { thrown } from './testing/assert.js';
+import { makeParams } from './testing/optim-fixture.js';
 
 // SGD on its own; the 20-step comparison with torch.optim.SGD, resuming and memory are in optim.test.ts.
-const fixture = JSON.parse(readFileSync(new URL('../fixtures/optim.json', import.meta.url), 'utf8')) as {
-  shapes: Record<string, number[]>;
-  initialParams: Record<string, number[]>;
-};
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
-}
-
-/** The fixture's parameters as fresh variables, in the fixture's order (a, b, c). */
-function makeParams(): Map<string, tf.Variable> {
-  const out = new Map<string, tf.Variable>();
-  for (const [name, values] of Object.entries(fixture.initialParams)) {
-    out.set(`toy.${name}`, variable(values, fixture.shapes[name]));
-  }
-  return out;
-}
-
-/** A variable holding `values` (tf.variable keeps its initial tensor alive, so dispose that). */
-function variable(values: number[], shape: number[]): tf.Variable {
-  const initial = tf.tensor(values, shape, 'float32');
-  const v = tf.variable(initial);
-  initial.dispose();
-  return v;
-}
-
 describe('SGD', () => {
   it("has torch.optim.SGD's defaults and validates options", () => {
     expect(defaultSGDOptions).toEqual({ lr: 1e-3, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false });

@@ -1,41 +1,16 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
 import { initBackend } from './backend.js';
-import { Rng } from './rng.js';
+import { expectAllClose, readValues, seededNormal as random, type Values } from './testing/backend-parity.js';
 
 // Every replaced or added wasm kernel is checked against the cpu backend, which is tfjs's
 // reference implementation, on shapes that exercise each code path.
 
-type Values = { shape: number[]; values: number[]; dtype: tf.DataType };
+const TOL = 1e-5; // max |wasm − cpu| ≤ TOL · max(1, max |cpu|)
 
 async function on(backend: 'cpu' | 'wasm', f: () => tf.Tensor | tf.Tensor[]): Promise<Values[]> {
   await initBackend(backend);
-  const out = f();
-  const list = Array.isArray(out) ? out : [out];
-  const result = list.map((t) => ({ shape: t.shape, values: Array.from(t.dataSync()), dtype: t.dtype }));
-  tf.dispose(list);
-  return result;
-}
-
-function expectClose(actual: Values[], expected: Values[], tol = 1e-5): void {
-  expect(actual.length).toBe(expected.length);
-  actual.forEach((a, i) => {
-    const e = expected[i];
-    expect(a.shape).toEqual(e.shape);
-    let scale = 1;
-    let worst = 0;
-    for (let j = 0; j < e.values.length; j++) {
-      scale = Math.max(scale, Math.abs(e.values[j]));
-      worst = Math.max(worst, Math.abs(a.values[j] - e.values[j]));
-    }
-    expect(worst).toBeLessThanOrEqual(tol * scale);
-  });
-}
-
-function random(shape: number[], seed: number): () => tf.Tensor {
-  // Built from JS numbers so both backends see identical inputs.
-  const values = Array.from(new Rng(seed).normalTensor(shape).dataSync());
-  return () => tf.tensor(values, shape);
+  return readValues(f());
 }
 
 describe('wasm kernels agree with cpu', () => {
@@ -59,7 +34,7 @@ describe('wasm kernels agree with cpu', () => {
       const a = random(c.a, 1);
       const b = random(c.b, 2);
       const run = () => tf.matMul(a(), b(), c.ta, c.tb);
-      expectClose(await on('wasm', run), await on('cpu', run));
+      expectAllClose(await on('wasm', run), await on('cpu', run), TOL);
     });
   }
 
@@ -74,14 +49,14 @@ describe('wasm kernels agree with cpu', () => {
       const { value, grads } = tf.valueAndGrads(f)([x(), w(), bias()]);
       return [value, ...grads];
     };
-    expectClose(await on('wasm', run), await on('cpu', run));
+    expectAllClose(await on('wasm', run), await on('cpu', run), TOL);
   });
 
   it('UnsortedSegmentSum (the gradient of gather) scatter-adds repeated ids', async () => {
     const x = random([6, 3], 7);
     const ids = [2, 0, 2, 5, 1, 2];
     const run = () => tf.unsortedSegmentSum(x(), tf.tensor1d(ids, 'int32'), 6);
-    expectClose(await on('wasm', run), await on('cpu', run));
+    expectAllClose(await on('wasm', run), await on('cpu', run), TOL);
   });
 
   it('UnsortedSegmentSum drops out-of-range ids, as TensorFlow does', async () => {
@@ -105,7 +80,7 @@ describe('wasm kernels agree with cpu', () => {
     idValues[5] = idValues[9]; // a repeat
     const run = () => tf.grad((w: tf.Tensor) => tf.gather(w, tf.tensor1d(idValues, 'int32')).square().sum())(table());
     const wasm = await on('wasm', run);
-    expectClose(wasm, await on('cpu', run));
+    expectAllClose(wasm, await on('cpu', run), TOL);
     expect(wasm[0].shape).toEqual([32000, 8]);
   });
 

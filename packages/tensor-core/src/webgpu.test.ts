@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -12,6 +12,8 @@ import { AdamW } from './optim.js';
 import { valueAndGrads } from './grads.js';
 import { Rng } from './rng.js';
 import { TinyGpt } from './testing/tiny-gpt.js';
+import { expectAllClose, readValues, seededNormal as random, type Values } from './testing/backend-parity.js';
+import { withTempDir } from './testing/temp-dir.js';
 
 // WebGPU in Node runs through Dawn (the optional `webgpu` package). Without a GPU, Dawn finds
 // SwiftShader's Vulkan driver, which Debian's chromium package ships; Vulkan reads
@@ -33,40 +35,14 @@ async function probe(): Promise<{ info?: BackendInfo; why?: string }> {
 const { info: gpu, why } = await probe();
 if (!gpu) console.warn(`WebGPU tests skipped: ${why}`);
 
-type Values = { shape: number[]; values: number[] };
-
 async function on(backend: 'cpu' | 'webgpu', f: () => tf.Tensor | tf.Tensor[]): Promise<Values[]> {
   await initBackend(backend);
   // Let every op run on the GPU, however small, instead of handing small ones to the cpu.
   if (backend === 'webgpu') tf.env().set('WEBGPU_CPU_HANDOFF_SIZE_THRESHOLD', 0);
-  const out = f();
-  const list = Array.isArray(out) ? out : [out];
-  // dataSync() needs OffscreenCanvas on WebGPU, which Node lacks: read asynchronously.
-  const result = await Promise.all(list.map(async (t) => ({ shape: t.shape, values: Array.from(await t.data()) })));
-  tf.dispose(list);
-  return result;
+  return readValues(f()); // asynchronously: dataSync() needs OffscreenCanvas on WebGPU, which Node lacks
 }
 
 const TOL = 1e-4; // float32 on a GPU: max |webgpu − cpu| ≤ TOL · max(1, max |cpu|)
-
-function expectClose(actual: Values[], expected: Values[]): void {
-  expect(actual.length).toBe(expected.length);
-  actual.forEach((a, i) => {
-    expect(a.shape).toEqual(expected[i].shape);
-    let scale = 1;
-    let worst = 0;
-    expected[i].values.forEach((e, j) => {
-      scale = Math.max(scale, Math.abs(e));
-      worst = Math.max(worst, Math.abs(a.values[j] - e));
-    });
-    expect(worst).toBeLessThanOrEqual(TOL * scale);
-  });
-}
-
-function random(shape: number[], seed: number): () => tf.Tensor {
-  const values = Array.from(new Rng(seed).normalTensor(shape).dataSync());
-  return () => tf.tensor(values, shape);
-}
 
 describe.skipIf(!gpu)(`WebGPU (${gpu?.adapter ?? 'no adapter'}) agrees with cpu`, () => {
   afterAll(async () => {
@@ -84,7 +60,7 @@ describe.skipIf(!gpu)(`WebGPU (${gpu?.adapter ?? 'no adapter'}) agrees with cpu`
       const a = random(ta ? [3, 5, 7] : [3, 7, 5], 1);
       const b = random(tb ? [3, 4, 5] : [3, 5, 4], 2);
       const run = () => tf.matMul(a(), b(), ta, tb);
-      expectClose(await on('webgpu', run), await on('cpu', run));
+      expectAllClose(await on('webgpu', run), await on('cpu', run), TOL);
     });
   }
 
@@ -95,14 +71,14 @@ describe.skipIf(!gpu)(`WebGPU (${gpu?.adapter ?? 'no adapter'}) agrees with cpu`
       const centred = t.sub(t.mean(-1, true));
       return [tf.softmax(t), tf.logSoftmax(t), centred.mul(centred.square().mean(-1, true).add(1e-5).rsqrt())];
     };
-    expectClose(await on('webgpu', run), await on('cpu', run));
+    expectAllClose(await on('webgpu', run), await on('cpu', run), TOL);
   });
 
   it('gather and its gradient (embedding rows scatter-added)', async () => {
     const table = random([50, 6], 4);
     const ids = [3, 7, 3, 49, 0, 7];
     const run = () => tf.grad((w: tf.Tensor) => tf.gather(w, tf.tensor1d(ids, 'int32')).square().sum())(table());
-    expectClose(await on('webgpu', run), await on('cpu', run));
+    expectAllClose(await on('webgpu', run), await on('cpu', run), TOL);
   });
 
   it('trains a tiny GPT: same losses as cpu for 4 AdamW steps, the loss falls, no tensor leaks', async () => {
@@ -146,16 +122,16 @@ describe('WebGPU without an adapter', () => {
       "try { await initBackend('webgpu'); console.log('unexpected: got an adapter'); }",
       "catch (e) { console.log(JSON.stringify({ posttrain: isPosttrainError(e), code: e.code, message: e.message })); }",
     ].join('\n');
-    const dir = mkdtempSync(join(tmpdir(), 'posttrain-webgpu-'));
-    const file = join(dir, 'probe.mts');
-    writeFileSync(file, script);
     const tsx = fileURLToPath(new URL('../../../node_modules/tsx/dist/cli.mjs', import.meta.url));
-    const { stdout } = await promisify(execFile)(process.execPath, [tsx, file], {
-      env: { ...process.env, VK_ICD_FILENAMES: '/nonexistent/icd.json' },
-      cwd: fileURLToPath(new URL('..', import.meta.url)),
-      timeout: 60_000,
+    const { stdout } = await withTempDir('posttrain-webgpu-', async (dir) => {
+      const file = join(dir, 'probe.mts');
+      await writeFile(file, script);
+      return promisify(execFile)(process.execPath, [tsx, file], {
+        env: { ...process.env, VK_ICD_FILENAMES: '/nonexistent/icd.json' },
+        cwd: fileURLToPath(new URL('..', import.meta.url)),
+        timeout: 60_000,
+      });
     });
-    rmSync(dir, { recursive: true, force: true });
     const result = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as { posttrain: boolean; code: string; message: string };
     expect(result.posttrain).toBe(true);
     expect(result.code).toBe('BACKEND_UNAVAILABLE');
