@@ -22,6 +22,7 @@ export {
   type LinearOptions,
   type EmbeddingOptions,
 } from './layers.js';
+export { Conv1D, defaultConv1DOptions, type Conv1DOptions } from './conv1d.js';
 export { LayerNorm, RMSNorm, defaultLayerNormOptions, defaultRMSNormOptions, type LayerNormOptions, type RMSNormOptions } from './norm.js';
 export { geluTanh, silu } from './activations.js';
 export { Rng } from './rng.js';

@@ -17,6 +17,7 @@ describe('public surface', () => {
     expect(Object.keys(core).sort()).toMatchInlineSnapshot(`
       [
         "AdamW",
+        "Conv1D",
         "Dropout",
         "Embedding",
         "LayerNorm",
@@ -36,6 +37,7 @@ describe('public surface', () => {
         "decodeSafetensorsTensor",
         "defaultAdamWOptions",
         "defaultConstantScheduleOptions",
+        "defaultConv1DOptions",
         "defaultCosineScheduleOptions",
         "defaultEmbeddingOptions",
         "defaultLayerNormOptions",
