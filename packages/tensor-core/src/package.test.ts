@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -89,6 +89,11 @@ function expectWorking(result: { backend: string; grad: number[]; params: string
 }
 
 describe.skipIf(!existsSync(dist))('the built package loads', () => {
+  it('with declarations that bring the chained-op methods (x.add(y)) to users', () => {
+    const declarations = readFileSync(join(packageDir, 'dist', 'index.d.ts'), 'utf8');
+    expect(declarations.split('\n')[0]).toBe("import '@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops';");
+  });
+
   it('in Node ESM', async () => {
     const code = `import { tf, initBackend, Linear } from '@posttrain/tensor-core';${probe('esm: true')}`;
     const { stdout } = await run(process.execPath, ['--input-type=module', '-e', code], { cwd: packageDir });

@@ -1,0 +1,162 @@
+import {
+  PosttrainError,
+  fileSource,
+  fileTarget,
+  readCheckpoint,
+  tf,
+  writeCheckpoint,
+  type CausalLM,
+  type FileSource,
+  type FileSourceInput,
+  type FileTarget,
+} from '@posttrain/tensor-core';
+import { configFromHf, configToHf, type CausalLMConfig, type Gpt2Config, type LlamaConfig } from './config.js';
+import { Gpt2LMHeadModel } from './gpt2.js';
+import { LlamaForCausalLM } from './llama.js';
+
+/** A model of `@posttrain/models`: GPT-2 or the Llama family, with its typed config. */
+export type PretrainedModel = Gpt2LMHeadModel | LlamaForCausalLM;
+
+/** What {@link createModel} needs: the architecture's sizes; everything else has Hugging Face's defaults. */
+export type ModelConfigInput =
+  | (Pick<Gpt2Config, 'modelType' | 'vocabSize' | 'hiddenSize' | 'numLayers' | 'numHeads'> & Partial<Gpt2Config>)
+  | (Pick<LlamaConfig, 'modelType' | 'vocabSize' | 'hiddenSize' | 'intermediateSize' | 'numLayers' | 'numHeads'> & Partial<LlamaConfig>);
+
+/** Options of {@link createModel}. */
+export interface CreateModelOptions {
+  /** Seed of the initialisation (default 0): the same seed gives the same weights on every backend. */
+  seed: number;
+}
+
+/**
+ * A randomly initialised model, as Hugging Face initialises it: weights normal with std
+ * `initializerRange` (0.02; GPT-2's residual projections scaled by 1/√(2·layers)), biases 0,
+ * norms 1.
+ *
+ * @example
+ * ```ts
+ * const model = createModel({ modelType: 'llama', vocabSize: 256, hiddenSize: 64, intermediateSize: 172, numLayers: 2, numHeads: 4, numKvHeads: 2 }, { seed: 1 });
+ * ```
+ */
+export function createModel(config: ModelConfigInput, options: Partial<CreateModelOptions> = {}): PretrainedModel {
+  const full = config.modelType === 'gpt2' ? configFromHf(configToHf(completeGpt2(config as Gpt2Config))) : configFromHf(configToHf(completeLlama(config as LlamaConfig)));
+  return build(full, options.seed ?? 0);
+}
+
+function completeGpt2(c: Partial<Gpt2Config> & Pick<Gpt2Config, 'vocabSize' | 'hiddenSize' | 'numLayers' | 'numHeads'>): Gpt2Config {
+  return {
+    modelType: 'gpt2',
+    intermediateSize: 4 * c.hiddenSize,
+    numKvHeads: c.numHeads,
+    headDim: c.hiddenSize / c.numHeads,
+    maxPositions: 1024,
+    bosTokenId: null,
+    eosTokenId: null,
+    padTokenId: null,
+    tieWordEmbeddings: true,
+    layerNormEps: 1e-5,
+    initializerRange: 0.02,
+    ...c,
+  };
+}
+
+function completeLlama(c: Partial<LlamaConfig> & Pick<LlamaConfig, 'modelType' | 'vocabSize' | 'hiddenSize' | 'intermediateSize' | 'numLayers' | 'numHeads'>): LlamaConfig {
+  return {
+    numKvHeads: c.numHeads,
+    headDim: c.hiddenSize / c.numHeads,
+    maxPositions: 2048,
+    bosTokenId: null,
+    eosTokenId: null,
+    padTokenId: null,
+    tieWordEmbeddings: false,
+    rmsNormEps: 1e-6,
+    ropeTheta: 10000,
+    ropeScaling: null,
+    qkvBias: c.modelType === 'qwen2',
+    outputBias: false,
+    mlpBias: false,
+    initializerRange: 0.02,
+    ...c,
+  };
+}
+
+function build(config: CausalLMConfig, seed: number): PretrainedModel {
+  return config.modelType === 'gpt2' ? new Gpt2LMHeadModel(config, seed) : new LlamaForCausalLM(config, seed);
+}
+
+function toSource(from: FileSource | FileSourceInput): FileSource {
+  return typeof (from as FileSource).read === 'function' && typeof (from as FileSource).describe === 'function' ? (from as FileSource) : fileSource(from as FileSourceInput);
+}
+
+/**
+ * Loads a Hugging Face model directory — `config.json` plus `model.safetensors` or a sharded
+ * `model.safetensors.index.json` (F32, F16 or BF16, upcast to float32) — from a directory path, a
+ * URL or an in-memory map. Keys are matched strictly: a missing, unexpected or mis-shaped weight
+ * is an error listing every one. Old GPT-2 checkpoints without the `transformer.` prefix, their
+ * `attn.bias` mask buffers, and a stored `lm_head.weight` of a tied model are accepted.
+ *
+ * @example
+ * ```ts
+ * const model = await loadModel('./SmolLM2-135M');          // Node directory
+ * const model2 = await loadModel(new URL('https://example.com/models/tiny/'));
+ * ```
+ */
+export async function loadModel(from: FileSource | FileSourceInput): Promise<PretrainedModel> {
+  const source = toSource(from);
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(await source.readText('config.json')) as Record<string, unknown>;
+  } catch (cause) {
+    if (cause instanceof SyntaxError) {
+      throw new PosttrainError('INVALID_ARGUMENT', `config.json in ${source.describe()} is not valid JSON: ${cause.message}`, { cause });
+    }
+    throw cause;
+  }
+  const config = configFromHf(json);
+  const tensors = await readCheckpoint(source);
+  const model = build(config, 0);
+  try {
+    model.loadStateDict(normaliseKeys(tensors, model));
+  } catch (error) {
+    model.dispose();
+    throw error;
+  } finally {
+    tf.dispose(Object.values(tensors));
+  }
+  return model;
+}
+
+/** Adds GPT-2's `transformer.` prefix when a checkpoint lacks it and drops keys transformers also ignores. */
+function normaliseKeys(tensors: Record<string, tf.Tensor>, model: PretrainedModel): Record<string, tf.Tensor> {
+  const out: Record<string, tf.Tensor> = {};
+  const gpt2 = model instanceof Gpt2LMHeadModel;
+  for (const [key, t] of Object.entries(tensors)) {
+    let name = key;
+    if (gpt2 && !name.startsWith('transformer.') && name !== 'lm_head.weight') name = `transformer.${name}`;
+    if (gpt2 && /\.attn\.(masked_)?bias$/.test(name)) continue; // causal-mask buffers of old checkpoints
+    if (model.config.tieWordEmbeddings && name === 'lm_head.weight') continue;
+    if (/\.rotary_emb\.inv_freq$/.test(name)) continue;
+    out[name] = t;
+  }
+  return out;
+}
+
+/**
+ * Writes `config.json` and `model.safetensors` (sharded above `maxShardBytes`) that Hugging Face
+ * `transformers` loads, to a directory path or a {@link FileTarget}; each file is written to a
+ * temporary name and renamed. A saved model loads back bit-identical.
+ *
+ * @example
+ * ```ts
+ * await saveModel(model, './out/my-model');
+ * ```
+ */
+export async function saveModel(model: CausalLM, to: FileTarget | string | Map<string, Uint8Array>, options: { maxShardBytes?: number } = {}): Promise<void> {
+  const config = model.config as CausalLMConfig;
+  if (!('modelType' in config) || !['gpt2', 'llama', 'qwen2', 'mistral'].includes(config.modelType)) {
+    throw new PosttrainError('NOT_SUPPORTED', `saveModel: expected a GPT-2 or Llama-family model; got model type ${JSON.stringify((config as { modelType?: unknown }).modelType)}`);
+  }
+  const target = typeof to === 'string' || to instanceof Map ? fileTarget(to) : to;
+  await target.write('config.json', new TextEncoder().encode(`${JSON.stringify(configToHf(config), null, 2)}\n`));
+  await writeCheckpoint(model.stateDict(), target, options.maxShardBytes === undefined ? {} : { maxShardBytes: options.maxShardBytes });
+}
