@@ -146,24 +146,12 @@ function segmentPositions(seg: tf.Tensor): tf.Tensor {
   return index.reshape([1, t]).sub(starts);
 }
 
-const causalMasks = new Map<string, tf.Tensor>();
-
-/** `[1, 1, T, past + T]`: query i (at position past + i) sees keys ≤ past + i. Cached per shape. */
+/** `[1, 1, T, past + T]`: query i (at position past + i) sees keys ≤ past + i. */
 function causalMask(t: number, past: number): tf.Tensor {
-  const key = `${t}:${past}`;
-  let mask = causalMasks.get(key);
-  if (!mask) {
-    const total = past + t;
-    const values = new Float32Array(t * total);
-    for (let i = 0; i < t; i++) for (let j = past + i + 1; j < total; j++) values[i * total + j] = MASKED;
-    mask = tf.keep(tf.tensor(values, [1, 1, t, total]));
-    if (causalMasks.size > 64) {
-      for (const m of causalMasks.values()) m.dispose();
-      causalMasks.clear();
-    }
-    causalMasks.set(key, mask);
-  }
-  return mask;
+  const total = past + t;
+  const values = new Float32Array(t * total);
+  for (let i = 0; i < t; i++) values.fill(MASKED, i * total + past + i + 1, (i + 1) * total);
+  return tf.tensor(values, [1, 1, t, total]);
 }
 
 /**
