@@ -1,10 +1,14 @@
-// Training throughput benchmark: forward + backward + AdamW steps of a tiny GPT on each backend.
+// Benchmarks per backend: training steps (forward + backward + AdamW) of a tiny GPT, and, through
+// @posttrain/models, the forward pass of a ~30M-parameter Llama and decoding with and without the
+// KV cache.
 //
 //   npm run bench                                   # every backend this machine has
 //   npm run bench -- --backends wasm --shapes tiny  # a subset
 //   npm run bench -- --webgpu-software              # include a software WebGPU adapter (slow)
 //   npm run bench -- --backends wasm --wasm-stock-matmul  # baseline: tfjs-wasm's own matmul kernels
 //   npm run bench -- --backends cpu --merge         # keep the other runs already in the output file
+//   npm run bench -- --suites decode,forward        # only these suites (default: train everywhere;
+//                                                   # decode and forward except on cpu and software GPUs)
 //
 // Writes bench/results/latest.json: { machine, runs: [{ name, backend, shape, msPerStep, tokensPerSec, ... }] }.
 // Timings are medians over the measured steps, after warm-up steps that are not counted.
@@ -15,6 +19,8 @@ import { fileURLToPath } from 'node:url';
 import { AdamW, Rng, initBackend, tf, valueAndGrads, type BackendInfo } from '@posttrain/tensor-core';
 import { TinyGpt, type TinyGptConfig } from '../packages/tensor-core/src/testing/tiny-gpt.js';
 import { installWasmKernels } from '../packages/tensor-core/src/wasm-kernels.js';
+import { benchDecode, benchForward } from './models.js';
+import { median, timeSteps, type Run } from './timing.js';
 
 interface Shape extends TinyGptConfig {
   batch: number;
@@ -26,19 +32,7 @@ const shapes: Record<string, Shape> = {
   vocab32k: { vocabSize: 32000, hiddenSize: 256, numHeads: 4, numLayers: 2, maxPositions: 128, seq: 128, batch: 4 },
 };
 
-interface Run {
-  name: string;
-  backend: string;
-  shape: string;
-  msPerStep: number;
-  tokensPerSec: number;
-  steps: number;
-  warmupSteps: number;
-  adapter?: string;
-  finalLoss: number;
-}
-
-function parseArgs(argv: string[]): { backends: string[]; shapes: string[]; webgpuSoftware: boolean; stockMatMul: boolean; merge: boolean; out: string; seconds: number } {
+function parseArgs(argv: string[]): { backends: string[]; shapes: string[]; suites: string[] | undefined; webgpuSoftware: boolean; stockMatMul: boolean; merge: boolean; out: string; seconds: number } {
   const get = (flag: string): string | undefined => {
     const i = argv.indexOf(flag);
     return i >= 0 ? argv[i + 1] : undefined;
@@ -47,6 +41,7 @@ function parseArgs(argv: string[]): { backends: string[]; shapes: string[]; webg
   return {
     backends: (get('--backends') ?? 'wasm,cpu,webgpu').split(','),
     shapes: (get('--shapes') ?? 'tiny,vocab32k').split(','),
+    suites: get('--suites')?.split(','),
     webgpuSoftware: argv.includes('--webgpu-software'),
     stockMatMul: argv.includes('--wasm-stock-matmul'),
     merge: argv.includes('--merge'),
@@ -71,25 +66,12 @@ async function measure(shapeName: string, shape: Shape, budgetSeconds: number): 
     tf.dispose([...grads.values()]);
     return performance.now() - t0;
   };
-  const first = await step();
-  const warmup = first > 5000 ? 1 : 3;
-  for (let i = 1; i < warmup; i++) await step();
-  const ms: number[] = [];
-  const deadline = performance.now() + budgetSeconds * 1000;
-  // At least 3 measured steps, or 2 when a step takes over a minute (the cpu backend at 32k vocab).
-  const least = first > 60_000 ? 2 : 3;
-  while (ms.length < least || (ms.length < 30 && performance.now() < deadline)) ms.push(await step());
+  const { ms, warmup } = await timeSteps(step, budgetSeconds);
   optimizer.dispose();
   model.dispose();
   ids.dispose();
   void shapeName;
   return { ms, loss, warmup };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 async function main(): Promise<void> {
@@ -117,24 +99,35 @@ async function main(): Promise<void> {
       continue;
     }
     backendsSeen[backend] = info;
+    const report = (run: Run): void => {
+      const rounded = { ...run, msPerStep: round(run.msPerStep), tokensPerSec: round(run.tokensPerSec), ...(info.adapter ? { adapter: info.adapter } : {}) };
+      runs.push(rounded);
+      console.log(`${rounded.name.padEnd(40)} ${rounded.msPerStep.toFixed(1).padStart(9)} ms/step ${rounded.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${rounded.steps} steps)`);
+    };
+    // The slow backends (plain JS, software GPUs) run the model suites only when asked by name.
+    const slow = info.name === 'cpu' || info.softwareAdapter === true;
+    const suites = args.suites ?? (slow ? ['train'] : ['train', 'decode', 'forward']);
+    if (suites.includes('forward')) report(await benchForward(info.name, args.seconds));
+    if (suites.includes('decode')) {
+      report(await benchDecode(info.name, args.seconds, true));
+      report(await benchDecode(info.name, args.seconds, false));
+    }
+    if (!suites.includes('train')) continue;
     for (const shapeName of args.shapes) {
       const shape = shapes[shapeName];
       if (!shape) throw new Error(`unknown shape ${shapeName}; known: ${Object.keys(shapes).join(', ')}`);
       const { ms, loss, warmup } = await measure(shapeName, shape, args.seconds);
       const msPerStep = median(ms);
-      const run: Run = {
+      report({
         name: `train-step/${shapeName}/${info.name}${info.name === 'wasm' && args.stockMatMul ? '-stock-matmul' : ''}`,
         backend: info.name,
         shape: shapeName,
-        msPerStep: round(msPerStep),
-        tokensPerSec: round((shape.batch * (shape.seq - 1) * 1000) / msPerStep),
+        msPerStep,
+        tokensPerSec: (shape.batch * (shape.seq - 1) * 1000) / msPerStep,
         steps: ms.length,
         warmupSteps: warmup,
         finalLoss: round(loss, 5),
-        ...(info.adapter ? { adapter: info.adapter } : {}),
-      };
-      runs.push(run);
-      console.log(`${run.name.padEnd(32)} ${run.msPerStep.toFixed(1).padStart(9)} ms/step ${run.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${run.steps} steps)`);
+      });
     }
   }
   if (args.merge && existsSync(args.out)) {

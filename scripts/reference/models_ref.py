@@ -93,10 +93,10 @@ measured, as the largest logit change over the compared positions, at std 0.02 -
   llama rope_theta 5e5 instead of 1e4            2.0e-5 -> 4.2e-2
   llama llama3 rope scaling ignored              2.2e-4 -> 4.3e-1
   llama interleaved instead of rotate_half RoPE  1.8e-3 -> 2.3
-so at 0.02 the first three would pass a 1e-4 logits tolerance. At 0.15 every mistake the flag
-tries (also: no causal mask, segments ignored, kv head h % Hkv, biases zeroed, norm weights 1,
-square projection transposed, the other family's norm eps 1e-5/1e-6) moves some logit by
->= 5e-4, while float32 rounding stays near 2e-6.
+so at 0.02 the first two would pass a 1e-4 logits tolerance and the third barely fails it.
+At 0.15 every mistake the flag tries (also: no causal mask, segments ignored, kv head h % Hkv,
+biases zeroed, norm weights 1, square projection transposed, the other family's norm eps
+1e-5/1e-6) moves some logit by >= 5e-4, while float32 rounding stays near 2e-6.
 
 Architecture details followed (HF source in parentheses):
   GPT-2 (GPT2LMHeadModel):

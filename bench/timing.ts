@@ -1,0 +1,35 @@
+/** One measured benchmark, as written to bench/results/latest.json. */
+export interface Run {
+  name: string;
+  backend: string;
+  shape: string;
+  /** Median milliseconds per step (a training step, a forward pass, or one decoded token). */
+  msPerStep: number;
+  tokensPerSec: number;
+  steps: number;
+  warmupSteps: number;
+  adapter?: string;
+  finalLoss?: number;
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/**
+ * Runs `step` (which returns its own duration in ms) for warm-up and then measurement: 3 warm-up
+ * steps (1 when a step takes over 5 s), then at least 3 measured steps (2 when a step takes over a
+ * minute) and more until `budgetSeconds` or 30 steps.
+ */
+export async function timeSteps(step: () => Promise<number>, budgetSeconds: number): Promise<{ ms: number[]; warmup: number }> {
+  const first = await step();
+  const warmup = first > 5000 ? 1 : 3;
+  for (let i = 1; i < warmup; i++) await step();
+  const ms: number[] = [];
+  const deadline = performance.now() + budgetSeconds * 1000;
+  const least = first > 60_000 ? 2 : 3;
+  while (ms.length < least || (ms.length < 30 && performance.now() < deadline)) ms.push(await step());
+  return { ms, warmup };
+}
