@@ -116,7 +116,7 @@ export async function generate(model: CausalLM, inputIds: tf.Tensor, options: Pa
       }
       if (done.every(Boolean) || step === o.maxNewTokens - 1) break;
       const nextIds = tf.tensor2d(chosen, [batch, 1], 'int32');
-      const grown = tf.concat([mask, tf.ones([batch, 1], 'int32')], 1);
+      const grown = tf.tidy(() => tf.concat([mask, tf.ones([batch, 1], 'int32')], 1));
       mask.dispose();
       mask = grown;
       if (o.useCache) {
