@@ -16,7 +16,11 @@ export class LayerKVCache implements KVCache {
   /** `[B, length]` of 1 (real) and 0 (padding), for the cached positions. */
   mask: tf.Tensor | undefined;
 
-  constructor(readonly numLayers: number) {
+  /** `owner`: the model whose forward made the cache; another model's forward rejects it. */
+  constructor(
+    readonly numLayers: number,
+    readonly owner?: object,
+  ) {
     this.keys = new Array(numLayers).fill(undefined);
     this.values = new Array(numLayers).fill(undefined);
   }
@@ -60,25 +64,33 @@ export interface AttentionContext {
  * Checks the options and builds positions and the additive mask. Positions follow Hugging Face:
  * explicit `positionIds`; else restarting at 0 in each packed segment; else counting real tokens
  * (`cumsum(mask) − 1`, so left padding does not shift them); else `past, past + 1, …`.
+ * `owner` is the calling model: a cache is accepted only by the model that made it.
  * Must run inside `tf.tidy`.
  */
-export function attentionContext(inputIds: tf.Tensor, options: ForwardOptions, numLayers: number): AttentionContext {
+export function attentionContext(inputIds: tf.Tensor, options: ForwardOptions, numLayers: number, owner: object): AttentionContext {
   if (inputIds.rank !== 2 || inputIds.dtype !== 'int32') {
     throw new PosttrainError('SHAPE_MISMATCH', `forward: expected inputIds [B, T] int32; got ${formatShape(inputIds.shape)} ${inputIds.dtype}`);
   }
   const [b, t] = inputIds.shape as [number, number];
   let cache: LayerKVCache | undefined;
   if (options.cache !== undefined) {
-    if (!(options.cache instanceof LayerKVCache) || options.cache.numLayers !== numLayers) {
-      throw new PosttrainError('INVALID_ARGUMENT', 'forward: expected a cache returned by this model');
+    if (!(options.cache instanceof LayerKVCache) || options.cache.numLayers !== numLayers || options.cache.owner !== owner) {
+      throw new PosttrainError('INVALID_ARGUMENT', 'forward: expected a cache returned by this model; got one made by another model (or not by a model)', {
+        help: "pass the cache this model's forward returned, or start a new one with useCache: true",
+      });
     }
     cache = options.cache;
   } else if (options.useCache) {
-    cache = new LayerKVCache(numLayers);
+    cache = new LayerKVCache(numLayers, owner);
   }
   const past = cache?.length ?? 0;
   const total = past + t;
-  if (options.segmentIds && past > 0) {
+  const cachedBatch = cache?.keys[0]?.shape[0];
+  if (cachedBatch !== undefined && cachedBatch !== b) {
+    throw new PosttrainError('SHAPE_MISMATCH', `forward: expected inputIds with the cache's batch of ${cachedBatch} rows; got ${b}`);
+  }
+  // A cache made over packed rows would decode the next token against every segment at the wrong position.
+  if (options.segmentIds && cache) {
     throw new PosttrainError('INVALID_ARGUMENT', 'forward: segmentIds (packed rows) cannot be combined with a cache', {
       help: 'decode unpacked rows with an attentionMask',
     });

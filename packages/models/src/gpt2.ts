@@ -105,7 +105,7 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
     const { transformer: body, config } = this;
     let cache: LayerKVCache | undefined;
     const { logits, hidden } = tf.tidy(() => {
-      const context = attentionContext(inputIds, options, config.numLayers);
+      const context = attentionContext(inputIds, options, config.numLayers, this);
       cache = context.cache;
       let h = body.wte.forward(inputIds).add(body.wpe.forward(context.positions));
       let layer = 0;

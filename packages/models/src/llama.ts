@@ -120,7 +120,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
     const { model: body, config } = this;
     let cache: LayerKVCache | undefined;
     const { logits, hidden } = tf.tidy(() => {
-      const context = attentionContext(inputIds, options, config.numLayers);
+      const context = attentionContext(inputIds, options, config.numLayers, this);
       cache = context.cache;
       const rotary = ropeTables(context.positions, this.inverseFrequencies);
       let h = body.embedTokens.forward(inputIds);

@@ -39,7 +39,16 @@ export interface CreateModelOptions {
  * ```
  */
 export function createModel(config: ModelConfigInput, options: Partial<CreateModelOptions> = {}): PretrainedModel {
-  const full = config.modelType === 'gpt2' ? configFromHf(configToHf(completeGpt2(config as Gpt2Config))) : configFromHf(configToHf(completeLlama(config as LlamaConfig)));
+  const complete: CausalLMConfig = config.modelType === 'gpt2' ? completeGpt2(config as Gpt2Config) : completeLlama(config as LlamaConfig);
+  // Going through config.json validates the values and keeps the model saveable: refuse a
+  // combination Hugging Face's config cannot express rather than change it silently.
+  const full = configFromHf(configToHf(complete));
+  for (const [key, value] of Object.entries(complete)) {
+    const kept = (full as unknown as Record<string, unknown>)[key];
+    if (JSON.stringify(kept) !== JSON.stringify(value)) {
+      throw new PosttrainError('INVALID_OPTION', `createModel: ${key} ${JSON.stringify(value)} cannot be expressed in a ${complete.modelType} config.json (it would load as ${JSON.stringify(kept)})`);
+    }
+  }
   return build(full, options.seed ?? 0);
 }
 
