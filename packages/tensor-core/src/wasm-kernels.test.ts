@@ -22,6 +22,9 @@ describe('wasm kernels agree with cpu', () => {
     { name: '2-D plain', a: [7, 5], b: [5, 3], ta: false, tb: false },
     { name: '2-D transposeA', a: [5, 7], b: [5, 3], ta: true, tb: false },
     { name: '2-D transposeB', a: [7, 5], b: [3, 5], ta: false, tb: true },
+    { name: '2-D transposeB, fewer rows than the weight (swapped form)', a: [3, 5], b: [7, 5], ta: false, tb: true },
+    { name: 'one row times a transposed weight (decoding)', a: [1, 5], b: [9, 5], ta: false, tb: true },
+    { name: 'batch-1 3-D times a transposed 2-D weight', a: [1, 2, 5], b: [6, 5], ta: false, tb: true },
     { name: '2-D both transposed', a: [5, 7], b: [3, 5], ta: true, tb: true },
     { name: 'batched plain', a: [2, 3, 7, 5], b: [2, 3, 5, 4], ta: false, tb: false },
     { name: 'batched transposeB (attention scores)', a: [2, 3, 7, 5], b: [2, 3, 7, 5], ta: false, tb: true },
@@ -38,11 +41,11 @@ describe('wasm kernels agree with cpu', () => {
     });
   }
 
-  it('fused matMul with bias and transposeB, forward and gradients', async () => {
-    const x = random([6, 5], 3);
-    const w = random([4, 5], 4);
-    const bias = random([4], 5);
-    const upstream = random([6, 4], 6);
+  it.each([[6, 4], [2, 7]])('fused matMul with bias and transposeB, [%i, 5] × [%i, 5]ᵀ, forward and gradients', async (m, n) => {
+    const x = random([m, 5], 3);
+    const w = random([n, 5], 4);
+    const bias = random([n], 5);
+    const upstream = random([m, n], 6);
     const run = () => {
       const f = (xs: tf.Tensor, ws: tf.Tensor, bs: tf.Tensor) =>
         tf.fused.matMul({ a: xs as tf.Tensor2D, b: ws as tf.Tensor2D, transposeB: true, bias: bs }).mul(upstream()).sum();

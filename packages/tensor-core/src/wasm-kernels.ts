@@ -39,12 +39,15 @@ export function installWasmKernels(options: { fastMatMul?: boolean } = {}): void
   replaceKernel('OneHot', undefined, oneHot);
   if (options.fastMatMul === false) return;
   const transpose = original('Transpose');
+  const add = original('Add');
   const withPlainOperands = (name: 'BatchMatMul' | '_FusedMatMul'): void => {
     const base = original(name);
     const run = name === 'BatchMatMul' ? (args: KernelArgs) => batchedAsSingleMatMuls(args) ?? base.kernelFunc(args) : base.kernelFunc;
     replaceKernel(name, base.setupFunc, (args) => {
       const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
       if (!transposeA && !transposeB) return run(args);
+      const swapped = !transposeA && transposeB ? fewRowsTimesTransposed(args, transpose.kernelFunc, add.kernelFunc) : undefined;
+      if (swapped) return swapped;
       // Materialise the transposed operand once (a fast copy) and run the fast plain kernel.
       const made: tf.TensorInfo[] = [];
       const plain = (x: tf.TensorInfo): tf.TensorInfo => {
@@ -67,6 +70,47 @@ export function installWasmKernels(options: { fastMatMul?: boolean } = {}): void
 }
 
 let singleMatMul: ((...args: unknown[]) => void) | undefined;
+
+function wasmMatMul(backend: WasmBackend): (...args: unknown[]) => void {
+  singleMatMul ??= backend.wasm.cwrap('BatchMatMul', null, ['number', 'array', 'number', 'number', 'array', 'number', 'number', 'number', 'number']);
+  return singleMatMul;
+}
+
+function shapeBytes(shape: number[]): Uint8Array {
+  return new Uint8Array(new Int32Array(shape).buffer);
+}
+
+/**
+ * `a [M, K] · bᵀ` for `b [N, K]` (a Linear's weight) when M ≤ N, computed as `(b · aᵀ)ᵀ`: XNNPACK
+ * packs its right operand before multiplying, so packing the small `aᵀ [K, M]` instead of a
+ * transposed copy of the whole weight makes decoding (M = 1) ~15× faster at a 32k vocabulary, and
+ * is no slower for training-sized M. Handles batch-1 products with an optional bias and no
+ * activation; returns undefined for anything else.
+ */
+function fewRowsTimesTransposed({ inputs, backend, attrs }: KernelArgs, transpose: KernelImpl, add: KernelImpl): tf.TensorInfo | undefined {
+  const { a, b, bias, preluActivationWeights } = inputs as Record<string, tf.TensorInfo | undefined> & { a: tf.TensorInfo; b: tf.TensorInfo };
+  const activation = (attrs as { activation?: string }).activation ?? 'linear';
+  if (activation !== 'linear' || preluActivationWeights || a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+  const size = (shape: number[]) => shape.reduce((p, d) => p * d, 1);
+  if (size(a.shape.slice(0, -2)) !== 1 || size(b.shape.slice(0, -2)) !== 1) return undefined;
+  const [m, k] = a.shape.slice(-2);
+  const [n, kb] = b.shape.slice(-2);
+  if (k !== kb || m > n) return undefined;
+  const aT = transpose({ inputs: { x: a }, backend, attrs: { perm: a.shape.length === 2 ? [1, 0] : [0, 2, 1] } }) as tf.TensorInfo;
+  const yT = backend.makeOutput([1, n, m], 'float32');
+  const id = (t: tf.TensorInfo) => backend.dataIdMap.get(t.dataId)!.id;
+  wasmMatMul(backend)(id(b), shapeBytes([1, n, k]), 3, id(aT), shapeBytes([1, k, m]), 3, 0, 0, id(yT));
+  backend.disposeData(aT.dataId);
+  let y = transpose({ inputs: { x: yT }, backend, attrs: { perm: [0, 2, 1] } }) as tf.TensorInfo;
+  backend.disposeData(yT.dataId);
+  if (bias) {
+    const withBias = add({ inputs: { a: y, b: bias }, backend }) as tf.TensorInfo;
+    backend.disposeData(y.dataId);
+    y = withBias;
+  }
+  y.shape = [...(a.shape.length > b.shape.length ? a.shape : b.shape).slice(0, -2), m, n];
+  return y;
+}
 
 /**
  * tfjs-backend-wasm sends a matmul to XNNPACK only when its batch is 1; any other batch (attention's
@@ -93,7 +137,7 @@ function batchedAsSingleMatMuls({ inputs, backend, attrs }: KernelArgs): tf.Tens
   if (ra < 2 || rb < 2) return undefined;
   const outer = tf.broadcast_util.assertAndGetBroadcastShape(outerA, outerB);
   if (outer.reduce((p, d) => p * d, 1) !== batch) return undefined;
-  singleMatMul ??= backend.wasm.cwrap('BatchMatMul', null, ['number', 'array', 'number', 'number', 'array', 'number', 'number', 'number', 'number']);
+  const matMul = wasmMatMul(backend);
   const out = backend.makeOutput([...outer, m, n], 'float32');
   const aBase = backend.dataIdMap.get(a.dataId)!.memoryOffset;
   const bBase = backend.dataIdMap.get(b.dataId)!.memoryOffset;
@@ -101,12 +145,12 @@ function batchedAsSingleMatMuls({ inputs, backend, attrs }: KernelArgs): tf.Tens
   if (batchB === 1) {
     // A shared right operand: one matmul over all rows of the stacked left operand.
     const ids = [a, b, out].map((t) => backend.dataIdMap.get(t.dataId)!.id);
-    const stacked = new Uint8Array(new Int32Array([1, batch * m, k]).buffer);
-    singleMatMul(ids[0], stacked, 3, ids[1], new Uint8Array(new Int32Array([1, k, n]).buffer), 3, 0, 0, ids[2]);
+    const stacked = shapeBytes([1, batch * m, k]);
+    matMul(ids[0], stacked, 3, ids[1], shapeBytes([1, k, n]), 3, 0, 0, ids[2]);
     return out;
   }
-  const aShape = new Uint8Array(new Int32Array([1, m, k]).buffer);
-  const bShape = new Uint8Array(new Int32Array([1, k, n]).buffer);
+  const aShape = shapeBytes([1, m, k]);
+  const bShape = shapeBytes([1, k, n]);
   const alias = (offset: number, size: number): number => {
     const id = backend.dataIdNextNumber++;
     backend.wasm.tfjs.registerTensor(id, size, offset);
@@ -116,7 +160,7 @@ function batchedAsSingleMatMuls({ inputs, backend, attrs }: KernelArgs): tf.Tens
     const aId = alias(aBase + (batchA === 1 ? 0 : i * m * k * 4), m * k);
     const bId = alias(bBase + (batchB === 1 ? 0 : i * k * n * 4), k * n);
     const outId = alias(outBase + i * m * n * 4, m * n);
-    singleMatMul(aId, aShape, 3, bId, bShape, 3, 0, 0, outId);
+    matMul(aId, aShape, 3, bId, bShape, 3, 0, 0, outId);
     // Disposing the alias ids also drops the XNNPACK operator cached on them; the memory belongs to
     // the real tensors and is not freed here.
     backend.wasm.tfjs.disposeData(aId);
