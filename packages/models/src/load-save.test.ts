@@ -116,6 +116,37 @@ describe('checkpoint layouts', () => {
     reference.dispose();
   });
 
+  it.each(['F16', 'BF16'] as const)('a %s checkpoint loads upcast to float32, with logits close to the float32 model', async (floatDtype) => {
+    const reference = await loadModel(fixtureDir('llama'));
+    const tensors = await fixtureTensors('llama');
+    const bytes = writeSafetensors(tensors, undefined, { floatDtype });
+    tf.dispose(Object.values(tensors));
+    const loaded = await loadModel(new Map<string, Uint8Array | string>([
+      ['config.json', JSON.stringify(await fixtureConfig('llama'))],
+      ['model.safetensors', bytes],
+    ]));
+    for (const p of loaded.namedParameters().values()) expect(p.dtype).toBe('float32');
+    const ids = tf.tensor2d([[5, 9, 14, 3, 40]], undefined, 'int32');
+    const [a, b] = [reference, loaded].map((m) => {
+      const out = m.forward(ids);
+      const values = out.logits.dataSync();
+      tf.dispose([out.logits, out.hidden]);
+      return values;
+    });
+    let worst = 0;
+    let scale = 1;
+    a.forEach((v, i) => {
+      worst = Math.max(worst, Math.abs(v - b[i]));
+      scale = Math.max(scale, Math.abs(v));
+    });
+    // Rounding the weights to 11 (F16) or 8 (BF16) significant bits moves the logits a little, not a lot.
+    expect(worst).toBeGreaterThan(0);
+    expect(worst).toBeLessThan((floatDtype === 'F16' ? 1e-2 : 1e-1) * scale);
+    tf.dispose(ids);
+    loaded.dispose();
+    reference.dispose();
+  });
+
   it('a mis-shaped, a missing and an unexpected key fail together with STATE_DICT_MISMATCH listing all three', async () => {
     const tensors = await fixtureTensors('llama');
     const misShaped = 'model.layers.0.mlp.down_proj.weight';
