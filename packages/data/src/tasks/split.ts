@@ -1,0 +1,81 @@
+import { PosttrainError, checkNumber, resolveOptions, type Rng } from '@posttrain/tensor-core';
+import { toRng, type TaskExample, type VerifiableTask } from './task.js';
+
+/** The options type of a task (a union for a union of tasks). */
+type TaskOptionsOf<T> = T extends VerifiableTask<infer O, unknown> ? O : never;
+/** The example type of a task (a union for a union of tasks). */
+type TaskExampleOf<T> = T extends VerifiableTask<object, infer M> ? TaskExample<M> : never;
+
+/**
+ * Options of {@link generateSplit}.
+ *
+ * @example
+ * ```ts
+ * const options: GenerateSplitOptions<AdditionOptions> = { train: 2000, test: 200, taskOptions: { maxDigits: 2 } };
+ * ```
+ */
+export interface GenerateSplitOptions<O extends object = object> {
+  /** Training examples, a non-negative integer (default 1000). */
+  train: number;
+  /** Held-out examples, a non-negative integer (default 200). */
+  test: number;
+  /** Options passed to the task's `generate` (default: the task's defaults). */
+  taskOptions: Partial<O> | undefined;
+}
+
+/**
+ * The defaults of {@link generateSplit}.
+ *
+ * @example
+ * ```ts
+ * generateSplit(reversalTask, 0, { ...defaultGenerateSplitOptions, test: 500 });
+ * ```
+ */
+export const defaultGenerateSplitOptions: Readonly<GenerateSplitOptions> = Object.freeze({ train: 1000, test: 200, taskOptions: undefined });
+
+/**
+ * A train set and a held-out test set with no prompt in common, every prompt distinct within each,
+ * drawn from the task's generator by rejection. The test set is drawn first from its own stream, so
+ * for a given seed it stays the same whatever the train size. Distinctness thins out the most likely
+ * prompts (one-digit sums, say) compared with `generate`. Throws `INVALID_OPTION` when the options
+ * allow fewer distinct prompts than `train + test`.
+ *
+ * @example
+ * ```ts
+ * const { train, test } = generateSplit(additionTask, 0, { train: 2000, test: 200 });
+ * const held = new Set(test.map((e) => e.prompt));
+ * train.some((e) => held.has(e.prompt)); // false
+ * ```
+ */
+export function generateSplit<T extends VerifiableTask<object, unknown>>(
+  task: T,
+  rng: Rng | number,
+  options: Partial<GenerateSplitOptions<TaskOptionsOf<T>>> = {},
+): { train: TaskExampleOf<T>[]; test: TaskExampleOf<T>[] } {
+  const owner = 'generateSplit';
+  const o = resolveOptions(owner, options, defaultGenerateSplitOptions as GenerateSplitOptions<TaskOptionsOf<T>>);
+  checkNumber(owner, 'train', o.train, 'a non-negative integer', (v) => Number.isInteger(v) && v >= 0);
+  checkNumber(owner, 'test', o.test, 'a non-negative integer', (v) => Number.isInteger(v) && v >= 0);
+  const size = task.promptSpaceSize(o.taskOptions);
+  if (o.train + o.test > size) {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected train + test to be at most the ${size} distinct prompts ${task.name}'s options allow; got ${o.train} + ${o.test}`, {
+      help: 'ask for fewer examples, or widen the task options (more digits, a longer alphabet or strings)',
+    });
+  }
+  const root = toRng(owner, rng);
+  const [testRng, trainRng] = [root.fork(), root.fork()];
+  const seen = new Set<string>();
+  const draw = (stream: Rng, count: number): TaskExampleOf<T>[] => {
+    const out: TaskExampleOf<T>[] = [];
+    while (out.length < count) {
+      for (const example of task.generate(stream, Math.min(1024, 2 * (count - out.length)), o.taskOptions) as TaskExampleOf<T>[]) {
+        if (out.length === count || seen.has(example.prompt)) continue;
+        seen.add(example.prompt);
+        out.push(example);
+      }
+    }
+    return out;
+  };
+  const test = draw(testRng, o.test);
+  return { train: draw(trainRng, o.train), test };
+}
