@@ -1,4 +1,22 @@
 // Tokenizers and chat templates
+export {
+  loadTokenizer,
+  defaultEncodeOptions,
+  defaultDecodeOptions,
+  type Tokenizer,
+  type EncodeOptions,
+  type DecodeOptions,
+  type EncodingWithOffsets,
+} from './tokenizer.js';
+export { ByteTokenizer, defaultByteTokenizerOptions, type ByteTokenizerOptions } from './byte-tokenizer.js';
+export {
+  applyChatTemplate,
+  defaultApplyChatTemplateOptions,
+  CHATML_TEMPLATE,
+  type ApplyChatTemplateOptions,
+  type ChatMessage,
+  type ChatTemplateEncoding,
+} from './chat-template.js';
 
 // Dataset formats and JSONL
 
