@@ -19,8 +19,42 @@ export {
 } from './chat-template.js';
 
 // Dataset formats and JSONL
+export {
+  detectFormat,
+  validateRecord,
+  isConversational,
+  extractPrompt,
+  RecordError,
+  type DatasetFormat,
+  type DatasetRecord,
+  type RecordOf,
+  type RecordLocation,
+  type ValidateRecordOptions,
+  type Message,
+  type TextOrMessages,
+  type LanguageModelingRecord,
+  type PromptOnlyRecord,
+  type PromptCompletionRecord,
+  type PreferenceRecord,
+  type UnpairedPreferenceRecord,
+} from './formats.js';
+export { readJsonl, readRecords, defaultReadRecordsOptions, type JsonlSource, type NumberedRecord, type ReadRecordsOptions } from './jsonl.js';
 
 // Tokenizing with loss masks, collators and packing
+export {
+  tokenizePromptCompletion,
+  tokenizeLanguageModeling,
+  tokenizePreference,
+  defaultTokenizeOptions,
+  IGNORE_INDEX,
+  type TokenizeOptions,
+  type TokenizedExample,
+  type TokenizerLike,
+  type ChatEncoder,
+  type ChatTokens,
+} from './tokenize.js';
+export { collateForTraining, collateForGeneration, defaultCollateOptions, type CollateOptions, type LabeledExample, type TrainingBatch, type GenerationBatch } from './collate.js';
+export { pack, defaultPackOptions, type PackOptions, type PackedBatch } from './pack.js';
 
 // Synthetic verifiable tasks
 export {
