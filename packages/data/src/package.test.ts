@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import * as data from './index.js';
+
+describe('public surface', () => {
+  it('exports exactly these names (changing the list is a visible decision)', () => {
+    expect(Object.keys(data).sort()).toMatchInlineSnapshot(`
+      [
+        "ByteTokenizer",
+        "CHATML_TEMPLATE",
+        "IGNORE_INDEX",
+        "RecordError",
+        "additionTask",
+        "applyChatTemplate",
+        "collateForGeneration",
+        "collateForTraining",
+        "defaultAdditionOptions",
+        "defaultApplyChatTemplateOptions",
+        "defaultByteTokenizerOptions",
+        "defaultCollateOptions",
+        "defaultDecodeOptions",
+        "defaultEncodeOptions",
+        "defaultGenerateSplitOptions",
+        "defaultPackOptions",
+        "defaultReadRecordsOptions",
+        "defaultReversalOptions",
+        "defaultSortingOptions",
+        "defaultTokenizeOptions",
+        "defineVerifiableTask",
+        "detectFormat",
+        "extractPrompt",
+        "generateSplit",
+        "isConversational",
+        "loadTokenizer",
+        "pack",
+        "readJsonl",
+        "readRecords",
+        "reversalTask",
+        "sortingTask",
+        "tokenizeLanguageModeling",
+        "tokenizePreference",
+        "tokenizePromptCompletion",
+        "trimCompletion",
+        "validateRecord",
+        "verifiableTasks",
+      ]
+    `);
+  });
+});
