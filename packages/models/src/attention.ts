@@ -61,9 +61,10 @@ export interface AttentionContext {
 }
 
 /**
- * Checks the options and builds positions and the additive mask. Positions follow Hugging Face:
- * explicit `positionIds`; else restarting at 0 in each packed segment; else counting real tokens
- * (`cumsum(mask) − 1`, so left padding does not shift them); else `past, past + 1, …`.
+ * Checks the options and builds positions and the additive mask. Positions: explicit
+ * `positionIds`; else restarting at 0 in each packed segment; else counting real tokens
+ * (`cumsum(mask) − 1`, as Hugging Face's `generate` does, so left padding does not shift them);
+ * else `past, past + 1, …`.
  * `owner` is the calling model: a cache is accepted only by the model that made it.
  * Must run inside `tf.tidy`.
  */

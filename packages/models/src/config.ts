@@ -59,6 +59,12 @@ function num(json: Json, key: string, fallback: number): number {
   return value;
 }
 
+function divisible(sizeKey: string, size: number, headsKey: string, heads: number): void {
+  if (size % heads !== 0) {
+    throw new PosttrainError('INVALID_ARGUMENT', `config.json: expected ${sizeKey} (${size}) to be a multiple of ${headsKey} (${heads})`);
+  }
+}
+
 function tokenId(json: Json, key: string): number | null {
   const value = json[key];
   return typeof value === 'number' && Number.isInteger(value) ? value : null;
@@ -118,6 +124,7 @@ function gpt2FromHf(json: Json): Gpt2Config {
   if (json.scale_attn_weights === false) throw notSupported('GPT-2 scale_attn_weights: false is not supported');
   const hiddenSize = int(json, 'n_embd');
   const numHeads = int(json, 'n_head');
+  divisible('n_embd', hiddenSize, 'n_head', numHeads);
   return {
     modelType: 'gpt2',
     vocabSize: int(json, 'vocab_size'),
@@ -150,6 +157,11 @@ function llamaFromHf(json: Json, modelType: LlamaConfig['modelType']): LlamaConf
   if (numHeads % numKvHeads !== 0) {
     throw new PosttrainError('INVALID_ARGUMENT', `config.json: expected num_attention_heads (${numHeads}) to be a multiple of num_key_value_heads (${numKvHeads})`);
   }
+  if (json.head_dim == null) divisible('hidden_size', hiddenSize, 'num_attention_heads', numHeads);
+  const headDim = json.head_dim == null ? hiddenSize / numHeads : int(json, 'head_dim');
+  if (headDim % 2 !== 0) {
+    throw new PosttrainError('INVALID_ARGUMENT', `config.json: expected an even head dimension for rotary embeddings; got ${headDim}`);
+  }
   const attentionBias = json.attention_bias === true;
   return {
     modelType,
@@ -159,7 +171,7 @@ function llamaFromHf(json: Json, modelType: LlamaConfig['modelType']): LlamaConf
     numLayers: int(json, 'num_hidden_layers'),
     numHeads,
     numKvHeads,
-    headDim: json.head_dim == null ? hiddenSize / numHeads : int(json, 'head_dim'),
+    headDim,
     maxPositions: int(json, 'max_position_embeddings', 2048),
     bosTokenId: tokenId(json, 'bos_token_id'),
     eosTokenId: eosId(json),

@@ -68,10 +68,22 @@ export async function generate(model: CausalLM, inputIds: tf.Tensor, options: Pa
   checkNumber('generate', 'temperature', o.temperature, '≥ 0', (v) => v >= 0);
   checkNumber('generate', 'topK', o.topK, 'a non-negative integer', (v) => Number.isInteger(v) && v >= 0);
   checkNumber('generate', 'topP', o.topP, 'in (0, 1]', (v) => v > 0 && v <= 1);
+  if (o.stopTokenIds !== undefined && !(Array.isArray(o.stopTokenIds) && o.stopTokenIds.every((id) => Number.isInteger(id)))) {
+    throw new PosttrainError('INVALID_OPTION', `generate: expected stopTokenIds to be an array of integer token ids; got ${JSON.stringify(o.stopTokenIds)}`);
+  }
+  if (o.padTokenId !== undefined && !Number.isInteger(o.padTokenId)) {
+    throw new PosttrainError('INVALID_OPTION', `generate: expected padTokenId to be an integer token id; got ${JSON.stringify(o.padTokenId)}`);
+  }
+  for (const flag of ['greedy', 'useCache'] as const) {
+    if (typeof o[flag] !== 'boolean') throw new PosttrainError('INVALID_OPTION', `generate: expected ${flag} to be true or false; got ${JSON.stringify(o[flag])}`);
+  }
   if (inputIds.rank !== 2 || inputIds.dtype !== 'int32') {
     throw new PosttrainError('SHAPE_MISMATCH', `generate: expected inputIds [B, T] int32; got [${inputIds.shape.join(', ')}] ${inputIds.dtype}`);
   }
   const [batch, promptLength] = inputIds.shape as [number, number];
+  if (o.attentionMask && (o.attentionMask.rank !== 2 || o.attentionMask.shape[0] !== batch || o.attentionMask.shape[1] !== promptLength)) {
+    throw new PosttrainError('SHAPE_MISMATCH', `generate: expected attentionMask [${batch}, ${promptLength}] like inputIds; got [${o.attentionMask.shape.join(', ')}]`);
+  }
   const eos = model.config.eosTokenId;
   const stop = new Set(o.stopTokenIds ?? (eos === null ? [] : Array.isArray(eos) ? eos : [eos]));
   const pad = o.padTokenId ?? model.config.padTokenId ?? [...stop][0] ?? 0;
@@ -89,6 +101,12 @@ export async function generate(model: CausalLM, inputIds: tf.Tensor, options: Pa
       const out = o.useCache
         ? model.forward(next, { attentionMask: mask, cache, useCache: true })
         : model.forward(sequence, { attentionMask: mask });
+      if (o.useCache && !out.cache) {
+        tf.dispose([out.logits, out.hidden]);
+        throw new PosttrainError('NOT_SUPPORTED', 'generate: the model returned no KV cache for useCache: true', {
+          help: 'pass useCache: false to recompute the whole sequence at each step',
+        });
+      }
       cache = out.cache;
       const last = tf.tidy(() => {
         const t = out.logits.shape[1] as number;
@@ -152,6 +170,19 @@ function logSoftmaxAt(values: Float32Array, index: number): number {
 
 /** Samples from softmax(logits / temperature) restricted to the top-k, then to the top-p nucleus. */
 function sample(logits: Float32Array, temperature: number, topK: number, topP: number, rng: Rng): number {
+  if (topK === 0 && topP === 1) {
+    // The whole vocabulary: one pass for the normaliser, one to draw, no sort.
+    let max = -Infinity;
+    for (const v of logits) if (v > max) max = v;
+    let total = 0;
+    for (const v of logits) total += Math.exp((v - max) / temperature);
+    let u = rng.uniform() * total;
+    for (let i = 0; i < logits.length; i++) {
+      u -= Math.exp((logits[i] - max) / temperature);
+      if (u < 0) return i;
+    }
+    return argMax(logits);
+  }
   let order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]);
   if (topK > 0) order = order.slice(0, topK);
   const max = logits[order[0]];

@@ -1,4 +1,4 @@
-import { Conv1D, Embedding, LayerNorm, Linear, Module, ModuleList, Rng, geluTanh, tf, type CausalLM, type ForwardOptions, type ForwardOutput } from '@posttrain/tensor-core';
+import { Conv1D, Embedding, LayerNorm, Linear, Module, ModuleList, PosttrainError, Rng, geluTanh, tf, type CausalLM, type ForwardOptions, type ForwardOutput } from '@posttrain/tensor-core';
 import { LayerKVCache, attentionContext, scaledDotProductAttention, type AttentionContext } from './attention.js';
 import type { Gpt2Config } from './config.js';
 
@@ -92,19 +92,27 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
   readonly transformer: Gpt2Body;
   readonly lmHead: Linear | undefined;
 
-  constructor(readonly config: Gpt2Config, seed = 0) {
+  /** `initialize: false` fills weights with zeros instead of sampling them (a checkpoint will overwrite them). */
+  constructor(readonly config: Gpt2Config, seed = 0, options: { initialize?: boolean } = {}) {
     super();
     const rng = new Rng(seed);
-    this.transformer = this.registerModule('transformer', new Gpt2Body(config, rng));
+    const init = options.initialize === false ? { ...config, initializerRange: 0 } : config;
+    this.transformer = this.registerModule('transformer', new Gpt2Body(init, rng));
     this.lmHead = config.tieWordEmbeddings
       ? undefined
-      : this.registerModule('lm_head', new Linear(config.hiddenSize, config.vocabSize, { bias: false, rng, std: config.initializerRange }));
+      : this.registerModule('lm_head', new Linear(config.hiddenSize, config.vocabSize, { bias: false, rng, std: init.initializerRange }));
   }
 
   forward(inputIds: tf.Tensor, options: ForwardOptions = {}): ForwardOutput {
     const { transformer: body, config } = this;
     let cache: LayerKVCache | undefined;
     const { logits, hidden } = tf.tidy(() => {
+      const end = (options.cache?.length ?? 0) + (inputIds.shape[1] as number);
+      if (end > config.maxPositions) {
+        throw new PosttrainError('INVALID_ARGUMENT', `forward: GPT-2 has learned positions up to n_positions = ${config.maxPositions}; got a sequence of ${end}`, {
+          help: 'shorten the prompt or generate fewer tokens',
+        });
+      }
       const context = attentionContext(inputIds, options, config.numLayers, this);
       cache = context.cache;
       let h = body.wte.forward(inputIds).add(body.wpe.forward(context.positions));

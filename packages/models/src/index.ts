@@ -15,7 +15,17 @@ export {
 } from './config.js';
 
 // Loading, saving, creating
-export { loadModel, saveModel, createModel, type PretrainedModel, type ModelConfigInput, type CreateModelOptions } from './load.js';
+export {
+  loadModel,
+  saveModel,
+  createModel,
+  defaultCreateModelOptions,
+  defaultSaveModelOptions,
+  type PretrainedModel,
+  type ModelConfigInput,
+  type CreateModelOptions,
+  type SaveModelOptions,
+} from './load.js';
 
 // Generation
 export { generate, defaultGenerateOptions, type GenerateOptions, type GenerateResult, type FinishReason } from './generate.js';

@@ -105,13 +105,15 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   readonly lmHead: Linear | undefined;
   private readonly inverseFrequencies: tf.Tensor;
 
-  constructor(readonly config: LlamaConfig, seed = 0) {
+  /** `initialize: false` fills weights with zeros instead of sampling them (a checkpoint will overwrite them). */
+  constructor(readonly config: LlamaConfig, seed = 0, options: { initialize?: boolean } = {}) {
     super();
     const rng = new Rng(seed);
-    this.model = this.registerModule('model', new LlamaBody(config, rng));
+    const init = options.initialize === false ? { ...config, initializerRange: 0 } : config;
+    this.model = this.registerModule('model', new LlamaBody(init, rng));
     this.lmHead = config.tieWordEmbeddings
       ? undefined
-      : this.registerModule('lm_head', new Linear(config.hiddenSize, config.vocabSize, { bias: false, rng, std: config.initializerRange }));
+      : this.registerModule('lm_head', new Linear(config.hiddenSize, config.vocabSize, { bias: false, rng, std: init.initializerRange }));
     const inv = ropeInverseFrequencies(config.headDim, config.ropeTheta, config.ropeScaling);
     this.inverseFrequencies = this.registerBuffer('rotary_inv_freq', tf.tensor(inv), { persistent: false });
   }

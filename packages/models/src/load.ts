@@ -1,6 +1,7 @@
 import {
   PosttrainError,
   fileSource,
+  resolveOptions,
   fileTarget,
   readCheckpoint,
   tf,
@@ -28,6 +29,18 @@ export interface CreateModelOptions {
   seed: number;
 }
 
+export const defaultCreateModelOptions: CreateModelOptions = { seed: 0 };
+
+/** Options of {@link saveModel}. */
+export interface SaveModelOptions {
+  /** The most tensor bytes in one shard (default: writeCheckpoint's). */
+  maxShardBytes: number | undefined;
+  /** Store float weights as F32 (default), F16 or BF16. */
+  floatDtype: 'F32' | 'F16' | 'BF16';
+}
+
+export const defaultSaveModelOptions: SaveModelOptions = { maxShardBytes: undefined, floatDtype: 'F32' };
+
 /**
  * A randomly initialised model, as Hugging Face initialises it: weights normal with std
  * `initializerRange` (0.02; GPT-2's residual projections scaled by 1/√(2·layers)), biases 0,
@@ -39,7 +52,15 @@ export interface CreateModelOptions {
  * ```
  */
 export function createModel(config: ModelConfigInput, options: Partial<CreateModelOptions> = {}): PretrainedModel {
+  const { seed } = resolveOptions('createModel', options, defaultCreateModelOptions);
   const complete: CausalLMConfig = config.modelType === 'gpt2' ? completeGpt2(config as Gpt2Config) : completeLlama(config as LlamaConfig);
+  const defaults = config.modelType === 'gpt2' ? completeGpt2({ modelType: 'gpt2', vocabSize: 1, hiddenSize: 1, numLayers: 1, numHeads: 1 }) : completeLlama({ modelType: 'llama', vocabSize: 1, hiddenSize: 2, intermediateSize: 1, numLayers: 1, numHeads: 1 });
+  for (const key of Object.keys(config)) {
+    if (!(key in defaults)) {
+      throw new PosttrainError('INVALID_OPTION', `createModel: unknown config key "${key}"; known keys are ${Object.keys(defaults).join(', ')}`);
+    }
+  }
+
   // Going through config.json validates the values and keeps the model saveable: refuse a
   // combination Hugging Face's config cannot express rather than change it silently.
   const full = configFromHf(configToHf(complete));
@@ -49,7 +70,7 @@ export function createModel(config: ModelConfigInput, options: Partial<CreateMod
       throw new PosttrainError('INVALID_OPTION', `createModel: ${key} ${JSON.stringify(value)} cannot be expressed in a ${complete.modelType} config.json (it would load as ${JSON.stringify(kept)})`);
     }
   }
-  return build(full, options.seed ?? 0);
+  return build(full, seed);
 }
 
 function completeGpt2(c: Partial<Gpt2Config> & Pick<Gpt2Config, 'vocabSize' | 'hiddenSize' | 'numLayers' | 'numHeads'>): Gpt2Config {
@@ -89,8 +110,8 @@ function completeLlama(c: Partial<LlamaConfig> & Pick<LlamaConfig, 'modelType' |
   };
 }
 
-function build(config: CausalLMConfig, seed: number): PretrainedModel {
-  return config.modelType === 'gpt2' ? new Gpt2LMHeadModel(config, seed) : new LlamaForCausalLM(config, seed);
+function build(config: CausalLMConfig, seed: number, initialize = true): PretrainedModel {
+  return config.modelType === 'gpt2' ? new Gpt2LMHeadModel(config, seed, { initialize }) : new LlamaForCausalLM(config, seed, { initialize });
 }
 
 function toSource(from: FileSource | FileSourceInput): FileSource {
@@ -123,7 +144,7 @@ export async function loadModel(from: FileSource | FileSourceInput): Promise<Pre
   }
   const config = configFromHf(json);
   const tensors = await readCheckpoint(source);
-  const model = build(config, 0);
+  const model = build(config, 0, false); // zeros: the checkpoint overwrites every weight
   try {
     model.loadStateDict(normaliseKeys(tensors, model));
   } catch (error) {
@@ -160,12 +181,13 @@ function normaliseKeys(tensors: Record<string, tf.Tensor>, model: PretrainedMode
  * await saveModel(model, './out/my-model');
  * ```
  */
-export async function saveModel(model: CausalLM, to: FileTarget | string | Map<string, Uint8Array>, options: { maxShardBytes?: number } = {}): Promise<void> {
+export async function saveModel(model: CausalLM, to: FileTarget | string | Map<string, Uint8Array>, options: Partial<SaveModelOptions> = {}): Promise<void> {
+  const { maxShardBytes, floatDtype } = resolveOptions('saveModel', options, defaultSaveModelOptions);
   const config = model.config as CausalLMConfig;
   if (!('modelType' in config) || !['gpt2', 'llama', 'qwen2', 'mistral'].includes(config.modelType)) {
     throw new PosttrainError('NOT_SUPPORTED', `saveModel: expected a GPT-2 or Llama-family model; got model type ${JSON.stringify((config as { modelType?: unknown }).modelType)}`);
   }
   const target = typeof to === 'string' || to instanceof Map ? fileTarget(to) : to;
   await target.write('config.json', new TextEncoder().encode(`${JSON.stringify(configToHf(config), null, 2)}\n`));
-  await writeCheckpoint(model.stateDict(), target, options.maxShardBytes === undefined ? {} : { maxShardBytes: options.maxShardBytes });
+  await writeCheckpoint(model.stateDict(), target, { floatDtype, ...(maxShardBytes === undefined ? {} : { maxShardBytes }) });
 }

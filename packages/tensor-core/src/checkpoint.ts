@@ -69,13 +69,14 @@ export interface WriteCheckpointOptions extends WriteSafetensorsOptions {
  *
  * @example
  * ```ts
- * defaultWriteCheckpointOptions.maxShardBytes; // 5_000_000_000
+ * defaultWriteCheckpointOptions.maxShardBytes; // 2_000_000_000
  * ```
  */
 export const defaultWriteCheckpointOptions: Required<WriteCheckpointOptions> = Object.freeze({
   ...defaultWriteSafetensorsOptions,
   fileName: 'model.safetensors',
-  maxShardBytes: 5_000_000_000,
+  // Below 2 GiB: one typed array holds a shard, and every runtime reads it back in one piece.
+  maxShardBytes: 2_000_000_000,
   metadata: {},
 });
 

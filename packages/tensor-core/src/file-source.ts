@@ -108,6 +108,36 @@ function directoryOf(at: string | URL): () => Promise<string> {
   };
 }
 
+/**
+ * Reads a file into one byte array. `fs.readFile` refuses files over 2 GiB (a single-file
+ * Llama-3.2-1B checkpoint is 2.47 GB), so larger ones are read in 1 GiB pieces, up to the 4 GiB a
+ * typed array can hold.
+ */
+async function readWhole(fs: typeof import('node:fs/promises'), path: string, what: string): Promise<Uint8Array> {
+  const handle = await fs.open(path, 'r');
+  try {
+    const { size } = await handle.stat();
+    if (size < 2 ** 31) {
+      const buffer = await handle.readFile();
+      return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    }
+    if (size >= 2 ** 32) {
+      throw new PosttrainError('NOT_SUPPORTED', `${what} is ${size} bytes; files of 4 GiB or more cannot be read into memory in one piece`, {
+        help: 'save the checkpoint in shards (model.safetensors.index.json) of under 2 GB each',
+      });
+    }
+    const bytes = new Uint8Array(size);
+    for (let offset = 0; offset < size; ) {
+      const { bytesRead } = await handle.read(bytes, offset, Math.min(2 ** 30, size - offset), offset);
+      if (bytesRead === 0) throw new PosttrainError('FILE_NOT_FOUND', `${what} ended after ${offset} of ${size} bytes`);
+      offset += bytesRead;
+    }
+    return bytes;
+  } finally {
+    await handle.close();
+  }
+}
+
 function directorySource(dir: () => Promise<string>, label: string): FileSource {
   const where = `directory ${label}`;
   const read = async (name: string): Promise<Uint8Array> => {
@@ -115,8 +145,7 @@ function directorySource(dir: () => Promise<string>, label: string): FileSource 
     const fs = await nodeModule<typeof import('node:fs/promises')>('node:fs/promises');
     const path = `${await dir()}/${name}`;
     try {
-      const buffer = await fs.readFile(path);
-      return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+      return await readWhole(fs, path, `${name} in ${where}`);
     } catch (error) {
       if (!isMissing(error)) throw error;
       const listing = await fs.readdir(await dir()).catch(() => undefined);

@@ -94,6 +94,8 @@ export class Rng {
 
   /** A float32 tensor of normal samples with the given standard deviation and mean. */
   normalTensor(shape: number[], std = 1, mean = 0): tf.Tensor {
+    // std 0 is a constant: no samples drawn (models loading a checkpoint skip initialisation so).
+    if (std === 0) return tf.fill(shape, mean, 'float32');
     const size = shape.reduce((a, b) => a * b, 1);
     const values = new Float32Array(size);
     for (let i = 0; i < size; i++) values[i] = mean + std * this.normal();

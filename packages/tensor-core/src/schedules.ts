@@ -78,7 +78,7 @@ export interface CosineScheduleOptions {
   lr: number;
   /** Steps of linear warm-up from 0 to `lr`, a non-negative integer (default 0). */
   warmupSteps: number;
-  /** Steps over which the cosine runs after warm-up ends, an integer > warmupSteps (required). */
+  /** All training steps, warm-up included (the cosine runs from warmupSteps to totalSteps), an integer > warmupSteps (required). */
   totalSteps: number;
   /** Number of cosine periods between warm-up and totalSteps, > 0 (default 0.5: one half-wave from lr down to minLr). */
   numCycles: number;
