@@ -271,6 +271,7 @@ function maskTokens(tokenizer: Tokenizer, text: string, spans: Array<[number, nu
  */
 export function applyChatTemplate(tokenizer: Tokenizer, messages: readonly ChatMessage[], options: ApplyChatTemplateOptions & { returnAssistantMask: true }): ChatTemplateEncoding;
 export function applyChatTemplate(tokenizer: Tokenizer, messages: readonly ChatMessage[], options: ApplyChatTemplateOptions & { tokenize: true; returnAssistantMask?: false }): number[];
+export function applyChatTemplate(tokenizer: Tokenizer, messages: readonly ChatMessage[], options: ApplyChatTemplateOptions & { tokenize: true }): number[] | ChatTemplateEncoding;
 export function applyChatTemplate(tokenizer: Tokenizer, messages: readonly ChatMessage[], options?: ApplyChatTemplateOptions & { tokenize?: false; returnAssistantMask?: false }): string;
 export function applyChatTemplate(tokenizer: Tokenizer, messages: readonly ChatMessage[], options?: ApplyChatTemplateOptions): string | number[] | ChatTemplateEncoding;
 export function applyChatTemplate(tokenizer: Tokenizer, messages: readonly ChatMessage[], options?: ApplyChatTemplateOptions): string | number[] | ChatTemplateEncoding {

@@ -109,6 +109,16 @@ describe('collateForGeneration', () => {
     expect(values(collateForGeneration([[1, 5, 9]], { padTokenId: 3, padToMultipleOf: 4 })).inputIds).toEqual([[3, 1, 5, 9]]);
   });
 
+  it('batches more examples than Math.max(...lengths) can take as arguments', () => {
+    const prompts = Array.from({ length: 300_000 }, (_, i) => (i === 7 ? [1, 2] : [1]));
+    const batch = collateForGeneration(prompts, { padTokenId: 0 });
+    expect(batch.inputIds.shape).toEqual([300_000, 2]);
+    tf.dispose([batch.inputIds, batch.attentionMask]);
+    const training = collateForTraining(prompts.map((ids) => ({ inputIds: ids, labels: ids })), { padTokenId: 0 });
+    expect(training.labels.shape).toEqual([300_000, 2]);
+    tf.dispose([training.inputIds, training.attentionMask, training.labels]);
+  });
+
   it('rejects an empty prompt by its index', () => {
     expect(thrown(() => collateForGeneration([[1], []], { padTokenId: 0 })).message).toContain('prompt 1: expected a non-empty list of non-negative integer token ids; got an empty list');
   });

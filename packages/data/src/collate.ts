@@ -91,7 +91,7 @@ export function collateForTraining(examples: readonly LabeledExample[], options:
   const o = resolveCollate('collateForTraining', options);
   checkExamples('collateForTraining', examples);
   const b = examples.length;
-  const t = paddedLength(Math.max(...examples.map((e) => e.inputIds.length)), o.padToMultipleOf);
+  const t = paddedLength(longest(examples.map((e) => e.inputIds.length)), o.padToMultipleOf);
   const ids = new Int32Array(b * t).fill(o.padTokenId);
   const mask = new Int32Array(b * t);
   const labels = new Int32Array(b * t).fill(IGNORE_INDEX);
@@ -118,7 +118,7 @@ export function collateForGeneration(prompts: readonly (readonly number[])[], op
   const o = resolveCollate('collateForGeneration', options);
   checkExamples('collateForGeneration', Array.isArray(prompts) ? prompts.map((inputIds) => ({ inputIds, labels: inputIds ?? [] })) : (prompts as unknown as LabeledExample[]), 'prompt');
   const b = prompts.length;
-  const t = paddedLength(Math.max(...prompts.map((p) => p.length)), o.padToMultipleOf);
+  const t = paddedLength(longest(prompts.map((p) => p.length)), o.padToMultipleOf);
   const ids = new Int32Array(b * t).fill(o.padTokenId);
   const mask = new Int32Array(b * t);
   prompts.forEach((prompt, row) => {
@@ -163,4 +163,11 @@ export function checkExamples(owner: string, examples: readonly LabeledExample[]
       throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${what} ${i}: expected an unpadded example (attentionMask all 1); got zeros in its attentionMask`, { help: 'collate or pack the unpadded examples the tokenize functions return' });
     }
   });
+}
+
+/** The largest of `lengths`, by a loop: `Math.max(...lengths)` overflows the stack past ~10⁵ items. */
+function longest(lengths: number[]): number {
+  let max = 0;
+  for (const length of lengths) if (length > max) max = length;
+  return max;
 }

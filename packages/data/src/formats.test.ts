@@ -87,6 +87,14 @@ describe('validateRecord errors name the field, what was expected and what was f
     expect(e.help).toContain('not a mix');
   });
 
+  it('says "an unpaired-preference", and rejects an unknown format naming the known ones', () => {
+    expect(recordError(() => validateRecord({ prompt: 'a' }, 'unpaired-preference')).message).toContain('expected an unpaired-preference record to have "completion"');
+    expect(recordError(() => validateRecord(3, 'unpaired-preference')).message).toContain('expected a JSON object (an unpaired-preference record)');
+    expect(() => validateRecord({ prompt: 'a' }, 'prompt-onyl' as never)).toThrow(
+      "validateRecord: expected format to be one of 'language-modeling', 'prompt-only', 'prompt-completion', 'preference', 'unpaired-preference'; got \"prompt-onyl\"",
+    );
+  });
+
   it('cuts long found strings in messages', () => {
     const e = recordError(() => validateRecord({ prompt: 'a', completion: 'b', label: 'x'.repeat(1000) }, 'unpaired-preference'));
     expect(e.received).toBe(`"${'x'.repeat(57)}"… (1000 characters)`);

@@ -1,6 +1,7 @@
 // TRL's dataset formats: which fields a record of each type carries, detected from its keys and
 // validated with errors that name the record, the field, what was expected and what was found.
 import { PosttrainError } from '@posttrain/tensor-core';
+import { checkOneOf } from './check-options.js';
 
 /**
  * One chat message, as in TRL's conversational format. Other keys (`name`, `tool_calls`, …) are
@@ -213,6 +214,22 @@ export function isConversational(record: object): boolean {
   return ['messages', 'prompt', 'completion', 'chosen', 'rejected'].some((key) => Array.isArray(r[key]));
 }
 
+/** Every dataset format (internal: the public list is the {@link DatasetFormat} type). */
+export const datasetFormats: readonly DatasetFormat[] = ['language-modeling', 'prompt-only', 'prompt-completion', 'preference', 'unpaired-preference'];
+
+/** `a prompt-completion`, `an unpaired-preference` (internal). */
+export function withArticle(format: string): string {
+  return `${/^[aeiou]/.test(format) ? 'an' : 'a'} ${format}`;
+}
+
+/** The text fields of `format` in `record`, without its extra fields, for {@link isConversational} (internal). */
+export function textFieldsOf(format: DatasetFormat | 'any', record: object): Record<string, unknown> {
+  if (format === 'any') return {};
+  const r = record as Record<string, unknown>;
+  const fields = [...fieldsOf[format], ...(format === 'language-modeling' ? ['text', 'messages'] : format === 'preference' ? ['prompt'] : [])];
+  return Object.fromEntries(fields.filter((field) => field in r).map((field) => [field, r[field]]));
+}
+
 /** The text fields each format requires (`prompt` of a preference is optional). */
 const fieldsOf: Record<DatasetFormat, readonly string[]> = {
   'language-modeling': [],
@@ -256,7 +273,8 @@ export interface ValidateRecordOptions extends RecordLocation {
  */
 export function validateRecord<F extends DatasetFormat>(record: unknown, format: F, options: ValidateRecordOptions = {}): RecordOf[F] {
   const where: RecordLocation = { line: options.line, index: options.index };
-  if (!isObject(record)) throw new RecordError(where, null, `a JSON object (a ${format} record)`, describeValue(record));
+  checkOneOf('validateRecord', 'format', format, datasetFormats);
+  if (!isObject(record)) throw new RecordError(where, null, `a JSON object (${withArticle(format)} record)`, describeValue(record));
   const fields = [...fieldsOf[format]];
   if (format === 'language-modeling') {
     const hasText = 'text' in record;
@@ -268,7 +286,7 @@ export function validateRecord<F extends DatasetFormat>(record: unknown, format:
   }
   if (format === 'preference' && 'prompt' in record) fields.unshift('prompt');
   for (const field of fields) {
-    if (!(field in record)) throw new RecordError(where, field, `a ${format} record to have "${field}"`, `a record with keys [${Object.keys(record).join(', ')}]`);
+    if (!(field in record)) throw new RecordError(where, field, `${withArticle(format)} record to have "${field}"`, `a record with keys [${Object.keys(record).join(', ')}]`);
   }
 
   // Every text field is a string, or every one is a message list.

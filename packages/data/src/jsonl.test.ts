@@ -144,6 +144,44 @@ describe('readJsonl: a bad line fails with its line number, after every record b
     expect(long.error?.message).toContain('line 2: expected a line of at most 100 characters (maxLineLength)');
   });
 
+  it('invalid UTF-8 on line 3 of a file (one chunk) yields lines 1 and 2, then fails on line 3', async () => {
+    const path = join(dir, 'bad-utf8.jsonl');
+    writeFileSync(path, Buffer.concat([Buffer.from('{"text":"a"}\n{"text":"b"}\n{"text":"'), Buffer.from([0xff]), Buffer.from('"}\n')]));
+    const { records, error } = await readAll(path);
+    expect(records).toEqual([
+      { line: 1, record: { text: 'a' } },
+      { line: 2, record: { text: 'b' } },
+    ]);
+    expect(error?.message).toContain('line 3: expected UTF-8 text; got bytes that are not valid UTF-8');
+  });
+
+  it('checks option values, naming the allowed ones', async () => {
+    const format = await readAll(chunks([good(1)]), { format: 'prompt-complete' } as never);
+    expect(format.error?.code).toBe('INVALID_OPTION');
+    expect(format.error?.message).toContain("expected format to be one of 'auto', 'any', 'language-modeling', 'prompt-only', 'prompt-completion', 'preference', 'unpaired-preference'; got \"prompt-complete\"");
+    for (const maxLineLength of [0, 1.5, -1, '100']) {
+      const { error } = await readAll(chunks([good(1)]), { maxLineLength } as never);
+      expect(error?.message, String(maxLineLength)).toContain('expected maxLineLength to be a positive integer');
+    }
+    expect(() => readRecords([], { format: 'pref' } as never)).toThrow("readRecords: expected format to be one of 'auto', 'any'");
+  });
+
+  it('an extra array field does not make a standard dataset conversational', async () => {
+    const text = `${JSON.stringify({ prompt: 'p', completion: 'c', tags: ['x'] })}\n${JSON.stringify({ prompt: 'q', completion: 'd' })}\n`;
+    const { records, error } = await readAll(chunks([text]));
+    expect(error).toBeUndefined();
+    expect(records).toHaveLength(2);
+    const lm = readRecords([{ text: 'a', prompt: [{ role: 'user', content: 'x' }] }, { text: 'b' }]);
+    expect(lm.records).toHaveLength(2);
+  });
+
+  it('strips a byte-order mark from string chunks too, and names an unpaired-preference with "an"', async () => {
+    const { records } = await readAll(chunks(['\uFEFF{"text":"a"}\n']));
+    expect(records).toEqual([{ line: 1, record: { text: 'a' } }]);
+    const mixed = await readAll(chunks([`${JSON.stringify({ prompt: 'p', completion: 'c', label: true })}\n${good(2)}\n`]));
+    expect(mixed.error?.message).toContain('expected an unpaired-preference record, like line 1; got a prompt-completion record');
+  });
+
   it('rejects an unknown option by name', async () => {
     const { error } = await readAll(chunks([good(1)]), { formatt: 'auto' } as never);
     expect(error?.code).toBe('INVALID_OPTION');

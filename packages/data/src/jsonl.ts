@@ -1,6 +1,7 @@
 // Reading records: from arrays, and from JSONL streamed line by line in constant memory.
 import { PosttrainError, resolveOptions } from '@posttrain/tensor-core';
-import { RecordError, describeLocation, describeValue, detectFormat, isConversational, validateRecord, type DatasetFormat, type DatasetRecord, type RecordLocation, type RecordOf } from './formats.js';
+import { checkOneOf, checkPositiveInteger } from './check-options.js';
+import { RecordError, datasetFormats, describeLocation, describeValue, detectFormat, isConversational, textFieldsOf, validateRecord, withArticle, type DatasetFormat, type DatasetRecord, type RecordLocation, type RecordOf } from './formats.js';
 
 /**
  * Where {@link readJsonl} reads from: a file path (Node), a web `ReadableStream`, or any async
@@ -54,6 +55,15 @@ export interface ReadRecordsOptions {
  */
 export const defaultReadRecordsOptions: ReadRecordsOptions = { format: 'auto', maxLineLength: 64 * 1024 * 1024 };
 
+const readFormats = ['auto', 'any', ...datasetFormats] as const;
+
+function resolveReadOptions(owner: string, options: Partial<ReadRecordsOptions>): ReadRecordsOptions {
+  const resolved = resolveOptions<ReadRecordsOptions>(owner, options, defaultReadRecordsOptions);
+  checkOneOf(owner, 'format', resolved.format, readFormats);
+  checkPositiveInteger(owner, 'maxLineLength', resolved.maxLineLength);
+  return resolved;
+}
+
 /** Checks records one at a time against the format fixed by the options or by the first record. */
 class RecordChecker {
   private format: DatasetFormat | 'any' | undefined;
@@ -75,14 +85,14 @@ class RecordChecker {
     this.first ??= describeLocation(where);
     try {
       const valid = validateRecord(record, this.format, { ...where, conversational: this.conversational, conversationalFrom: this.first });
-      this.conversational ??= isConversational(valid);
+      this.conversational ??= isConversational(textFieldsOf(this.format, valid));
       return valid;
     } catch (error) {
       // A record of another format than the one detected: say so, rather than name a missing field.
       const own = this.auto && error instanceof RecordError ? tryDetect(record) : undefined;
       if (own !== undefined && own !== this.format) {
         const field = (error as RecordError).field;
-        throw new RecordError(where, field, `a ${this.format} record, like ${this.first}`, `a ${own} record with keys [${Object.keys(record as object).join(', ')}]`, {
+        throw new RecordError(where, field, `${withArticle(this.format)} record, like ${this.first}`, `${withArticle(own)} record with keys [${Object.keys(record as object).join(', ')}]`, {
           cause: error,
           help: 'a dataset holds records of one format; split it, or read it with format: \'any\'',
         });
@@ -119,7 +129,7 @@ export function readRecords<F extends DatasetFormat = DatasetFormat>(
   records: Iterable<unknown>,
   options: Partial<Omit<ReadRecordsOptions, 'format'>> & { format?: F | 'auto' | 'any' } = {},
 ): { format: F | 'any' | null; records: RecordOf[F][] } {
-  const resolved = resolveOptions<ReadRecordsOptions>('readRecords', options, defaultReadRecordsOptions);
+  const resolved = resolveReadOptions('readRecords', options);
   const checker = new RecordChecker(resolved.format);
   const out: RecordOf[F][] = [];
   let index = 0;
@@ -129,9 +139,9 @@ export function readRecords<F extends DatasetFormat = DatasetFormat>(
 
 /**
  * Streams the records of a JSONL file, one per line, with their line numbers. Memory stays
- * constant whatever the file's size: chunks are decoded as UTF-8 as they come (a character split
- * between chunks is joined), cut at `\n` (a `\r` before it is dropped), and each line is parsed
- * and validated before the next is read. Blank lines are skipped; the last line needs no newline.
+ * constant whatever the file's size: chunks are cut at `\n` (a `\r` before it is dropped), each
+ * line is decoded as UTF-8 on its own (a line split between chunks is joined first; a byte-order
+ * mark at the start is dropped), and each line is parsed and validated before the next is read. Blank lines are skipped; the last line needs no newline.
  * A bad line throws a {@link RecordError} with its line number, the field, what was expected and
  * what was found, after every record before it has been yielded.
  *
@@ -146,7 +156,7 @@ export async function* readJsonl<F extends DatasetFormat = DatasetFormat>(
   source: JsonlSource,
   options: Partial<Omit<ReadRecordsOptions, 'format'>> & { format?: F | 'auto' | 'any' } = {},
 ): AsyncGenerator<NumberedRecord<RecordOf[F]>, void, undefined> {
-  const resolved = resolveOptions<ReadRecordsOptions>('readJsonl', options, defaultReadRecordsOptions);
+  const resolved = resolveReadOptions('readJsonl', options);
   const checker = new RecordChecker(resolved.format);
   for await (const { line, text } of jsonlLines(source, resolved.maxLineLength)) {
     if (text.trim() === '') continue;
@@ -163,48 +173,95 @@ export async function* readJsonl<F extends DatasetFormat = DatasetFormat>(
   }
 }
 
-/** The lines of a JSONL source, numbered from 1, without their `\n` or `\r\n`. */
+/**
+ * The lines of a JSONL source, numbered from 1, without their `\n` or `\r\n`, and without a
+ * byte-order mark at the start of the first. Byte chunks are cut at 0x0A before decoding (a
+ * newline byte is never inside a multi-byte UTF-8 sequence), and each line is decoded strictly on
+ * its own, so invalid UTF-8 fails its own line after every line before it has been yielded. Only
+ * the unfinished last line of a chunk is carried to the next (copied: file chunks reuse a buffer).
+ */
 async function* jsonlLines(source: JsonlSource, maxLineLength: number): AsyncGenerator<{ line: number; text: string }> {
-  const decoder = new TextDecoder('utf-8', { fatal: true });
+  const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   let line = 0;
-  let parts: string[] = []; // the current line's pieces from earlier chunks
-  let partsLength = 0;
-  const decode = (bytes: Uint8Array | undefined) => {
+  let parts: (string | Uint8Array)[] = []; // the current line's pieces from earlier chunks
+  let partsLength = 0; // characters of string pieces plus bytes of byte pieces
+  // A UTF-8 byte is at most one UTF-16 code unit (3 bytes make 1, 4 make 2), so a line of more
+  // than 3 × maxLineLength bytes has more than maxLineLength characters.
+  const maxBytes = 3 * maxLineLength;
+  const decode = (bytes: Uint8Array) => {
     try {
-      return bytes === undefined ? decoder.decode() : decoder.decode(bytes, { stream: true });
+      return decoder.decode(bytes);
     } catch (error) {
-      throw new RecordError({ line: line + 1 }, null, 'UTF-8 text', 'bytes that are not valid UTF-8', { cause: error });
+      throw new RecordError({ line: line + 1 }, null, 'UTF-8 text', 'bytes that are not valid UTF-8', {
+        cause: error,
+        help: 'save the file as UTF-8 (iconv -f <encoding> -t UTF-8)',
+      });
     }
   };
-  const finish = (tail: string) => {
-    let text = parts.length ? parts.join('') + tail : tail;
+  const tooLong = (length: number, unit = 'characters') =>
+    new RecordError({ line: line + 1 }, null, `a line of at most ${maxLineLength} characters (maxLineLength)`, `a line of more than ${length} ${unit}`, {
+      help: 'check that the file is JSONL (one record per line), or raise maxLineLength',
+    });
+  const finish = (last: string | Uint8Array) => {
+    const pieces = parts.length ? [...parts, last] : [last];
     parts = [];
     partsLength = 0;
+    let text = '';
+    let bytes: Uint8Array[] = [];
+    const flush = () => {
+      if (bytes.length === 0) return;
+      text += decode(bytes.length === 1 ? bytes[0] : concat(bytes));
+      bytes = [];
+    };
+    for (const piece of pieces) {
+      if (typeof piece === 'string') {
+        flush();
+        text += piece;
+      } else bytes.push(piece);
+    }
+    flush();
+    if (text.length > maxLineLength) throw tooLong(text.length);
     if (text.endsWith('\r')) text = text.slice(0, -1);
+    if (line === 0 && text.startsWith('\uFEFF')) text = text.slice(1);
     line++;
     return { line, text };
   };
-  const tooLong = (length: number) =>
-    new RecordError({ line: line + 1 }, null, `a line of at most ${maxLineLength} characters (maxLineLength)`, `a line of more than ${length} characters`, {
-      help: 'check that the file is JSONL (one record per line), or raise maxLineLength',
-    });
+  const carry = (piece: string | Uint8Array) => {
+    partsLength += piece.length;
+    if (typeof piece === 'string' ? partsLength > maxLineLength : partsLength > maxBytes) throw tooLong(partsLength, typeof piece === 'string' ? 'characters' : 'bytes');
+    parts.push(piece);
+  };
 
   for await (const chunk of chunksOf(source)) {
-    const text = typeof chunk === 'string' ? chunk : decode(chunk);
-    let start = 0;
-    for (let end = text.indexOf('\n'); end !== -1; end = text.indexOf('\n', start)) {
-      if (partsLength + end - start > maxLineLength) throw tooLong(partsLength + end - start);
-      yield finish(text.slice(start, end));
-      start = end + 1;
-    }
-    if (start < text.length) {
-      parts.push(text.slice(start));
-      partsLength += text.length - start;
-      if (partsLength > maxLineLength) throw tooLong(partsLength);
+    if (typeof chunk === 'string') {
+      let start = 0;
+      for (let end = chunk.indexOf('\n'); end !== -1; end = chunk.indexOf('\n', start)) {
+        if (partsLength + end - start > maxLineLength) throw tooLong(partsLength + end - start);
+        yield finish(chunk.slice(start, end));
+        start = end + 1;
+      }
+      if (start < chunk.length) carry(chunk.slice(start));
+    } else {
+      let start = 0;
+      for (let end = chunk.indexOf(0x0a); end !== -1; end = chunk.indexOf(0x0a, start)) {
+        if (partsLength + end - start > maxBytes) throw tooLong(partsLength + end - start, 'bytes');
+        yield finish(chunk.subarray(start, end));
+        start = end + 1;
+      }
+      if (start < chunk.length) carry(chunk.slice(start)); // a copy: the chunk's buffer is reused
     }
   }
-  const tail = decode(undefined);
-  if (tail !== '' || parts.length > 0) yield finish(tail);
+  if (parts.length > 0) yield finish('');
+}
+
+function concat(arrays: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(arrays.reduce((n, a) => n + a.length, 0));
+  let at = 0;
+  for (const a of arrays) {
+    out.set(a, at);
+    at += a.length;
+  }
+  return out;
 }
 
 /**

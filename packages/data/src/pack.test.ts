@@ -59,6 +59,13 @@ describe('pack: layout', () => {
     expect(ordered.inputIds[3]).toEqual([5, 5, 5, 5, 6, 0, 0]);
   });
 
+  it("checks strategy and overflow against their values; 'bfd' (TRL's name) is 'best-fit'", () => {
+    const examples = [3, 6, 2, 5, 4, 1].map((n, i) => ({ inputIds: Array(n).fill(i + 1), labels: Array(n).fill(i + 1) }));
+    expect(arrays(pack(examples, { rowLength: 7, padTokenId: 0, strategy: 'bfd' })).rows).toEqual([[1, 5], [3, 2], [4, 0]]);
+    expect(() => pack(examples, { rowLength: 7, padTokenId: 0, strategy: 'first-fit' as never })).toThrow("pack: expected strategy to be one of 'best-fit', 'bfd', 'in-order'; got \"first-fit\"");
+    expect(() => pack(examples, { rowLength: 7, padTokenId: 0, overflow: 'cut' as never })).toThrow("pack: expected overflow to be one of 'error', 'truncate'; got \"cut\"");
+  });
+
   it("an example longer than the row is an error, or with overflow: 'truncate' keeps its first rowLength tokens", () => {
     const long = example(1, 2, 3, 4, 5);
     const e = (() => {

@@ -1,5 +1,6 @@
 // Packing: several examples per fixed-length row, kept apart by segment ids and restarted positions.
 import { PosttrainError, checkNumber, resolveOptions, tf } from '@posttrain/tensor-core';
+import { checkOneOf } from './check-options.js';
 import { checkExamples, type LabeledExample } from './collate.js';
 import { IGNORE_INDEX } from './tokenize.js';
 
@@ -43,10 +44,10 @@ export interface PackOptions {
   padTokenId: number | null;
   /**
    * `'best-fit'`: longest examples first, each into the fullest row it fits (best-fit decreasing,
-   * TRL's `bfd`: fewest rows). `'in-order'`: examples in their order, a new row when the next does
+   * TRL's `bfd`, accepted as an alias: fewest rows). `'in-order'`: examples in their order, a new row when the next does
    * not fit.
    */
-  strategy: 'best-fit' | 'in-order';
+  strategy: 'best-fit' | 'bfd' | 'in-order';
   /** An example longer than `rowLength`: `'error'`, or `'truncate'` (keep its first `rowLength` tokens). Examples are never split across rows. */
   overflow: 'error' | 'truncate';
 }
@@ -80,6 +81,8 @@ export function pack(examples: readonly LabeledExample[], options: Partial<PackO
   const o = resolveOptions('pack', options, defaultPackOptions);
   const length = checkNumber('pack', 'rowLength', o.rowLength, 'a positive integer', (v) => Number.isInteger(v) && v > 0);
   const padTokenId = checkNumber('pack', 'padTokenId', o.padTokenId, 'a non-negative integer', (v) => Number.isInteger(v) && v >= 0);
+  const strategy = checkOneOf('pack', 'strategy', o.strategy, ['best-fit', 'bfd', 'in-order']);
+  checkOneOf('pack', 'overflow', o.overflow, ['error', 'truncate']);
   checkExamples('pack', examples);
   const sizes = examples.map((example, i) => {
     if (example.inputIds.length <= length) return example.inputIds.length;
@@ -88,7 +91,7 @@ export function pack(examples: readonly LabeledExample[], options: Partial<PackO
       help: "tokenize with maxLength equal to rowLength, or pass overflow: 'truncate' to keep the first rowLength tokens",
     });
   });
-  const rows = o.strategy === 'best-fit' ? bestFit(sizes, length) : inOrder(sizes, length);
+  const rows = strategy === 'in-order' ? inOrder(sizes, length) : bestFit(sizes, length);
 
   const r = rows.length;
   const ids = new Int32Array(r * length).fill(padTokenId);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isPosttrainError } from '@posttrain/tensor-core';
 import { ByteTokenizer } from './byte-tokenizer.js';
-import { applyChatTemplate } from './chat-template.js';
+import { CHATML_TEMPLATE, applyChatTemplate } from './chat-template.js';
 import type { Tokenizer } from './tokenizer.js';
 import { IGNORE_INDEX, tokenizeLanguageModeling, tokenizePreference, tokenizePromptCompletion, type ChatEncoder, type TokenizedExample, type TokenizerLike } from './tokenize.js';
 import { pieceChat } from './testing/piece-chat.js';
@@ -221,5 +221,46 @@ describe('with ByteTokenizer and applyChatTemplate', () => {
     expect(text).toContain('It is 6.<|im_end|>');
     expect(text).not.toContain('2+2');
     expect(text).not.toContain('user');
+  });
+
+  it('a template without {% generation %} serves prompt-completion: the mask is asked for only by assistant-only messages', () => {
+    const plain = CHATML_TEMPLATE.replace(/\{%-? (end)?generation -?%\}/g, '');
+    expect(plain).not.toContain('generation %}');
+    const asked: boolean[] = [];
+    const plainChat: ChatEncoder = (messages, o) => {
+      asked.push(o.returnAssistantMask);
+      return applyChatTemplate(bytes, messages, { ...o, chatTemplate: plain });
+    };
+    const prompt = [{ role: 'user', content: 'What is 2+2?' }];
+    const example = tokenizePromptCompletion(bytes, { prompt, completion: [{ role: 'assistant', content: '4' }] }, { chat: plainChat });
+    expect(labelled(example)).toMatch(/^4<\|im_end\|>/);
+    expect(asked).toEqual([false, false]);
+    const messages = [...prompt, { role: 'assistant', content: '4' }];
+    expect(tokenizeLanguageModeling(bytes, { messages }, { chat: plainChat, assistantOnly: false }).labels).toHaveLength(bytes.encode(applyChatTemplate(bytes, messages)).length);
+    const e = thrown(() => tokenizeLanguageModeling(bytes, { messages }, { chat: plainChat }));
+    expect(e.code).toBe('NOT_SUPPORTED');
+    expect(asked).toEqual([false, false, false, true]);
+    // The recipe of the docs, unwrapped.
+    const recipe: ChatEncoder = (m, o) => applyChatTemplate(bytes, m, o);
+    expect(labelled(tokenizeLanguageModeling(bytes, { messages }, { chat: recipe }))).toBe('4<|im_end|>');
+  });
+
+  it('right truncation that would cut every labelled token throws, naming the record', () => {
+    const messages = [
+      { role: 'user', content: 'What is 2+2? '.repeat(5) },
+      { role: 'assistant', content: 'It is 4.' },
+    ];
+    const e = thrown(() => tokenizeLanguageModeling(bytes, { messages }, { chat, maxLength: 30, name: 'line 7' }));
+    expect(e.message).toContain('tokenizeLanguageModeling: line 7:');
+    expect(e.message).toContain('would cut every labelled token');
+    expect(tokenizeLanguageModeling(bytes, { messages }, { chat, maxLength: 30, assistantOnly: false }).inputIds).toHaveLength(30);
+  });
+
+  it('checks option values: booleans, maxLength a positive integer or null, truncation one of its values', () => {
+    const record = { prompt: '2+2=', completion: '4' };
+    expect(thrown(() => tokenizePromptCompletion(bytes, record, { truncation: 'rigth' as never })).message).toContain("expected truncation to be one of 'right', 'left', 'error'; got \"rigth\"");
+    for (const maxLength of [0, 2.5, -3, '8']) expect(thrown(() => tokenizePromptCompletion(bytes, record, { maxLength: maxLength as never })).message).toContain('expected maxLength to be a positive integer or null');
+    expect(thrown(() => tokenizeLanguageModeling(bytes, { text: 'a' }, { appendEos: 'no' as never })).message).toContain('expected appendEos to be true or false; got "no"');
+    expect(thrown(() => tokenizePromptCompletion(bytes, record, { completionOnly: 0 as never })).code).toBe('INVALID_OPTION');
   });
 });

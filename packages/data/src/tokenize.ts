@@ -1,5 +1,6 @@
 // Records → token ids with labels: completion-only and assistant-only loss masks, EOS, truncation.
-import { PosttrainError, resolveOptions } from '@posttrain/tensor-core';
+import { PosttrainError, checkNumber, resolveOptions } from '@posttrain/tensor-core';
+import { checkBoolean, checkOneOf } from './check-options.js';
 import type { Tokenizer } from './tokenizer.js';
 import { extractPrompt, type LanguageModelingRecord, type Message, type PreferenceRecord, type PromptCompletionRecord } from './formats.js';
 
@@ -40,16 +41,19 @@ export interface ChatTokens {
 }
 
 /**
- * Renders and tokenizes messages with a chat template; `addGenerationPrompt` appends the start of
- * an assistant turn (what a model is given at inference). Wrap the chat-template function of this
- * package: `(messages, o) => applyChatTemplate(tokenizer, messages, { ...o, returnAssistantMask: true })`.
+ * Renders and tokenizes messages with a chat template, returning {@link ChatTokens} or just the ids.
+ * `addGenerationPrompt` appends the start of an assistant turn (what a model is given at
+ * inference); `returnAssistantMask` is true only where the mask is used (a `messages` record with
+ * `assistantOnly`), so a template without `{% generation %}` (Qwen3's) serves everything else.
+ * `tokenize` is always true. The chat-template function of this package fits as it is:
+ * `(messages, o) => applyChatTemplate(tokenizer, messages, o)`.
  *
  * @example
  * ```ts
- * const chat: ChatEncoder = (messages, { addGenerationPrompt }) => ({ inputIds: tokenizer.encode(render(messages, addGenerationPrompt)) });
+ * const chat: ChatEncoder = (messages, o) => applyChatTemplate(tokenizer, messages, o);
  * ```
  */
-export type ChatEncoder = (messages: Message[], options: { addGenerationPrompt: boolean }) => ChatTokens;
+export type ChatEncoder = (messages: Message[], options: { addGenerationPrompt: boolean; returnAssistantMask: boolean; tokenize: true }) => ChatTokens | number[];
 
 /**
  * One tokenized example, unpadded: `labels[t]` is the target of the prediction made at `t − 1`
@@ -136,6 +140,7 @@ export const defaultTokenizeOptions: TokenizeOptions = {
  */
 export function tokenizePromptCompletion(tokenizer: TokenizerLike, record: PromptCompletionRecord, options: Partial<TokenizeOptions> = {}): TokenizedExample {
   const o = resolveOptions('tokenizePromptCompletion', options, defaultTokenizeOptions);
+  checkTokenizeOptions('tokenizePromptCompletion', o);
   const name = o.name ?? `the record with prompt ${preview(record.prompt)}`;
   const { prompt, completion } = record;
   let promptIds: number[];
@@ -146,8 +151,8 @@ export function tokenizePromptCompletion(tokenizer: TokenizerLike, record: Promp
     if (o.appendEos) ids = withEos(tokenizer, ids, 'tokenizePromptCompletion');
   } else if (Array.isArray(prompt) && Array.isArray(completion)) {
     const chat = requireChat(o.chat, 'tokenizePromptCompletion', name);
-    promptIds = chat(prompt, { addGenerationPrompt: true }).inputIds;
-    ids = chat([...prompt, ...completion], { addGenerationPrompt: false }).inputIds;
+    promptIds = render(chat, prompt, true, false).inputIds;
+    ids = render(chat, [...prompt, ...completion], false, false).inputIds;
   } else {
     throw new PosttrainError('INVALID_ARGUMENT', `tokenizePromptCompletion: ${name}: expected prompt and completion both strings or both message lists; got ${kind(prompt)} and ${kind(completion)}`);
   }
@@ -170,6 +175,7 @@ export function tokenizePromptCompletion(tokenizer: TokenizerLike, record: Promp
  */
 export function tokenizeLanguageModeling(tokenizer: TokenizerLike, record: LanguageModelingRecord, options: Partial<TokenizeOptions> = {}): TokenizedExample {
   const o = resolveOptions('tokenizeLanguageModeling', options, defaultTokenizeOptions);
+  checkTokenizeOptions('tokenizeLanguageModeling', o);
   const name = o.name ?? `the record with ${record.text !== undefined ? 'text' : 'messages'} ${preview(record.text ?? record.messages ?? '')}`;
   let ids: number[];
   let labels: number[];
@@ -178,7 +184,7 @@ export function tokenizeLanguageModeling(tokenizer: TokenizerLike, record: Langu
     if (o.appendEos) ids = withEos(tokenizer, ids, 'tokenizeLanguageModeling');
     labels = [...ids];
   } else if (Array.isArray(record.messages)) {
-    const rendered = requireChat(o.chat, 'tokenizeLanguageModeling', name)(record.messages, { addGenerationPrompt: false });
+    const rendered = render(requireChat(o.chat, 'tokenizeLanguageModeling', name), record.messages, false, o.assistantOnly);
     ids = rendered.inputIds;
     const mask = rendered.assistantMask;
     if (!o.assistantOnly) {
@@ -219,10 +225,16 @@ export function tokenizePreference(tokenizer: TokenizerLike, record: PreferenceR
 function requireChat(chat: ChatEncoder | null, owner: string, name: string): ChatEncoder {
   if (chat === null) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: ${name}: expected the chat option (a chat encoder) to render message lists; got none`, {
-      help: 'pass chat: (messages, o) => applyChatTemplate(tokenizer, messages, { ...o, returnAssistantMask: true })',
+      help: 'pass chat: (messages, o) => applyChatTemplate(tokenizer, messages, o)',
     });
   }
   return chat;
+}
+
+/** Calls a chat encoder, asking for the assistant mask only when it is used. */
+function render(chat: ChatEncoder, messages: Message[], addGenerationPrompt: boolean, returnAssistantMask: boolean): ChatTokens {
+  const out = chat(messages, { addGenerationPrompt, returnAssistantMask, tokenize: true });
+  return Array.isArray(out) ? { inputIds: out } : out;
 }
 
 /** `ids` ending with EOS: appended unless already last. Compares ids, never text, so pad = EOS changes nothing. */
@@ -251,6 +263,15 @@ function checkPrefix(tokenizer: TokenizerLike, prompt: number[], joint: number[]
   });
 }
 
+/** Throws unless every option value is of its type (enums against their lists). */
+function checkTokenizeOptions(owner: string, o: TokenizeOptions): void {
+  for (const key of ['completionOnly', 'assistantOnly', 'appendEos', 'addSpecialTokens'] as const) checkBoolean(owner, key, o[key]);
+  if (o.maxLength !== null) checkNumber(owner, 'maxLength', o.maxLength, 'a positive integer or null', (v) => Number.isInteger(v) && v > 0);
+  checkOneOf(owner, 'truncation', o.truncation, ['right', 'left', 'error']);
+  if (o.chat !== null && typeof o.chat !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected chat to be a function (a chat encoder) or null; got ${typeof o.chat}`);
+  if (o.name !== null && typeof o.name !== 'string') throw new PosttrainError('INVALID_OPTION', `${owner}: expected name to be a string or null; got ${typeof o.name}`);
+}
+
 /** Applies `maxLength` on the stated side, never cutting a prompt (right) or a completion (left). */
 function truncate(example: TokenizedExample, o: TokenizeOptions, owner: string, name: string): TokenizedExample {
   const { inputIds, labels } = example;
@@ -277,7 +298,16 @@ function truncate(example: TokenizedExample, o: TokenizeOptions, owner: string, 
     }
   }
   const inputIdsKept = inputIds.slice(start, end);
-  return { inputIds: inputIdsKept, labels: labels.slice(start, end), attentionMask: inputIdsKept.map(() => 1), promptLength: Math.min(promptLength, inputIdsKept.length) };
+  const labelsKept = labels.slice(start, end);
+  if (start > 0 || end < n) {
+    const counted = (ls: number[]) => ls.some((label) => label !== IGNORE_INDEX);
+    if (!counted(labelsKept) && counted(labels)) {
+      throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${name}: ${n} tokens exceed maxLength ${max}, and ${o.truncation} truncation to ${max} would cut every labelled token: the example would train on nothing`, {
+        help: `raise maxLength, pass truncation: '${o.truncation === 'right' ? 'left' : 'right'}', or drop the record`,
+      });
+    }
+  }
+  return { inputIds: inputIdsKept, labels: labelsKept, attentionMask: inputIdsKept.map(() => 1), promptLength: Math.min(promptLength, inputIdsKept.length) };
 }
 
 function kind(value: unknown): string {

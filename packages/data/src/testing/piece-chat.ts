@@ -1,15 +1,15 @@
 // A chat encoder for tests over the PieceTokenizer: each message is "role: content<eos>", the
 // pieces tokenized separately so the assistant mask is exact. Test support only.
 import type { Message } from '../formats.js';
-import type { ChatEncoder } from '../tokenize.js';
+import type { ChatEncoder, ChatTokens } from '../tokenize.js';
 import type { PieceTokenizer } from './piece-tokenizer.js';
 
 /**
  * `<bos>` then, per message, `role: ` and `content<eos>`; `assistantMask` is 1 on an assistant's
  * content and its `<eos>`. `addGenerationPrompt` appends `assistant: `. With `markAssistant:
- * false` it returns no mask, like a template without `{% generation %}`.
+ * false` it returns no mask, like a template without `{% generation %}`. A {@link ChatEncoder}.
  */
-export function pieceChat(tokenizer: PieceTokenizer, options: { markAssistant?: boolean } = {}): ChatEncoder {
+export function pieceChat(tokenizer: PieceTokenizer, options: { markAssistant?: boolean } = {}): (messages: Message[], options: { addGenerationPrompt: boolean }) => ChatTokens {
   return (messages: Message[], { addGenerationPrompt }) => {
     const inputIds = [tokenizer.bosTokenId];
     const assistantMask = [0];
