@@ -1,16 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { isPosttrainError } from '@posttrain/tensor-core';
 import { addDecimal, additionTask, defaultAdditionOptions } from './addition.js';
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    expect(isPosttrainError(e), String(e)).toBe(true);
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
-}
+import { thrown } from '../testing/assert.js';
 
 describe('additionTask', () => {
   it('draws short prompts with their sums, the same for the same seed', () => {

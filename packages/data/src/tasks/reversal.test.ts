@@ -1,16 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { isPosttrainError } from '@posttrain/tensor-core';
 import { defaultReversalOptions, reversalTask } from './reversal.js';
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    expect(isPosttrainError(e), String(e)).toBe(true);
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
-}
+import { thrown } from '../testing/assert.js';
 
 describe('reversalTask', () => {
   it('draws short strings from the alphabet, the same for the same seed', () => {

@@ -4,16 +4,7 @@ import { additionTask } from './addition.js';
 import { reversalTask } from './reversal.js';
 import { sortingTask } from './sorting.js';
 import { defaultGenerateSplitOptions, generateSplit } from './split.js';
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    expect(isPosttrainError(e), String(e)).toBe(true);
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
-}
+import { thrown } from '../testing/assert.js';
 
 const prompts = (examples: { prompt: string }[]) => examples.map((e) => e.prompt);
 

@@ -1,16 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Rng, isPosttrainError } from '@posttrain/tensor-core';
 import { defineVerifiableTask, trimCompletion, type VerifiableTaskSpec } from './task.js';
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    expect(isPosttrainError(e), String(e)).toBe(true);
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
-}
+import { thrown } from '../testing/assert.js';
 
 // The smallest task: echo a character.
 const echoSpec: VerifiableTaskSpec<{ letters: string }, { drawn: boolean }> = {
