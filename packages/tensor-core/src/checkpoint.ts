@@ -6,7 +6,7 @@ import { PosttrainError, isPosttrainError } from './errors.js';
 import { describe, resolveOptions } from './options.js';
 import type { FileSource, FileTarget } from './file-source.js';
 import { decodeSafetensorsTensor, parseSafetensorsHeader, type SafetensorsDtype, type SafetensorsHeader } from './safetensors.js';
-import { defaultWriteSafetensorsOptions, storedDtypes, writeSafetensors, type WriteSafetensorsOptions } from './safetensors-write.js';
+import { defaultWriteSafetensorsOptions, storedDtypes, writeSafetensorsAsync, type WriteSafetensorsOptions } from './safetensors-write.js';
 
 /**
  * The contents of `model.safetensors.index.json`, as transformers writes it.
@@ -272,12 +272,12 @@ export async function writeCheckpoint(
     totalSize += bytes;
   }
   const write = (names: string[]) =>
-    writeSafetensors(Object.fromEntries(names.map((n) => [n, tensors[n]])), fileMetadata, {
+    writeSafetensorsAsync(Object.fromEntries(names.map((n) => [n, tensors[n]])), fileMetadata, {
       dtypes: Object.fromEntries(names.map((n) => [n, dtypes.get(n)!])),
     });
   const indexName = `${fileName}.index.json`;
   if (shards.length <= 1) {
-    await target.write(fileName, write(shards[0] ?? []));
+    await target.write(fileName, await write(shards[0] ?? []));
     await target.remove(indexName);
     return { files: [fileName], totalSize };
   }
@@ -286,7 +286,7 @@ export async function writeCheckpoint(
   const files = shards.map((_, i) => `${stem}-${pad(i + 1)}-of-${pad(shards.length)}.safetensors`);
   const weightMap = new Map<string, string>();
   for (let i = 0; i < shards.length; i++) {
-    await target.write(files[i], write(shards[i]));
+    await target.write(files[i], await write(shards[i]));
     for (const name of shards[i]) weightMap.set(name, files[i]);
   }
   const sorted = [...weightMap].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));

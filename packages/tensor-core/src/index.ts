@@ -56,7 +56,7 @@ export {
   type SafetensorsHeader,
   type SafetensorsTensorInfo,
 } from './safetensors.js';
-export { writeSafetensors, defaultWriteSafetensorsOptions, type WriteSafetensorsOptions } from './safetensors-write.js';
+export { writeSafetensors, writeSafetensorsAsync, defaultWriteSafetensorsOptions, type WriteSafetensorsOptions } from './safetensors-write.js';
 export { fileSource, fileTarget, type FileSource, type FileTarget, type FileSourceInput } from './file-source.js';
 export {
   readCheckpoint,

@@ -66,6 +66,7 @@ describe('public surface', () => {
         "valueAndGrads",
         "writeCheckpoint",
         "writeSafetensors",
+        "writeSafetensorsAsync",
       ]
     `);
   });

@@ -84,8 +84,9 @@ export function storedDtypes(tensors: Record<string, tf.Tensor>, options?: Write
   return out;
 }
 
-function encode(name: string, tensor: tf.Tensor, dtype: SafetensorsDtype): Uint8Array {
-  const values = tensor.dataSync() as Float32Array | Int32Array | Uint8Array;
+type Values = Float32Array | Int32Array | Uint8Array;
+
+function encode(name: string, values: Values, dtype: SafetensorsDtype): Uint8Array {
   const toBytes = (typed: Uint16Array | Int32Array | Float32Array): Uint8Array => {
     const bytes = new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength).slice(); // a copy: never swap tfjs's own data
     if (!LITTLE_ENDIAN) swapBytes(bytes, typed.BYTES_PER_ELEMENT);
@@ -181,6 +182,35 @@ export function writeSafetensors(
   metadata?: Record<string, string>,
   options?: WriteSafetensorsOptions,
 ): Uint8Array {
+  return serialize(tensors, (name) => tensors[name].dataSync() as Values, metadata, options);
+}
+
+/**
+ * {@link writeSafetensors} reading the tensors asynchronously, so it works where synchronous
+ * reads do not: WebGPU in Node (no `OffscreenCanvas`), and without stalling a browser's GPU.
+ *
+ * @example
+ * ```ts
+ * const bytes = await writeSafetensorsAsync(model.stateDict(), { format: 'pt' });
+ * ```
+ */
+export async function writeSafetensorsAsync(
+  tensors: Record<string, tf.Tensor>,
+  metadata?: Record<string, string>,
+  options?: WriteSafetensorsOptions,
+): Promise<Uint8Array> {
+  storedDtypes(tensors, options); // validate before reading anything from the device
+  const values = new Map<string, Values>();
+  for (const [name, tensor] of Object.entries(tensors)) values.set(name, (await tensor.data()) as Values);
+  return serialize(tensors, (name) => values.get(name)!, metadata, options);
+}
+
+function serialize(
+  tensors: Record<string, tf.Tensor>,
+  valuesOf: (name: string) => Values,
+  metadata: Record<string, string> | undefined,
+  options: WriteSafetensorsOptions | undefined,
+): Uint8Array {
   const dtypes = storedDtypes(tensors, options);
   if (metadata !== undefined && !isObject(metadata)) {
     throw fail('INVALID_ARGUMENT', `writeSafetensors: expected metadata to be a record of strings; got ${describe(metadata)}`);
@@ -198,7 +228,7 @@ export function writeSafetensors(
   let offset = 0;
   for (const name of names) {
     const dtype = dtypes.get(name)!;
-    const chunk = encode(name, tensors[name], dtype);
+    const chunk = encode(name, valuesOf(name), dtype);
     const entry = { dtype, shape: tensors[name].shape, data_offsets: [offset, offset + chunk.byteLength] };
     parts.push(`${JSON.stringify(name)}:${JSON.stringify(entry)}`); // by hand: an object would put "0"-like names first
     chunks.push(chunk);

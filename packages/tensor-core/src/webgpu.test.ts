@@ -11,6 +11,8 @@ import { isPosttrainError } from './errors.js';
 import { AdamW } from './optim.js';
 import { valueAndGrads } from './grads.js';
 import { Rng } from './rng.js';
+import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { fileSource, fileTarget } from './file-source.js';
 import { TinyGpt } from './testing/tiny-gpt.js';
 import { expectAllClose, readValues, seededNormal as random, type Values } from './testing/backend-parity.js';
 import { withTempDir } from './testing/temp-dir.js';
@@ -79,6 +81,20 @@ describe.skipIf(!gpu)(`WebGPU (${gpu?.adapter ?? 'no adapter'}) agrees with cpu`
     const ids = [3, 7, 3, 49, 0, 7];
     const run = () => tf.grad((w: tf.Tensor) => tf.gather(w, tf.tensor1d(ids, 'int32')).square().sum())(table());
     expectAllClose(await on('webgpu', run), await on('cpu', run), TOL);
+  });
+
+  it('writes a checkpoint from WebGPU tensors (asynchronous reads) that reads back exactly on cpu', async () => {
+    await initBackend('webgpu');
+    const values = Array.from({ length: 12 }, (_, i) => i * 0.25 - 1);
+    const weight = tf.tensor(values, [3, 4]);
+    const files = new Map<string, Uint8Array | string>();
+    await writeCheckpoint({ weight }, fileTarget(files));
+    weight.dispose();
+    await initBackend('cpu');
+    const read = await readCheckpoint(fileSource(files));
+    expect(read.weight.shape).toEqual([3, 4]);
+    expect(Array.from(read.weight.dataSync())).toEqual(values);
+    tf.dispose(Object.values(read));
   });
 
   it('trains a tiny GPT: same losses as cpu for 4 AdamW steps, the loss falls, no tensor leaks', async () => {
