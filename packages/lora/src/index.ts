@@ -1,0 +1,40 @@
+// The LoRA layer
+export { LoraLinear, AdapterDict, type LoraAdapterSettings, type LoraBaseLayer, type LoraInit } from './lora-linear.js';
+
+// Applying adapters
+export {
+  applyLora,
+  setAdapter,
+  trainableReport,
+  loraLayers,
+  loraAdapters,
+  matchesTarget,
+  dispatchLinear,
+  dispatchConv1D,
+  loraDispatchers,
+  defaultLoraOptions,
+  type LoraOptions,
+  type LoraReport,
+  type LoraTargetModules,
+  type LoraDispatcher,
+  type LoraAdapterRecord,
+} from './apply.js';
+
+// Merging and disabling
+export { mergeAdapter, unmergeAdapter, withAdaptersDisabled } from './merge.js';
+
+// PEFT files
+export {
+  saveAdapter,
+  loadAdapter,
+  defaultSaveAdapterOptions,
+  defaultLoadAdapterOptions,
+  ADAPTER_CONFIG_FILE,
+  ADAPTER_WEIGHTS_FILE,
+  type PeftLoraConfig,
+  type SaveAdapterOptions,
+  type LoadAdapterOptions,
+} from './peft-io.js';
+
+// Small linear algebra
+export { topSingularTriplets, type SingularTriplets } from './svd.js';

@@ -1,0 +1,89 @@
+import { Module, PosttrainError } from '@posttrain/tensor-core';
+import { loraLayers } from './apply.js';
+
+function layersOf(owner: string, model: Module) {
+  const layers = [...loraLayers(model).values()];
+  if (layers.length === 0) {
+    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected a model with LoRA layers; found none`, { help: 'call applyLora(model, …) or loadAdapter first' });
+  }
+  return layers;
+}
+
+/**
+ * Adds each layer's active adapter into its base weight (`W += scale · B·A`), so `forward` costs
+ * what the base model costs (PEFT's `merge_adapter`). Undo with {@link unmergeAdapter}.
+ *
+ * @example
+ * ```ts
+ * mergeAdapter(model);
+ * const { logits } = model.forward(ids); // same as before merging, one matmul per layer
+ * unmergeAdapter(model);
+ * ```
+ */
+export function mergeAdapter(model: Module): void {
+  for (const layer of layersOf('mergeAdapter', model)) layer.merge();
+}
+
+/**
+ * Subtracts every merged adapter from the base weights (PEFT's `unmerge_adapter`); merge then
+ * unmerge restores the base to float32 rounding.
+ *
+ * @example
+ * ```ts
+ * mergeAdapter(model); unmergeAdapter(model);
+ * ```
+ */
+export function unmergeAdapter(model: Module): void {
+  for (const layer of layersOf('unmergeAdapter', model)) layer.unmerge();
+}
+
+function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
+}
+
+/**
+ * Runs `fn` with every adapter switched off, so the model computes the base model (the reference
+ * policy of DPO and PPO), then switches them back, also when `fn` throws or its promise rejects.
+ * Merged adapters are unmerged for the call and merged again after.
+ *
+ * @example
+ * ```ts
+ * const refLogits = withAdaptersDisabled(model, () => model.forward(ids).logits);
+ * const refAsync = await withAdaptersDisabled(model, async () => scoreBatches(model, batches));
+ * ```
+ */
+export function withAdaptersDisabled<T>(model: Module, fn: () => T): T {
+  const layers = layersOf('withAdaptersDisabled', model);
+  const saved = layers.map((layer) => ({ disabled: layer.disabled, merged: [...layer.merged] }));
+  for (const layer of layers) {
+    layer.unmerge();
+    layer.disabled = true;
+  }
+  const restore = () => {
+    layers.forEach((layer, i) => {
+      layer.disabled = saved[i].disabled;
+      for (const name of saved[i].merged) layer.merge(name);
+    });
+  };
+  let result: T;
+  try {
+    result = fn();
+  } catch (error) {
+    restore();
+    throw error;
+  }
+  if (isPromiseLike(result)) {
+    return Promise.resolve(result).then(
+      (value) => {
+        restore();
+        return value;
+      },
+      (error: unknown) => {
+        restore();
+        throw error;
+      },
+    ) as T;
+  }
+  restore();
+  return result;
+}

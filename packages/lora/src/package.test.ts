@@ -1,0 +1,10 @@
+import { expect, it } from 'vitest';
+import * as lora from './index.js';
+
+it('has the intended public surface', () => {
+  expect(Object.keys(lora).sort()).toEqual([
+    'ADAPTER_CONFIG_FILE', 'ADAPTER_WEIGHTS_FILE', 'AdapterDict', 'LoraLinear', 'applyLora', 'defaultLoadAdapterOptions', 'defaultLoraOptions',
+    'defaultSaveAdapterOptions', 'dispatchConv1D', 'dispatchLinear', 'loadAdapter', 'loraAdapters', 'loraDispatchers', 'loraLayers', 'matchesTarget',
+    'mergeAdapter', 'saveAdapter', 'setAdapter', 'topSingularTriplets', 'trainableReport', 'unmergeAdapter', 'withAdaptersDisabled',
+  ]);
+});

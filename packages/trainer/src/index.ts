@@ -1,0 +1,21 @@
+// The training loop
+export { train } from './train.js';
+export {
+  defaultTrainOptions,
+  resolveTrainOptions,
+  type BatchSource,
+  type StepContext,
+  type StepOutput,
+  type TrainCallbacks,
+  type TrainOptions,
+  type TrainableModel,
+  type TrainRecord,
+  type TrainResult,
+  type TrainTunables,
+} from './options.js';
+
+// Checkpoints
+export { saveTrainerCheckpoint, loadTrainerCheckpoint, findCheckpoint, TRAINER_STATE_FILE, OPTIMIZER_FILE, type TrainerState } from './checkpoint.js';
+
+// Progress
+export { formatProgressLine, formatProgressBar, type ProgressStream } from './progress.js';

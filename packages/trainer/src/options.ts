@@ -1,0 +1,246 @@
+import { PosttrainError, Rng, checkNumber, resolveOptions, type LrSchedule, type Optimizer, tf } from '@posttrain/tensor-core';
+
+/**
+ * What the step function sees: where the loop is, and a generator seeded from (`seed`, step,
+ * micro-batch) so dropout or sampling repeats exactly after a resume.
+ *
+ * @example
+ * ```ts
+ * const step = (batch: Batch, { rng, microBatch }: StepContext): StepOutput => model.loss(batch, { rng });
+ * ```
+ */
+export interface StepContext {
+  /** 0-based index of the optimizer step being computed. */
+  step: number;
+  /** 0-based index of the micro-batch within this optimizer step. */
+  microBatch: number;
+  /** 0-based pass over the data. */
+  epoch: number;
+  /** A generator seeded from (`seed`, step, microBatch). */
+  rng: Rng;
+}
+
+/**
+ * What the step function returns, computed inside the gradient tape.
+ *
+ * @example
+ * ```ts
+ * const out: StepOutput = { lossSum: tf.sum(tf.mul(tokenLosses, mask)), tokens: 37, metrics: { accuracy: acc } };
+ * ```
+ */
+export interface StepOutput {
+  /** The sum of the per-token losses of this micro-batch (a scalar; the gradient is taken of it). */
+  lossSum: tf.Scalar;
+  /** How many loss tokens this micro-batch holds (> 0 over each optimizer step). */
+  tokens: number | tf.Scalar;
+  /** Extra metrics; a step logs their token-weighted mean over its micro-batches. */
+  metrics?: Record<string, tf.Scalar | number>;
+}
+
+/**
+ * One line of the log: a training step (`kind: 'train'`) or an evaluation (`kind: 'eval'`).
+ *
+ * @example
+ * ```ts
+ * const record: TrainRecord = { kind: 'train', step: 1, loss: 2.3, learningRate: 1e-3, gradNorm: 0.8, tokens: 512, tokensPerSec: 900, elapsed: 0.6 };
+ * ```
+ */
+export interface TrainRecord {
+  kind: 'train' | 'eval' | 'checkpoint' | 'end';
+  /** Optimizer steps done (1-based after the first step). */
+  step: number;
+  /** Seconds of training so far, including those before a resume. */
+  elapsed: number;
+  /** Train: total loss sum / total loss tokens of the step. */
+  loss?: number;
+  learningRate?: number;
+  /** The global gradient norm before clipping. */
+  gradNorm?: number;
+  tokens?: number;
+  tokensPerSec?: number;
+  /** Eval results, step metrics, or `path` of a checkpoint. */
+  [metric: string]: number | string | undefined;
+}
+
+/**
+ * Functions called with each logged record; they may be async (the loop awaits them).
+ *
+ * @example
+ * ```ts
+ * const callbacks: TrainCallbacks = { onStep: (r) => console.log(r.step, r.loss) };
+ * ```
+ */
+export interface TrainCallbacks {
+  onStep?: (record: TrainRecord) => void | Promise<void>;
+  onEval?: (record: TrainRecord) => void | Promise<void>;
+  onCheckpoint?: (record: TrainRecord) => void | Promise<void>;
+  onEnd?: (result: TrainResult) => void | Promise<void>;
+}
+
+/** Where batches come from: an iterable, an async iterable, or a function giving one per epoch. */
+export type BatchSource<B> = Iterable<B> | AsyncIterable<B> | (() => Iterable<B> | AsyncIterable<B>);
+
+/**
+ * What {@link train} needs of a model (a tensor-core `Module` satisfies it).
+ *
+ * @example
+ * ```ts
+ * const model: TrainableModel = new Linear(4, 1);
+ * ```
+ */
+export interface TrainableModel {
+  trainableParameters(): Map<string, tf.Variable>;
+  train?(on?: boolean): unknown;
+}
+
+/**
+ * Options of {@link train}: the four required fields, then the tunables of
+ * {@link defaultTrainOptions}.
+ *
+ * @example
+ * ```ts
+ * const options: TrainOptions<Batch> = { parameters, optimizer, batches, step, maxSteps: 100 };
+ * ```
+ */
+export interface TrainOptions<B> extends Partial<TrainTunables> {
+  /** The model being trained, if any: put in training mode before each step (evaluation may switch it off); its trainable parameters are the default `parameters`. */
+  model?: TrainableModel;
+  /** The parameters to train, by path (default `model.trainableParameters()`). */
+  parameters?: ReadonlyMap<string, tf.Variable>;
+  optimizer: Optimizer;
+  /**
+   * The micro-batches, pulled one at a time right before each is used, so an async generator may
+   * run rollouts with the current parameters (RL) and dispose what it yielded after the next pull.
+   */
+  batches: BatchSource<B>;
+  /** Computes the loss of one micro-batch; runs inside the gradient tape, synchronously. */
+  step: (batch: B, context: StepContext) => StepOutput;
+}
+
+/**
+ * The tunable options of {@link train}, each with its default in {@link defaultTrainOptions}.
+ *
+ * @example
+ * ```ts
+ * const tunables: Partial<TrainTunables> = { gradientAccumulationSteps: 4, maxGradNorm: 1 };
+ * ```
+ */
+export interface TrainTunables {
+  /** Micro-batches per optimizer step (default 1). */
+  gradientAccumulationSteps: number;
+  /** Optimizer steps to run; undefined: until `epochs` passes over the data end. */
+  maxSteps: number | undefined;
+  /** Passes over the data when `maxSteps` is not reached first (default 1; a non-function iterable must be re-iterable, e.g. an array). */
+  epochs: number;
+  /** Clip the global gradient norm to this; null disables clipping (the norm is still logged). Default 1. */
+  maxGradNorm: number | null;
+  /** Learning rate of 0-based step `step`, set on the optimizer before each step; undefined keeps `optimizer.lr`. */
+  schedule: LrSchedule | undefined;
+  /** Evaluate every this many optimizer steps (needs `evaluate`). */
+  evalEvery: number | undefined;
+  /** Returns metrics to log, given the number of optimizer steps done. */
+  evaluate: ((step: number) => Promise<Record<string, number>> | Record<string, number>) | undefined;
+  callbacks: TrainCallbacks;
+  /** Append every record as a JSON line to this file (Node). */
+  logFile: string | undefined;
+  /** 'auto': a bar on a terminal, plain lines otherwise. */
+  progress: 'auto' | 'bar' | 'lines' | 'none';
+  /** Where progress goes (default process.stderr). */
+  progressStream: { write(text: string): unknown; isTTY?: boolean } | undefined;
+  /** Write checkpoints under this directory, as `step-<N>/` (Node). */
+  checkpointDir: string | undefined;
+  /** Write a checkpoint every this many optimizer steps; the last step is always saved when `checkpointDir` is set. */
+  checkpointEvery: number | undefined;
+  /** Resume from a checkpoint: a `step-<N>` directory, or a `checkpointDir` (its latest complete checkpoint). */
+  resumeFrom: string | undefined;
+  /** Seed of the per-micro-batch {@link StepContext.rng} (default 0). */
+  seed: number;
+  /** Stops the run after the current step (a checkpoint is written if `checkpointDir` is set). */
+  signal: AbortSignal | undefined;
+}
+
+/**
+ * The defaults of {@link train}'s tunable options.
+ *
+ * @example
+ * ```ts
+ * await train({ ...defaultTrainOptions, parameters, optimizer, batches, step, maxSteps: 10 });
+ * ```
+ */
+export const defaultTrainOptions: Readonly<TrainTunables> = Object.freeze({
+  gradientAccumulationSteps: 1,
+  maxSteps: undefined,
+  epochs: 1,
+  maxGradNorm: 1,
+  schedule: undefined,
+  evalEvery: undefined,
+  evaluate: undefined,
+  callbacks: {},
+  logFile: undefined,
+  progress: 'auto',
+  progressStream: undefined,
+  checkpointDir: undefined,
+  checkpointEvery: undefined,
+  resumeFrom: undefined,
+  seed: 0,
+  signal: undefined,
+});
+
+/**
+ * What {@link train} returns.
+ *
+ * @example
+ * ```ts
+ * const { history, stoppedBy } = await train(options);
+ * ```
+ */
+export interface TrainResult {
+  /** Optimizer steps done, counting those before a resume. */
+  steps: number;
+  /** The loss of the last step (NaN if none ran). */
+  loss: number;
+  /** The train records of this run, in order. */
+  history: TrainRecord[];
+  /** The eval records of this run. */
+  evals: TrainRecord[];
+  stoppedBy: 'maxSteps' | 'data' | 'aborted';
+  elapsed: number;
+}
+
+const required = { model: undefined, parameters: undefined, optimizer: undefined, batches: undefined, step: undefined };
+const positiveInt = (v: number) => Number.isInteger(v) && v > 0;
+
+/** Validates {@link TrainOptions}, rejecting unknown keys by name. */
+export function resolveTrainOptions<B>(options: TrainOptions<B>): Required<Omit<TrainOptions<B>, keyof TrainTunables | 'model'>> & Pick<TrainOptions<B>, 'model'> & TrainTunables {
+  const o = resolveOptions('train', options as unknown as Record<string, unknown>, { ...required, ...defaultTrainOptions }) as unknown as TrainOptions<B> & TrainTunables;
+  if (o.model !== undefined && typeof o.model?.trainableParameters !== 'function') {
+    throw new PosttrainError('INVALID_OPTION', 'train: expected model to have trainableParameters() (a tensor-core Module)');
+  }
+  if (o.parameters === undefined && o.model) o.parameters = o.model.trainableParameters();
+  if (!(o.parameters instanceof Map) || o.parameters.size === 0) {
+    throw new PosttrainError('INVALID_OPTION', 'train: expected parameters to be a non-empty Map of path → tf.Variable', { help: 'pass model (a Module) or parameters: model.trainableParameters()' });
+  }
+  if (!o.optimizer || typeof o.optimizer.step !== 'function') throw new PosttrainError('INVALID_OPTION', 'train: expected optimizer to be an Optimizer (AdamW, SGD)');
+  if (typeof o.step !== 'function') throw new PosttrainError('INVALID_OPTION', 'train: expected step to be a function (batch, context) → { lossSum, tokens }');
+  const b = o.batches as unknown as Record<symbol, unknown> | undefined;
+  if (typeof o.batches !== 'function' && !(b && (typeof b[Symbol.iterator] === 'function' || typeof b[Symbol.asyncIterator] === 'function'))) {
+    throw new PosttrainError('INVALID_OPTION', 'train: expected batches to be an Iterable, an AsyncIterable or a function returning one');
+  }
+  checkNumber('train', 'gradientAccumulationSteps', o.gradientAccumulationSteps, 'an integer > 0', positiveInt);
+  checkNumber('train', 'epochs', o.epochs, 'an integer > 0', positiveInt);
+  checkNumber('train', 'seed', o.seed, 'an integer', Number.isInteger);
+  for (const key of ['maxSteps', 'evalEvery', 'checkpointEvery'] as const) {
+    if (o[key] !== undefined) checkNumber('train', key, o[key], 'an integer > 0', positiveInt);
+  }
+  if (o.maxGradNorm !== null) checkNumber('train', 'maxGradNorm', o.maxGradNorm, '> 0 (or null to disable clipping)', (v) => v > 0);
+  if (o.evalEvery !== undefined && typeof o.evaluate !== 'function') {
+    throw new PosttrainError('INVALID_OPTION', 'train: evalEvery is set but evaluate is not; expected evaluate: (step) => Promise<Record<string, number>>');
+  }
+  if (!['auto', 'bar', 'lines', 'none'].includes(o.progress)) {
+    throw new PosttrainError('INVALID_OPTION', `train: expected progress to be 'auto', 'bar', 'lines' or 'none'; got ${JSON.stringify(o.progress)}`);
+  }
+  if (o.checkpointEvery !== undefined && o.checkpointDir === undefined) {
+    throw new PosttrainError('INVALID_OPTION', 'train: checkpointEvery is set but checkpointDir is not', { help: 'set checkpointDir to the directory to write step-<N>/ checkpoints into' });
+  }
+  return o as Required<Omit<TrainOptions<B>, keyof TrainTunables | 'model'>> & Pick<TrainOptions<B>, 'model'> & TrainTunables;
+}

@@ -1,0 +1,19 @@
+import { describe, expect, it } from 'vitest';
+import * as trainer from './index.js';
+
+describe('public surface', () => {
+  it('exports exactly these names (changing the list is a visible decision)', () => {
+    expect(Object.keys(trainer).sort()).toEqual([
+      'OPTIMIZER_FILE',
+      'TRAINER_STATE_FILE',
+      'defaultTrainOptions',
+      'findCheckpoint',
+      'formatProgressBar',
+      'formatProgressLine',
+      'loadTrainerCheckpoint',
+      'resolveTrainOptions',
+      'saveTrainerCheckpoint',
+      'train',
+    ]);
+  });
+});

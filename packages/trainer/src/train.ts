@@ -1,0 +1,241 @@
+import { PosttrainError, Rng, clipGradNormAsync, tf, valueAndGrads } from '@posttrain/tensor-core';
+import { BatchReader } from './batches.js';
+import { loadTrainerCheckpoint, saveTrainerCheckpoint } from './checkpoint.js';
+import { resolveTrainOptions, type StepContext, type StepOutput, type TrainOptions, type TrainRecord, type TrainResult } from './options.js';
+import { createProgress } from './progress.js';
+
+/** The seed of the generator of (seed, step, micro-batch): fixed, so a resumed run draws the same numbers. */
+function contextSeed(seed: number, step: number, microBatch: number): number {
+  return (seed ^ Math.imul(step + 1, 0x9e3779b1) ^ Math.imul(microBatch + 1, 0x85ebca6b)) | 0;
+}
+
+const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());
+
+interface StepTotals {
+  loss: number;
+  tokens: number;
+  gradNorm: number;
+  learningRate: number;
+  metrics: Record<string, number>;
+}
+
+/**
+ * The one training loop of posttrain. For each optimizer step it pulls
+ * `gradientAccumulationSteps` micro-batches, runs `step` on each inside the gradient tape, adds up
+ * the gradients of each micro-batch's `lossSum`, divides them by the total number of loss tokens
+ * (so accumulation equals one big batch, however the tokens are split), clips the global norm
+ * (logging the norm before clipping), sets the learning rate from `schedule`, and steps the
+ * optimizer. The logged loss is the total `lossSum` / total tokens.
+ *
+ * A NaN or infinite loss (or gradient norm) stops the run with a `NON_FINITE` error naming the
+ * optimizer step and micro-batch. Records go to the progress display, the JSONL `logFile` and the
+ * callbacks; `evaluate` runs every `evalEvery` steps; checkpoints (`checkpointDir`,
+ * `checkpointEvery`) hold the parameters, the optimizer state and the position in the data, and
+ * `resumeFrom` continues with the same losses as an uninterrupted run.
+ *
+ * Batches are pulled lazily, one before each use: an async generator can roll out with the current
+ * parameters (RL's rollout-then-update) and dispose the tensors it yielded after its `yield`.
+ *
+ * @example
+ * ```ts
+ * const model = new Linear(4, 1);
+ * const parameters = model.trainableParameters();
+ * const result = await train({
+ *   parameters,
+ *   optimizer: new AdamW(parameters, { lr: 1e-2 }),
+ *   batches: data, // [{ x: tf.Tensor2D, y: tf.Tensor2D }, …]
+ *   step: ({ x, y }) => ({ lossSum: tf.sum(tf.square(tf.sub(model.forward(x), y))) as tf.Scalar, tokens: x.shape[0] }),
+ *   maxSteps: 100,
+ *   gradientAccumulationSteps: 2,
+ *   logFile: 'runs/a/metrics.jsonl',
+ * });
+ * console.log(result.loss);
+ * ```
+ */
+export async function train<B>(options: TrainOptions<B>): Promise<TrainResult> {
+  const o = resolveTrainOptions(options);
+  const { parameters, optimizer, gradientAccumulationSteps: accumulation } = o;
+  let step = 0;
+  let elapsedBefore = 0;
+  let start = { epoch: 0, batchInEpoch: 0 };
+  if (o.resumeFrom !== undefined) {
+    const state = await loadTrainerCheckpoint(o.resumeFrom, parameters, optimizer);
+    step = state.step;
+    elapsedBefore = state.elapsed;
+    start = { epoch: state.epoch, batchInEpoch: state.batchInEpoch };
+  }
+  const total = o.maxSteps ?? (Array.isArray(o.batches) ? Math.ceil((o.batches.length * o.epochs) / accumulation) : undefined);
+  const reader = new BatchReader<B>(o.batches, o.epochs, start);
+  const progress = createProgress(o.progress, o.progressStream, total);
+  const append = o.logFile === undefined ? undefined : await openLog(o.logFile);
+  const t0 = now();
+  const elapsed = () => elapsedBefore + (now() - t0) / 1000;
+  const history: TrainRecord[] = [];
+  const evals: TrainRecord[] = [];
+  let stoppedBy: TrainResult['stoppedBy'] = 'data';
+  let savedStep = o.resumeFrom !== undefined ? step : -1;
+
+  const emit = async (record: TrainRecord) => {
+    progress.update(record);
+    if (append) await append(`${JSON.stringify(record)}\n`);
+  };
+  const checkpoint = async () => {
+    const path = await saveTrainerCheckpoint(
+      o.checkpointDir as string,
+      { step, epoch: reader.epoch, batchInEpoch: reader.batchInEpoch, elapsed: elapsed(), seed: o.seed },
+      parameters,
+      optimizer,
+    );
+    savedStep = step;
+    const record: TrainRecord = { kind: 'checkpoint', step, elapsed: elapsed(), path };
+    await emit(record);
+    await o.callbacks.onCheckpoint?.(record);
+  };
+
+  try {
+    for (;;) {
+      if (o.maxSteps !== undefined && step >= o.maxSteps) {
+        stoppedBy = 'maxSteps';
+        break;
+      }
+      if (o.signal?.aborted) {
+        stoppedBy = 'aborted';
+        break;
+      }
+      o.model?.train?.(true);
+      const stepStart = now();
+      const totals = await runStep(o, reader, step, accumulation);
+      if (!totals) break;
+      step += 1;
+      const seconds = (now() - stepStart) / 1000;
+      const record: TrainRecord = {
+        kind: 'train',
+        step,
+        loss: totals.loss,
+        learningRate: totals.learningRate,
+        gradNorm: totals.gradNorm,
+        tokens: totals.tokens,
+        tokensPerSec: seconds > 0 ? totals.tokens / seconds : 0,
+        elapsed: elapsed(),
+        ...totals.metrics,
+      };
+      history.push(record);
+      await emit(record);
+      await o.callbacks.onStep?.(record);
+      if (o.evaluate && o.evalEvery !== undefined && step % o.evalEvery === 0) {
+        const results = await o.evaluate(step);
+        const evalRecord: TrainRecord = { kind: 'eval', step, elapsed: elapsed(), ...results };
+        evals.push(evalRecord);
+        await emit(evalRecord);
+        await o.callbacks.onEval?.(evalRecord);
+      }
+      if (o.checkpointDir !== undefined && o.checkpointEvery !== undefined && step % o.checkpointEvery === 0) await checkpoint();
+    }
+    if (o.checkpointDir !== undefined && step > 0 && savedStep !== step) await checkpoint();
+  } finally {
+    progress.end();
+    await reader.close();
+  }
+  const result: TrainResult = { steps: step, loss: history.at(-1)?.loss ?? Number.NaN, history, evals, stoppedBy, elapsed: elapsed() };
+  if (append) await append(`${JSON.stringify({ kind: 'end', step, elapsed: result.elapsed, loss: result.loss, stoppedBy })}\n`);
+  await o.callbacks.onEnd?.(result);
+  return result;
+}
+
+/** One optimizer step over up to `accumulation` micro-batches; undefined when the data is exhausted. */
+async function runStep<B>(o: ReturnType<typeof resolveTrainOptions<B>>, reader: BatchReader<B>, step: number, accumulation: number): Promise<StepTotals | undefined> {
+  const sums = new Map<string, tf.Tensor>();
+  let lossSum = 0;
+  let tokens = 0;
+  const metricSums: Record<string, number> = {};
+  let micro = 0;
+  try {
+    for (; micro < accumulation; micro++) {
+      const next = await reader.next();
+      if (!next) break;
+      const context: StepContext = { step, microBatch: micro, epoch: reader.epoch, rng: new Rng(contextSeed(o.seed, step, micro)) };
+      let out: StepOutput | undefined;
+      const kept: tf.Tensor[] = [];
+      const keep = <T>(v: T): T => {
+        if (v instanceof tf.Tensor) kept.push(tf.keep(v));
+        return v;
+      };
+      let value: tf.Scalar;
+      try {
+        const vg = valueAndGrads(() => {
+          out = o.step(next.value, context);
+          if (!out || typeof out !== 'object') return out as unknown as tf.Scalar; // valueAndGrads names the bad value
+          keep(out.tokens);
+          for (const m of Object.values(out.metrics ?? {})) keep(m);
+          return out.lossSum;
+        }, o.parameters);
+        value = vg.value;
+        for (const [path, g] of vg.grads) {
+          const previous = sums.get(path);
+          if (previous) {
+            sums.set(path, tf.add(previous, g));
+            previous.dispose();
+            g.dispose();
+          } else sums.set(path, g);
+        }
+      } catch (error) {
+        tf.dispose(kept);
+        throw error;
+      }
+      const output = out as StepOutput;
+      const metricNames = Object.keys(output.metrics ?? {});
+      let read: number[];
+      try {
+        const values = [value, output.tokens, ...metricNames.map((k) => output.metrics![k])];
+        read = await Promise.all(values.map(async (v) => (v instanceof tf.Tensor ? (await v.data())[0] : Number(v))));
+      } finally {
+        value.dispose();
+        tf.dispose(kept);
+      }
+      const [loss, microTokens] = read;
+      if (!Number.isFinite(loss)) {
+        throw nonFinite(`train: the loss of optimizer step ${step + 1} is ${loss} at micro-batch ${micro} of ${accumulation} (0-based; epoch ${reader.epoch}, batch ${reader.batchInEpoch - 1})`, step + 1, micro);
+      }
+      if (!Number.isFinite(microTokens) || microTokens < 0) {
+        throw new PosttrainError('INVALID_ARGUMENT', `train: expected step to return tokens ≥ 0 (the loss tokens of the micro-batch); got ${microTokens} at optimizer step ${step + 1}, micro-batch ${micro}`);
+      }
+      lossSum += loss;
+      tokens += microTokens;
+      metricNames.forEach((k, i) => (metricSums[k] = (metricSums[k] ?? 0) + read[i + 2] * microTokens));
+    }
+    if (micro === 0) return undefined;
+    if (!(tokens > 0)) {
+      throw new PosttrainError('INVALID_ARGUMENT', `train: expected the micro-batches of optimizer step ${step + 1} to hold loss tokens; got ${tokens}`, {
+        help: 'return tokens: the number of positions whose loss is summed into lossSum',
+      });
+    }
+    for (const [path, g] of sums) {
+      sums.set(path, tf.tidy(() => tf.div(g, tokens)));
+      g.dispose();
+    }
+    const gradNorm = await clipGradNormAsync(sums, o.maxGradNorm ?? Number.MAX_VALUE);
+    if (!Number.isFinite(gradNorm)) {
+      throw nonFinite(`train: the gradient norm of optimizer step ${step + 1} is ${gradNorm} (the loss ${lossSum / tokens} was finite)`, step + 1, micro - 1);
+    }
+    if (o.schedule) o.optimizer.lr = o.schedule(step);
+    o.optimizer.step(sums);
+    const metrics = Object.fromEntries(Object.entries(metricSums).map(([k, v]) => [k, v / tokens]));
+    return { loss: lossSum / tokens, tokens, gradNorm, learningRate: o.optimizer.lr, metrics };
+  } finally {
+    tf.dispose([...sums.values()]);
+  }
+}
+
+function nonFinite(message: string, step: number, microBatch: number): PosttrainError {
+  const error = new PosttrainError('NON_FINITE', message, {
+    help: 'lower the learning rate, check the batch for empty masks or extreme values, or enable clipping (maxGradNorm)',
+  });
+  return Object.assign(error, { step, microBatch });
+}
+
+async function openLog(file: string): Promise<(line: string) => Promise<void>> {
+  const fs = await import('node:fs/promises');
+  const path = await import('node:path');
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  return (line) => fs.appendFile(file, line);
+}
