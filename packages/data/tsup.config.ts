@@ -1,12 +1,3 @@
-import { defineConfig } from 'tsup';
+import { packageConfig } from '../../tsup.base';
 
-export default defineConfig({
-  entry: ['src/index.ts'],
-  format: ['esm', 'cjs'],
-  dts: true,
-  sourcemap: true,
-  clean: true,
-  target: 'es2022',
-  removeNodeProtocol: false,
-  external: ['@posttrain/tensor-core', '@huggingface/tokenizers', '@huggingface/jinja'],
-});
+export default packageConfig();

@@ -1,4 +1,5 @@
 import { Conv1D, Embedding, LayerNorm, Linear, Module, ModuleList, PosttrainError, Rng, geluTanh, tf, type CausalLM, type ForwardOptions, type ForwardOutput } from '@posttrain/tensor-core';
+import { outputLogits } from './lm-head.js';
 import { LayerKVCache, attentionContext, scaledDotProductAttention, type AttentionContext } from './attention.js';
 import type { Gpt2Config } from './config.js';
 
@@ -123,11 +124,4 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
     });
     return cache ? { logits, hidden, cache } : { logits, hidden };
   }
-}
-
-/** `hidden [B, T, H]` → logits `[B, T, V]` through the tied embedding or the separate head. */
-export function outputLogits(hidden: tf.Tensor, embedding: tf.Tensor, head: Linear | undefined): tf.Tensor {
-  if (head) return head.forward(hidden);
-  const [b, t, d] = hidden.shape as [number, number, number];
-  return tf.matMul(hidden.reshape([b * t, d]), embedding, false, true).reshape([b, t, -1]);
 }

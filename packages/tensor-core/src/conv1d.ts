@@ -1,8 +1,7 @@
 import { tf } from './tf.js';
 import { Module } from './module.js';
-import { type LinearLike, defaultRng } from './layers.js';
+import { type LinearLike, defaultRng, denseForward } from './layers.js';
 import type { Rng } from './rng.js';
-import { PosttrainError, formatShape } from './errors.js';
 import { checkNumber, resolveOptions } from './options.js';
 
 /** Options of {@link Conv1D}. */
@@ -45,13 +44,6 @@ export class Conv1D extends Module implements LinearLike {
   }
 
   forward(x: tf.Tensor): tf.Tensor {
-    if (x.shape[x.shape.length - 1] !== this.inFeatures) {
-      throw new PosttrainError('SHAPE_MISMATCH', `Conv1D: expected input [..., ${this.inFeatures}]; got ${formatShape(x.shape)}`);
-    }
-    return tf.tidy(() => {
-      const lead = x.shape.slice(0, -1);
-      const y = tf.fused.matMul({ a: x.reshape([-1, this.inFeatures]) as tf.Tensor2D, b: this.weight as tf.Tensor2D, bias: this.bias });
-      return y.reshape([...lead, this.outFeatures]);
-    });
+    return denseForward('Conv1D', x, this, false);
   }
 }

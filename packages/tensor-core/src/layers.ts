@@ -82,16 +82,28 @@ export class Linear extends Module implements LinearLike {
   }
 
   forward(x: tf.Tensor): tf.Tensor {
-    return tf.tidy(() => {
-      const lead = x.shape.slice(0, -1);
-      if (x.shape[x.shape.length - 1] !== this.inFeatures) {
-        throw new PosttrainError('SHAPE_MISMATCH', `Linear: expected input [..., ${this.inFeatures}]; got ${formatShape(x.shape)}`);
-      }
-      const x2 = x.reshape([-1, this.inFeatures]) as tf.Tensor2D;
-      const y = tf.fused.matMul({ a: x2, b: this.weight as tf.Tensor2D, transposeB: true, bias: this.bias });
-      return y.reshape([...lead, this.outFeatures]);
-    });
+    return denseForward('Linear', x, this, true);
   }
+}
+
+/**
+ * `x [..., in]` → `[..., out]` through a weight stored `[out, in]` (`transposed`, Linear) or
+ * `[in, out]` (Conv1D), with the optional bias fused into the matmul.
+ */
+export function denseForward(
+  owner: string,
+  x: tf.Tensor,
+  layer: { inFeatures: number; outFeatures: number; weight: tf.Tensor; bias: tf.Tensor | undefined },
+  transposed: boolean,
+): tf.Tensor {
+  if (x.shape[x.shape.length - 1] !== layer.inFeatures) {
+    throw new PosttrainError('SHAPE_MISMATCH', `${owner}: expected input [..., ${layer.inFeatures}]; got ${formatShape(x.shape)}`);
+  }
+  return tf.tidy(() => {
+    const a = x.reshape([-1, layer.inFeatures]) as tf.Tensor2D;
+    const y = tf.fused.matMul({ a, b: layer.weight as tf.Tensor2D, transposeB: transposed, bias: layer.bias });
+    return y.reshape([...x.shape.slice(0, -1), layer.outFeatures]);
+  });
 }
 
 /** Options of {@link Embedding}. */
