@@ -1,0 +1,276 @@
+// sftTrain: records → tokenized, masked, shuffled, collated batches → the shared trainer loop.
+import {
+  AdamW,
+  PosttrainError,
+  Rng,
+  checkNumber,
+  constantSchedule,
+  cosineSchedule,
+  linearSchedule,
+  resolveOptions,
+  tf,
+  type CausalLM,
+  type LrSchedule,
+} from '@posttrain/tensor-core';
+import {
+  collateForTraining,
+  tokenizeLanguageModeling,
+  tokenizePromptCompletion,
+  type LanguageModelingRecord,
+  type PromptCompletionRecord,
+  type TokenizedExample,
+  type TokenizerLike,
+} from '@posttrain/data';
+import { applyLora, type LoraOptions, type LoraReport } from '@posttrain/lora';
+import { train, type StepOutput, type TrainCallbacks, type TrainRecord, type TrainResult } from '@posttrain/trainer';
+import { causalLmLoss } from './loss.js';
+
+/** A training record: TRL prompt-completion (`{ prompt, completion }`) or language modeling (`{ text }`), strings. */
+export type SftRecord = { prompt: string; completion: string } | { text: string };
+
+/**
+ * The tunable options of {@link sftTrain}, each with its default in {@link defaultSftOptions}.
+ *
+ * @example
+ * ```ts
+ * const tunables: Partial<SftTunables> = { lr: 2e-2, maxSteps: 300, lora: { r: 8 } };
+ * ```
+ */
+export interface SftTunables {
+  /** Held-out records; their mean loss is logged every `evalEvery` steps. */
+  eval: readonly SftRecord[] | undefined;
+  /** LoRA options (`@posttrain/lora`'s `applyLora`; `targetModules` defaults to 'all-linear'): only the adapters train. `false`: full fine-tuning. */
+  lora: (Partial<LoraOptions>) | false;
+  /** Examples per micro-batch (default 8). */
+  batchSize: number;
+  /** Optimizer steps; undefined: `epochs` passes over the data. */
+  maxSteps: number | undefined;
+  /** Passes over the data when `maxSteps` is undefined (default 1). */
+  epochs: number;
+  /** Peak learning rate of AdamW (default 2e-4, TRL's SFT default; LoRA on tiny models wants ~1e-2). */
+  lr: number;
+  /** AdamW's decoupled weight decay (default 0). */
+  weightDecay: number;
+  /** Learning-rate schedule after warm-up (default 'linear' to 0, as TRL). */
+  schedule: 'constant' | 'linear' | 'cosine';
+  /** Steps of linear warm-up (default 0). */
+  warmupSteps: number;
+  /** Micro-batches per optimizer step (default 1); the loss is normalised by their total label tokens. */
+  gradientAccumulationSteps: number;
+  /** Clip the global gradient norm to this; null: no clipping (default 1). */
+  maxGradNorm: number | null;
+  /** Loss only on completion tokens of prompt-completion records (default true, TRL's `completion_only_loss`). */
+  completionOnlyLoss: boolean;
+  /** Longest example in tokens (truncated on the right); null: no limit. */
+  maxLength: number | null;
+  /** Seed of the shuffling (and of LoRA's initialisation unless `lora.seed` is set) (default 0). */
+  seed: number;
+  /** Append every record as a JSON line to this file (Node). */
+  logFile: string | undefined;
+  /** 'auto': a bar on a terminal, plain lines otherwise (default 'auto'). */
+  progress: 'auto' | 'bar' | 'lines' | 'none';
+  /** Where progress goes (default process.stderr). */
+  progressStream: { write(text: string): unknown; isTTY?: boolean } | undefined;
+  /** Evaluate `eval` every this many steps (default: only when given). */
+  evalEvery: number | undefined;
+  callbacks: TrainCallbacks;
+}
+
+/** Options of {@link sftTrain}: model, tokenizer and records, then the tunables. */
+export interface SftOptions extends Partial<SftTunables> {
+  /** Any causal LM (`@posttrain/models`' `createModel`/`loadModel`, or your own). */
+  model: CausalLM;
+  tokenizer: TokenizerLike;
+  train: readonly SftRecord[];
+}
+
+/**
+ * The defaults of {@link sftTrain}'s tunable options.
+ *
+ * @example
+ * ```ts
+ * await sftTrain({ ...defaultSftOptions, model, tokenizer, train: records, maxSteps: 100 });
+ * ```
+ */
+export const defaultSftOptions: Readonly<SftTunables> = Object.freeze({
+  eval: undefined,
+  lora: false,
+  batchSize: 8,
+  maxSteps: undefined,
+  epochs: 1,
+  lr: 2e-4,
+  weightDecay: 0,
+  schedule: 'linear',
+  warmupSteps: 0,
+  gradientAccumulationSteps: 1,
+  maxGradNorm: 1,
+  completionOnlyLoss: true,
+  maxLength: null,
+  seed: 0,
+  logFile: undefined,
+  progress: 'auto',
+  progressStream: undefined,
+  evalEvery: undefined,
+  callbacks: {},
+});
+
+/** What {@link sftTrain} returns: the trainer's result plus the LoRA report when adapters were added. */
+export interface SftResult extends TrainResult {
+  /** Trainable-parameter report of `applyLora`; undefined for full fine-tuning. */
+  lora: LoraReport | undefined;
+  /** Label tokens trained on / training seconds. */
+  tokensPerSec: number;
+}
+
+interface SftBatch {
+  inputIds: tf.Tensor2D;
+  attentionMask: tf.Tensor2D;
+  labels: tf.Tensor2D;
+}
+
+/**
+ * Validates `options` against {@link defaultSftOptions}: unknown keys are named with the known
+ * ones, and numbers are range-checked.
+ *
+ * @example
+ * ```ts
+ * const o = resolveSftOptions({ model, tokenizer, train: records, lr: 1e-2 });
+ * ```
+ */
+export function resolveSftOptions(options: SftOptions): SftTunables & Pick<SftOptions, 'model' | 'tokenizer' | 'train'> {
+  const owner = 'sftTrain';
+  const { model, tokenizer, train: records, ...rest } = (options ?? {}) as SftOptions;
+  const o = resolveOptions<SftTunables & Pick<SftOptions, 'model' | 'tokenizer' | 'train'>>(owner, { model, tokenizer, train: records, ...rest }, { model: undefined as unknown as CausalLM, tokenizer: undefined as unknown as TokenizerLike, train: undefined as unknown as SftRecord[], ...defaultSftOptions });
+  if (!o.model || typeof o.model.forward !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected model to be a CausalLM (an object with forward); got ${o.model === undefined ? 'undefined' : typeof o.model}`);
+  if (!o.tokenizer || typeof o.tokenizer.encode !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected tokenizer to have encode and decode`);
+  if (!Array.isArray(o.train) || o.train.length === 0) throw new PosttrainError('INVALID_OPTION', `${owner}: expected train to be a non-empty array of records; got ${Array.isArray(o.train) ? 'an empty array' : typeof o.train}`, { help: "for example [{ prompt: 'ab>', completion: 'ba' }] or [{ text: 'ab>ba' }]" });
+  const int = (name: keyof SftTunables, min: number) => checkNumber(owner, name, o[name], `an integer ≥ ${min}`, (v) => Number.isInteger(v) && v >= min);
+  int('batchSize', 1);
+  int('epochs', 1);
+  int('warmupSteps', 0);
+  int('gradientAccumulationSteps', 1);
+  if (o.maxSteps !== undefined) int('maxSteps', 1);
+  if (o.evalEvery !== undefined) int('evalEvery', 1);
+  if (o.maxLength !== null) int('maxLength', 2);
+  checkNumber(owner, 'lr', o.lr, 'a number ≥ 0', (v) => v >= 0);
+  checkNumber(owner, 'weightDecay', o.weightDecay, 'a number ≥ 0', (v) => v >= 0);
+  checkNumber(owner, 'seed', o.seed, 'an integer', Number.isInteger);
+  if (o.maxGradNorm !== null) checkNumber(owner, 'maxGradNorm', o.maxGradNorm, 'a number > 0 or null', (v) => v > 0);
+  if (!['constant', 'linear', 'cosine'].includes(o.schedule)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected schedule to be 'constant', 'linear' or 'cosine'; got ${JSON.stringify(o.schedule)}`);
+  if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, { help: "for example lora: { r: 8, alpha: 16, targetModules: 'all-linear' }" });
+  return o;
+}
+
+/** Tokenizes one record with its labels (−100 on the prompt when completion-only, EOS appended). */
+function tokenize(tokenizer: TokenizerLike, record: SftRecord, index: number, completionOnly: boolean, maxLength: number | null): TokenizedExample {
+  const options = { completionOnly, maxLength, name: `record ${index}` };
+  if (record && typeof record === 'object' && 'prompt' in record && 'completion' in record) return tokenizePromptCompletion(tokenizer, record as PromptCompletionRecord, options);
+  if (record && typeof record === 'object' && 'text' in record) return tokenizeLanguageModeling(tokenizer, record as LanguageModelingRecord, options);
+  throw new PosttrainError('INVALID_ARGUMENT', `sftTrain: record ${index}: expected { prompt, completion } or { text }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`);
+}
+
+function scheduleOf(kind: SftTunables['schedule'], lr: number, warmupSteps: number, totalSteps: number): LrSchedule {
+  if (kind === 'constant') return constantSchedule({ lr, warmupSteps });
+  const total = Math.max(totalSteps, warmupSteps + 1);
+  return kind === 'linear' ? linearSchedule({ lr, warmupSteps, totalSteps: total }) : cosineSchedule({ lr, warmupSteps, totalSteps: total });
+}
+
+/**
+ * Supervised fine-tuning, full or LoRA, on TRL-style records. Each record is tokenized by
+ * `@posttrain/data` (EOS appended; labels −100 on the prompt with `completionOnlyLoss`), shuffled
+ * by a generator seeded from `seed` and the epoch, right-padded into batches, and trained by
+ * `@posttrain/trainer`'s loop with {@link causalLmLoss} (summed next-token cross-entropy over label
+ * tokens, normalised by the label tokens of the whole optimizer step). Logged each step: loss,
+ * `meanTokenAccuracy`, `entropy`, learning rate, grad norm and tokens/s; every `evalEvery` steps,
+ * `evalLoss` and `evalMeanTokenAccuracy` over `eval`. With `lora`, adapters are added with
+ * `applyLora` (base weights frozen) and only they train; save them with `saveAdapter`.
+ *
+ * @example
+ * ```ts
+ * const records = train.map((e) => reversalTask.toPromptCompletion(e));
+ * const { history } = await sftTrain({ model, tokenizer, train: records, lora: { r: 8, alpha: 16 }, lr: 2e-2, maxSteps: 200, batchSize: 32 });
+ * await saveAdapter(model, 'out/adapter');
+ * ```
+ */
+export async function sftTrain(options: SftOptions): Promise<SftResult> {
+  const o = resolveSftOptions(options);
+  const { model, tokenizer } = o;
+  const padTokenId = (tokenizer as { padTokenId?: number | null }).padTokenId ?? tokenizer.eosTokenId ?? 0;
+  const examples = o.train.map((r, i) => tokenize(tokenizer, r, i, o.completionOnlyLoss, o.maxLength));
+  const evalExamples = (o.eval ?? []).map((r, i) => tokenize(tokenizer, r, i, o.completionOnlyLoss, o.maxLength));
+  const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
+  const parameters = model.trainableParameters();
+  const batchesPerEpoch = Math.ceil(examples.length / o.batchSize);
+  const totalSteps = o.maxSteps ?? Math.ceil((batchesPerEpoch * o.epochs) / o.gradientAccumulationSteps);
+  const epochs = o.maxSteps === undefined ? o.epochs : Math.ceil((o.maxSteps * o.gradientAccumulationSteps) / batchesPerEpoch);
+  let epoch = 0;
+  function* batches(): Generator<SftBatch> {
+    const rng = new Rng((o.seed ^ Math.imul(epoch + 1, 0x9e3779b1)) | 0);
+    epoch += 1;
+    const order = examples.map((_, i) => i);
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = rng.int(i + 1);
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    for (let start = 0; start < order.length; start += o.batchSize) {
+      const batch = collateForTraining(order.slice(start, start + o.batchSize).map((i) => examples[i]), { padTokenId });
+      try {
+        yield batch;
+      } finally {
+        tf.dispose([batch.inputIds, batch.attentionMask, batch.labels]);
+      }
+    }
+  }
+  const step = (batch: SftBatch): StepOutput => {
+    const { logits } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask }); // [B, T, V]
+    const { lossSum, tokens, correctSum, entropySum } = causalLmLoss(logits, batch.labels);
+    return { lossSum, tokens, metrics: { meanTokenAccuracy: tf.div(correctSum, tf.maximum(tokens, 1)) as tf.Scalar, entropy: tf.div(entropySum, tf.maximum(tokens, 1)) as tf.Scalar } };
+  };
+  const evaluate = async (): Promise<Record<string, number>> => {
+    model.eval();
+    let loss = 0;
+    let correct = 0;
+    let tokens = 0;
+    for (let start = 0; start < evalExamples.length; start += o.batchSize) {
+      const batch = collateForTraining(evalExamples.slice(start, start + o.batchSize), { padTokenId });
+      const sums = tf.tidy(() => {
+        const { logits } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask });
+        const out = causalLmLoss(logits, batch.labels);
+        return tf.stack([out.lossSum, out.correctSum, out.tokens]);
+      });
+      const [l, c, t] = Array.from(await sums.data());
+      tf.dispose([sums, batch.inputIds, batch.attentionMask, batch.labels]);
+      loss += l;
+      correct += c;
+      tokens += t;
+    }
+    model.train(true);
+    return { evalLoss: loss / Math.max(tokens, 1), evalMeanTokenAccuracy: correct / Math.max(tokens, 1) };
+  };
+  const optimizer = new AdamW(parameters, { lr: o.lr, weightDecay: o.weightDecay });
+  try {
+    const result = await train<SftBatch>({
+      model,
+      parameters,
+      optimizer,
+      batches,
+      step,
+      maxSteps: o.maxSteps,
+      epochs,
+      gradientAccumulationSteps: o.gradientAccumulationSteps,
+      maxGradNorm: o.maxGradNorm,
+      schedule: scheduleOf(o.schedule, o.lr, o.warmupSteps, totalSteps),
+      evalEvery: evalExamples.length ? (o.evalEvery ?? Math.max(1, totalSteps)) : undefined,
+      evaluate: evalExamples.length ? evaluate : undefined,
+      callbacks: o.callbacks,
+      logFile: o.logFile,
+      progress: o.progress,
+      progressStream: o.progressStream,
+      seed: o.seed,
+    });
+    const trained = result.history.reduce((sum, r: TrainRecord) => sum + (r.tokens ?? 0), 0);
+    return { ...result, lora: report, tokensPerSec: result.elapsed > 0 ? trained / result.elapsed : 0 };
+  } finally {
+    optimizer.dispose();
+  }
+}
