@@ -115,6 +115,9 @@ function build(config: CausalLMConfig, seed: number, initialize = true): Pretrai
 }
 
 function toSource(from: FileSource | FileSourceInput): FileSource {
+  if (from === null || (typeof from !== 'object' && typeof from !== 'string')) {
+    throw new PosttrainError('INVALID_ARGUMENT', `loadModel: expected a directory path, a URL, a map of file names to bytes or a FileSource; got ${from === null ? 'null' : typeof from}`);
+  }
   return typeof (from as FileSource).read === 'function' && typeof (from as FileSource).describe === 'function' ? (from as FileSource) : fileSource(from as FileSourceInput);
 }
 

@@ -71,6 +71,8 @@ export interface SftTunables {
   progress: 'auto' | 'bar' | 'lines' | 'none';
   /** Where progress goes (default process.stderr). */
   progressStream: { write(text: string): unknown; isTTY?: boolean } | undefined;
+  /** Plain progress lines every this many steps (the trainer's `logEvery`; default about 20 lines per run). */
+  logEvery: number | undefined;
   /** Evaluate `eval` every this many steps (default: only when given). */
   evalEvery: number | undefined;
   callbacks: TrainCallbacks;
@@ -110,6 +112,7 @@ export const defaultSftOptions: Readonly<SftTunables> = Object.freeze({
   logFile: undefined,
   progress: 'auto',
   progressStream: undefined,
+  logEvery: undefined,
   evalEvery: undefined,
   callbacks: {},
 });
@@ -151,6 +154,7 @@ export function resolveSftOptions(options: SftOptions): SftTunables & Pick<SftOp
   int('gradientAccumulationSteps', 1);
   if (o.maxSteps !== undefined) int('maxSteps', 1);
   if (o.evalEvery !== undefined) int('evalEvery', 1);
+  if (o.logEvery !== undefined) int('logEvery', 1);
   if (o.maxLength !== null) int('maxLength', 2);
   checkNumber(owner, 'lr', o.lr, 'a number ≥ 0', (v) => v >= 0);
   checkNumber(owner, 'weightDecay', o.weightDecay, 'a number ≥ 0', (v) => v >= 0);
@@ -266,6 +270,7 @@ export async function sftTrain(options: SftOptions): Promise<SftResult> {
       logFile: o.logFile,
       progress: o.progress,
       progressStream: o.progressStream,
+      logEvery: o.logEvery,
       seed: o.seed,
     });
     const trained = result.history.reduce((sum, r: TrainRecord) => sum + (r.tokens ?? 0), 0);

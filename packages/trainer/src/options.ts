@@ -147,6 +147,12 @@ export interface TrainTunables {
   progress: 'auto' | 'bar' | 'lines' | 'none';
   /** Where progress goes (default process.stderr). */
   progressStream: { write(text: string): unknown; isTTY?: boolean } | undefined;
+  /**
+   * Plain progress lines every this many steps, plus the first and last (TRL's `logging_steps`);
+   * undefined: about 20 lines per run when the step count is known, else every 10 steps. The bar,
+   * the callbacks and `logFile` still see every step.
+   */
+  logEvery: number | undefined;
   /** Write checkpoints under this directory, as `step-<N>/` (Node). */
   checkpointDir: string | undefined;
   /** Write a checkpoint every this many optimizer steps; the last step is always saved when `checkpointDir` is set. */
@@ -179,6 +185,7 @@ export const defaultTrainOptions: Readonly<TrainTunables> = Object.freeze({
   logFile: undefined,
   progress: 'auto',
   progressStream: undefined,
+  logEvery: undefined,
   checkpointDir: undefined,
   checkpointEvery: undefined,
   resumeFrom: undefined,
@@ -229,7 +236,7 @@ export function resolveTrainOptions<B>(options: TrainOptions<B>): Required<Omit<
   checkNumber('train', 'gradientAccumulationSteps', o.gradientAccumulationSteps, 'an integer > 0', positiveInt);
   checkNumber('train', 'epochs', o.epochs, 'an integer > 0', positiveInt);
   checkNumber('train', 'seed', o.seed, 'an integer', Number.isInteger);
-  for (const key of ['maxSteps', 'evalEvery', 'checkpointEvery'] as const) {
+  for (const key of ['maxSteps', 'evalEvery', 'checkpointEvery', 'logEvery'] as const) {
     if (o[key] !== undefined) checkNumber('train', key, o[key], 'an integer > 0', positiveInt);
   }
   if (o.maxGradNorm !== null) checkNumber('train', 'maxGradNorm', o.maxGradNorm, '> 0 (or null to disable clipping)', (v) => v > 0);

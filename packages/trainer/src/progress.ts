@@ -52,14 +52,18 @@ export function formatProgressBar(record: TrainRecord, total?: number, width = 2
   return `${bar}${record.step}${total ? `/${total}` : ''} loss ${fixed(record.loss, 4)} lr ${lr(record.learningRate)} ${fixed(record.tokensPerSec, 0)} tok/s ${clock(record.elapsed)}${eta}`;
 }
 
-/** Writes progress for records as a bar (terminal) or lines; `end()` finishes a bar's line. */
-export function createProgress(mode: 'auto' | 'bar' | 'lines' | 'none', stream: ProgressStream | undefined, total: number | undefined) {
+/**
+ * Writes progress for records as a bar (terminal) or lines; `end()` finishes a bar's line. Lines
+ * are written for the first step, every `every` steps, the last step and every evaluation.
+ */
+export function createProgress(mode: 'auto' | 'bar' | 'lines' | 'none', stream: ProgressStream | undefined, total: number | undefined, every = 1) {
   const out = stream ?? (typeof process !== 'undefined' ? process.stderr : undefined);
   const kind = !out || mode === 'none' ? 'none' : mode === 'auto' ? (out.isTTY ? 'bar' : 'lines') : mode;
   let open = false;
   return {
     update(record: TrainRecord): void {
       if (kind === 'none' || !out || (record.kind !== 'train' && record.kind !== 'eval')) return;
+      if (kind === 'lines' && record.kind === 'train' && record.step !== 1 && record.step % every !== 0 && record.step !== total) return;
       if (kind === 'lines' || record.kind === 'eval') {
         if (open) out.write('\n');
         open = false;

@@ -132,6 +132,14 @@ describe('train', () => {
       expect(line).toMatch(new RegExp(`^step ${i + 1}/3 loss \\d+\\.\\d{4} lr \\d\\.\\d{2}e-\\d grad_norm \\d+\\.\\d{3} tok/s \\d+ elapsed \\d+\\.\\ds$`));
     }
     text = '';
+    const c = setup();
+    await train({ ...c, batches: makeBatches(Array(7).fill(4)), progress: 'lines', progressStream: stream, logEvery: 3 });
+    expect(text.trim().split('\n').map((l) => l.split(' ')[1])).toEqual(['1/7', '3/7', '6/7', '7/7']);
+    text = '';
+    const d = setup();
+    await train({ ...d, batches: makeBatches(Array(40).fill(4)), progress: 'lines', progressStream: stream });
+    expect(text.trim().split('\n')).toHaveLength(21); // step 1, then every 2 of 40
+    text = '';
     const b = setup();
     await train({ ...b, batches: makeBatches([4, 4]), progress: 'auto', progressStream: { write: (s: string) => (text += s), isTTY: true } });
     expect(text).toMatch(/^\r\[#{10}\.{10}\] 1\/2 loss .*\r\[#{20}\] 2\/2 loss .* tok\/s \d\d:\d\d<00:00\x1b\[K\n$/s);

@@ -66,7 +66,7 @@ export async function train<B>(options: TrainOptions<B>): Promise<TrainResult> {
   }
   const total = o.maxSteps ?? (Array.isArray(o.batches) ? Math.ceil((o.batches.length * o.epochs) / accumulation) : undefined);
   const reader = new BatchReader<B>(o.batches, o.epochs, start);
-  const progress = createProgress(o.progress, o.progressStream, total);
+  const progress = createProgress(o.progress, o.progressStream, total, o.logEvery ?? (total === undefined ? 10 : Math.max(1, Math.ceil(total / 20))));
   const append = o.logFile === undefined ? undefined : await openLog(o.logFile);
   const t0 = now();
   const elapsed = () => elapsedBefore + (now() - t0) / 1000;

@@ -21,6 +21,12 @@ export interface GenerateSplitOptions<O extends object = object> {
   test: number;
   /** Options passed to the task's `generate` (default: the task's defaults). */
   taskOptions: Partial<O> | undefined;
+  /**
+   * Every train prompt distinct (default true). `false` draws the train set straight from the
+   * task's distribution, repeats allowed, minus the test prompts: short strings and one-digit sums
+   * keep their share instead of being thinned out, which matters when the prompt space is small.
+   */
+  uniqueTrain: boolean;
 }
 
 /**
@@ -31,14 +37,15 @@ export interface GenerateSplitOptions<O extends object = object> {
  * generateSplit(reversalTask, 0, { ...defaultGenerateSplitOptions, test: 500 });
  * ```
  */
-export const defaultGenerateSplitOptions: Readonly<GenerateSplitOptions> = Object.freeze({ train: 1000, test: 200, taskOptions: undefined });
+export const defaultGenerateSplitOptions: Readonly<GenerateSplitOptions> = Object.freeze({ train: 1000, test: 200, taskOptions: undefined, uniqueTrain: true });
 
 /**
  * A train set and a held-out test set with no prompt in common, every prompt distinct within each,
  * drawn from the task's generator by rejection. The test set is drawn first from its own stream, so
  * for a given seed it stays the same whatever the train size. Distinctness thins out the most likely
- * prompts (one-digit sums, say) compared with `generate`. Throws `INVALID_OPTION` when the options
- * allow fewer distinct prompts than `train + test`.
+ * prompts (one-digit sums, say) compared with `generate`; `uniqueTrain: false` keeps the train set's
+ * distribution (repeats allowed, still no test prompt). Throws `INVALID_OPTION` when the options
+ * allow fewer distinct prompts than `train + test` (`test + 1` with `uniqueTrain: false`).
  *
  * @example
  * ```ts
@@ -56,8 +63,12 @@ export function generateSplit<T extends VerifiableTask<object, unknown>>(
   const o = resolveOptions(owner, options, defaultGenerateSplitOptions as GenerateSplitOptions<TaskOptionsOf<T>>);
   checkNumber(owner, 'train', o.train, 'a non-negative integer', (v) => Number.isInteger(v) && v >= 0);
   checkNumber(owner, 'test', o.test, 'a non-negative integer', (v) => Number.isInteger(v) && v >= 0);
+  if (typeof o.uniqueTrain !== 'boolean') throw new PosttrainError('INVALID_OPTION', `${owner}: expected uniqueTrain to be a boolean; got ${JSON.stringify(o.uniqueTrain)}`);
   const size = task.promptSpaceSize(o.taskOptions);
-  if (o.train + o.test > size) {
+  if (!o.uniqueTrain && o.train > 0 && o.test >= size) {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected test to leave a prompt for training (fewer than the ${size} distinct prompts ${task.name}'s options allow); got ${o.test}`);
+  }
+  if (o.uniqueTrain && o.train + o.test > size) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected train + test to be at most the ${size} distinct prompts ${task.name}'s options allow; got ${o.train} + ${o.test}`, {
       help: 'ask for fewer examples, or widen the task options (more digits, a longer alphabet or strings)',
     });
@@ -77,5 +88,12 @@ export function generateSplit<T extends VerifiableTask<object, unknown>>(
     return out;
   };
   const test = draw(testRng, o.test);
-  return { train: draw(trainRng, o.train), test };
+  if (o.uniqueTrain) return { train: draw(trainRng, o.train), test };
+  const train: TaskExampleOf<T>[] = [];
+  while (train.length < o.train) {
+    for (const example of task.generate(trainRng, Math.min(1024, 2 * (o.train - train.length)), o.taskOptions) as TaskExampleOf<T>[]) {
+      if (train.length < o.train && !seen.has(example.prompt)) train.push(example);
+    }
+  }
+  return { train, test };
 }
