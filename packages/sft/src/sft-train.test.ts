@@ -130,6 +130,27 @@ describe('sftTrain', () => {
     }
   });
 
+  it('resumes a LoRA run from a checkpoint to the same losses as an uninterrupted run, across an epoch boundary', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sft-resume-'));
+    try {
+      // 16 records in batches of 4: 4 steps an epoch, so steps 4–7 run in the second, reshuffled epoch.
+      const options = { tokenizer, train: reversal.slice(0, 16), lora: { r: 4, alpha: 8, dropout: 0.1 }, lr: 1e-2, batchSize: 4, maxSteps: 7, progress: 'none' as const, seed: 5 };
+      const whole = tinyModel(7);
+      const uninterrupted = await sftTrain({ ...options, model: whole });
+      const first = tinyModel(7);
+      const stop = new AbortController();
+      const cut = await sftTrain({ ...options, model: first, checkpointDir: dir, signal: stop.signal, callbacks: { onStep: (r) => void (r.step === 3 && stop.abort()) } });
+      expect(cut.steps).toBe(3);
+      const second = tinyModel(7);
+      const resumed = await sftTrain({ ...options, model: second, resumeFrom: dir });
+      expect(resumed.history.map((r) => r.step)).toEqual([4, 5, 6, 7]);
+      resumed.history.forEach((r, i) => expect(Math.abs(r.loss! - uninterrupted.history[3 + i].loss!)).toBeLessThan(1e-6));
+      for (const model of [whole, first, second]) model.dispose();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('rejects bad options and records by name, before training', async () => {
     const model = tinyModel();
     const base: SftOptions = { model, tokenizer, train: reversal };

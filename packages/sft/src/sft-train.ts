@@ -73,6 +73,18 @@ export interface SftTunables {
   progressStream: { write(text: string): unknown; isTTY?: boolean } | undefined;
   /** Plain progress lines every this many steps (the trainer's `logEvery`; default about 20 lines per run). */
   logEvery: number | undefined;
+  /** Write checkpoints (the trainable weights, the optimizer and the trainer state) under this directory, as `step-<N>/` (Node). */
+  checkpointDir: string | undefined;
+  /** Checkpoint every this many steps (default: only at the end when `checkpointDir` is set). */
+  checkpointEvery: number | undefined;
+  /**
+   * Resume from a checkpoint directory (`step-<N>/`, or its parent for the latest). Pass the same
+   * model, records and options: LoRA adapters are added again, then every trainable weight, the
+   * optimizer, the step and the data position are restored, and the losses continue as if uninterrupted.
+   */
+  resumeFrom: string | undefined;
+  /** Stops the run after the current step (with a checkpoint when `checkpointDir` is set). */
+  signal: AbortSignal | undefined;
   /** Evaluate `eval` every this many steps (default: only when given). */
   evalEvery: number | undefined;
   callbacks: TrainCallbacks;
@@ -113,6 +125,10 @@ export const defaultSftOptions: Readonly<SftTunables> = Object.freeze({
   progress: 'auto',
   progressStream: undefined,
   logEvery: undefined,
+  checkpointDir: undefined,
+  checkpointEvery: undefined,
+  resumeFrom: undefined,
+  signal: undefined,
   evalEvery: undefined,
   callbacks: {},
 });
@@ -207,10 +223,8 @@ export async function sftTrain(options: SftOptions): Promise<SftResult> {
   const batchesPerEpoch = Math.ceil(examples.length / o.batchSize);
   const totalSteps = o.maxSteps ?? Math.ceil((batchesPerEpoch * o.epochs) / o.gradientAccumulationSteps);
   const epochs = o.maxSteps === undefined ? o.epochs : Math.ceil((o.maxSteps * o.gradientAccumulationSteps) / batchesPerEpoch);
-  let epoch = 0;
-  function* batches(): Generator<SftBatch> {
-    const rng = new Rng((o.seed ^ Math.imul(epoch + 1, 0x9e3779b1)) | 0);
-    epoch += 1;
+  function* batches(epoch: number): Generator<SftBatch> {
+    const rng = new Rng((o.seed ^ Math.imul(epoch + 1, 0x9e3779b1)) | 0); // one order per (seed, epoch), so resuming rebuilds it
     const order = examples.map((_, i) => i);
     for (let i = order.length - 1; i > 0; i--) {
       const j = rng.int(i + 1);
@@ -271,6 +285,10 @@ export async function sftTrain(options: SftOptions): Promise<SftResult> {
       progress: o.progress,
       progressStream: o.progressStream,
       logEvery: o.logEvery,
+      checkpointDir: o.checkpointDir,
+      checkpointEvery: o.checkpointEvery,
+      resumeFrom: o.resumeFrom,
+      signal: o.signal,
       seed: o.seed,
     });
     const trained = result.history.reduce((sum, r: TrainRecord) => sum + (r.tokens ?? 0), 0);

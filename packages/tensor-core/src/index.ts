@@ -16,6 +16,7 @@ export {
   Dropout,
   manualSeed,
   defaultRng,
+  withDropoutRng,
   defaultLinearOptions,
   defaultEmbeddingOptions,
   type LinearLike,

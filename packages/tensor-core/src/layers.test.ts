@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
 import { isPosttrainError } from './errors.js';
-import { Dropout, Embedding, Linear, defaultRng, manualSeed } from './layers.js';
+import { Dropout, Embedding, Linear, defaultRng, manualSeed, withDropoutRng } from './layers.js';
 import { Rng } from './rng.js';
 import { thrown } from './testing/assert.js';
 import { expectNoTensorLeaks, variableOf } from './testing/tensors.js';
@@ -189,6 +189,20 @@ describe('Dropout', () => {
     const c1 = new Dropout(0.5, new Rng(43)).forward(x);
     expect(Array.from(c1.dataSync())).not.toEqual(Array.from(a1.dataSync()));
     tf.dispose([x, a1, b1, a2, c1]);
+  });
+
+  it('draws from the generator withDropoutRng sets, whatever its own state, and restores it after, also on a throw', () => {
+    const x = tf.ones([1000]);
+    const a = new Dropout(0.5, new Rng(1));
+    const b = new Dropout(0.5, new Rng(2));
+    a.forward(x).dispose(); // a's own stream has moved on; b's has not
+    const [a1, b1] = [withDropoutRng(new Rng(9), () => a.forward(x)), withDropoutRng(new Rng(9), () => b.forward(x))];
+    expect(Array.from(a1.dataSync())).toEqual(Array.from(b1.dataSync()));
+    const own = new Dropout(0.5, new Rng(2)).forward(x);
+    expect(() => withDropoutRng(new Rng(9), () => { throw new Error('inside'); })).toThrow('inside');
+    const b2 = b.forward(x); // back on b's own stream: its first mask
+    expect(Array.from(b2.dataSync())).toEqual(Array.from(own.dataSync()));
+    tf.dispose([x, a1, b1, own, b2]);
   });
 
   it('in training passes gradients through the kept elements only, scaled by 1/(1 − p)', () => {

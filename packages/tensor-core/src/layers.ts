@@ -24,6 +24,28 @@ export function defaultRng(): Rng {
   return sharedRng;
 }
 
+let dropoutOverride: Rng | undefined;
+
+/**
+ * Runs `fn` with every {@link Dropout} drawing its masks from `rng` instead of its own generator,
+ * so the masks depend only on `rng`'s seed: the trainer seeds one per (seed, step, micro-batch),
+ * which makes a resumed run draw the masks an uninterrupted one would. Nests; restores on throw.
+ *
+ * @example
+ * ```ts
+ * const y = withDropoutRng(new Rng(7), () => model.forward(ids)); // same masks for the same seed
+ * ```
+ */
+export function withDropoutRng<T>(rng: Rng, fn: () => T): T {
+  const previous = dropoutOverride;
+  dropoutOverride = rng;
+  try {
+    return fn();
+  } finally {
+    dropoutOverride = previous;
+  }
+}
+
 /** Options of {@link Linear}. */
 export interface LinearOptions {
   /** Add a bias (default true). */
@@ -154,7 +176,8 @@ export class Embedding extends Module {
 
 /**
  * Inverted dropout: in training, zeroes each element with probability `p` and scales the rest by
- * 1/(1−p); in eval mode, the identity. Masks come from a seeded {@link Rng}.
+ * 1/(1−p); in eval mode, the identity. Masks come from a seeded {@link Rng}: the layer's own, or
+ * the one {@link withDropoutRng} sets for a step.
  *
  * @example
  * ```ts
@@ -174,7 +197,7 @@ export class Dropout extends Module {
 
   forward(x: tf.Tensor): tf.Tensor {
     if (!this.training || this.p === 0) return x.clone();
-    const seed = this.rng.nextUint32();
+    const seed = (dropoutOverride ?? this.rng).nextUint32();
     return tf.tidy(() => {
       const keep = tf.randomUniform(x.shape, 0, 1, 'float32', seed).greaterEqual(this.p);
       return x.mul(keep.cast(x.dtype)).mul(1 / (1 - this.p));

@@ -64,6 +64,7 @@ describe('public surface', () => {
         "silu",
         "tf",
         "valueAndGrads",
+        "withDropoutRng",
         "writeCheckpoint",
         "writeSafetensors",
         "writeSafetensorsAsync",

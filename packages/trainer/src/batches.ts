@@ -53,7 +53,7 @@ export class BatchReader<B> {
   }
 
   private open(): AnyIterator<B> {
-    const source = typeof this.source === 'function' ? this.source() : this.source;
+    const source = typeof this.source === 'function' ? this.source(this.epoch) : this.source;
     const asyncIt = (source as AsyncIterable<B>)[Symbol.asyncIterator];
     return typeof asyncIt === 'function' ? asyncIt.call(source) : (source as Iterable<B>)[Symbol.iterator]();
   }

@@ -77,8 +77,11 @@ export interface TrainCallbacks {
   onEnd?: (result: TrainResult) => void | Promise<void>;
 }
 
-/** Where batches come from: an iterable, an async iterable, or a function giving one per epoch. */
-export type BatchSource<B> = Iterable<B> | AsyncIterable<B> | (() => Iterable<B> | AsyncIterable<B>);
+/**
+ * Batches: an iterable (read once per epoch), or a function called at the start of each epoch with
+ * its 0-based index, so a resumed run can rebuild that epoch's order (a shuffle seeded by it).
+ */
+export type BatchSource<B> = Iterable<B> | AsyncIterable<B> | ((epoch: number) => Iterable<B> | AsyncIterable<B>);
 
 /**
  * What {@link train} needs of a model (a tensor-core `Module` satisfies it).

@@ -210,6 +210,19 @@ describe('checkpoints', () => {
     expect(existsSync(join(root, 'step-6', 'trainer_state.json'))).toBe(false); // no checkpointDir: nothing written
   });
 
+  it('calls a batches function with the epoch index, also when resuming mid-epoch', async () => {
+    const data = makeBatches([4, 4, 4], 5); // 3 batches an epoch
+    const root = join(dir, 'ckpt-epochs');
+    const seen: number[] = [];
+    const batches = (epoch: number) => (seen.push(epoch), data);
+    await train({ ...setup(), batches, epochs: 3, maxSteps: 4, checkpointDir: root, ...quiet });
+    expect(seen).toEqual([0, 1]);
+    seen.length = 0;
+    const resumed = await train({ ...setup(), batches, epochs: 3, resumeFrom: root, ...quiet });
+    expect(seen).toEqual([1, 2]);
+    expect(resumed.history.map((r) => r.step)).toEqual([5, 6, 7, 8, 9]);
+  });
+
   it('resumes to the same losses as an uninterrupted run', async () => {
     const data = makeBatches([3, 5, 2, 4, 6, 1, 3, 5, 2, 4, 6, 1, 2, 2], 11);
     const options = { gradientAccumulationSteps: 2, epochs: 2, seed: 9, maxSteps: 10, ...quiet };

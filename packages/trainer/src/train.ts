@@ -1,4 +1,4 @@
-import { PosttrainError, Rng, clipGradNormAsync, tf, valueAndGrads } from '@posttrain/tensor-core';
+import { PosttrainError, Rng, clipGradNormAsync, tf, valueAndGrads, withDropoutRng } from '@posttrain/tensor-core';
 import { BatchReader } from './batches.js';
 import { loadTrainerCheckpoint, saveTrainerCheckpoint } from './checkpoint.js';
 import { resolveTrainOptions, type StepContext, type StepOutput, type TrainOptions, type TrainRecord, type TrainResult } from './options.js';
@@ -163,7 +163,8 @@ async function runStep<B>(o: ReturnType<typeof resolveTrainOptions<B>>, reader: 
       let value: tf.Scalar;
       try {
         const vg = valueAndGrads(() => {
-          out = o.step(next.value, context);
+          // Dropout masks from their own stream per (seed, step, micro-batch): a resumed run draws the same ones.
+          out = withDropoutRng(new Rng(contextSeed(o.seed ^ 0x2545f491, step, micro)), () => o.step(next.value, context));
           if (!out || typeof out !== 'object') return out as unknown as tf.Scalar; // valueAndGrads names the bad value
           keep(out.tokens);
           for (const m of Object.values(out.metrics ?? {})) keep(m);
