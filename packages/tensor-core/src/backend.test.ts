@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
-import { initBackend } from './backend.js';
+import { initBackend, linuxHasGpuDevice } from './backend.js';
 import { isPosttrainError } from './errors.js';
 
 describe('initBackend', () => {
@@ -24,6 +24,15 @@ describe('initBackend', () => {
     const info = await initBackend('auto');
     if (info.name === 'webgpu') expect(info.softwareAdapter).toBe(false);
     else expect(info.name).toBe('wasm');
+  });
+
+  it('auto skips the WebGPU probe on Linux only when no device node says there is a GPU', () => {
+    const none = () => false;
+    expect(linuxHasGpuDevice([], none)).toBe(false);
+    expect(linuxHasGpuDevice(['card0', 'by-path'], none)).toBe(false); // a display-only card
+    expect(linuxHasGpuDevice(['card0', 'renderD128'], none)).toBe(true);
+    expect(linuxHasGpuDevice([], (p) => p === '/dev/nvidia0')).toBe(true);
+    expect(linuxHasGpuDevice([], (p) => p === '/dev/dxg')).toBe(true); // WSL
   });
 
   it('switching back and forth keeps tensors usable on the new backend', async () => {

@@ -61,7 +61,9 @@ export async function initBackend(name: BackendName = 'auto'): Promise<BackendIn
       return initWebGpu(search.adapter);
     }
     case 'auto': {
-      const { adapter } = await findAdapter();
+      // On Linux without a GPU device node, Dawn can only find software adapters, which auto never
+      // takes; not probing keeps Vulkan's warnings off the terminal.
+      const { adapter } = (await linuxWithoutGpu()) ? { adapter: undefined } : await findAdapter();
       if (adapter && !adapter.software) {
         try {
           return await initWebGpu(adapter);
@@ -144,6 +146,31 @@ function noAdapterHelp(): string {
  * for tfjs-backend-webgpu. Never throws: a missing package, a failing Dawn and an empty adapter
  * list all come back as reasons.
  */
+/**
+ * Whether Linux device nodes say there is a GPU: a DRM render node, an NVIDIA device or WSL's
+ * `/dev/dxg`. Pure, for testing; {@link linuxWithoutGpu} passes it the file system.
+ */
+export function linuxHasGpuDevice(driEntries: readonly string[], exists: (path: string) => boolean): boolean {
+  return driEntries.some((e) => e.startsWith('renderD')) || exists('/dev/nvidia0') || exists('/dev/dxg');
+}
+
+async function linuxWithoutGpu(): Promise<boolean> {
+  if (!isNode || process.platform !== 'linux' || (globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu) return false;
+  try {
+    const moduleName = 'node:fs';
+    const fs = (await import(/* @vite-ignore */ moduleName)) as typeof import('node:fs');
+    let entries: string[] = [];
+    try {
+      entries = fs.readdirSync('/dev/dri');
+    } catch {
+      // no /dev/dri at all
+    }
+    return !linuxHasGpuDevice(entries, (path) => fs.existsSync(path));
+  } catch {
+    return false;
+  }
+}
+
 async function findAdapter(): Promise<AdapterSearch> {
   const nav = (globalThis as { navigator?: { gpu?: GpuLike } }).navigator;
   let gpu = nav?.gpu;
