@@ -1,7 +1,7 @@
 // The demo's base model: a tiny Llama, pretrained here on string sorting, shipped in ../tiny-base.
 import { fileURLToPath } from 'node:url';
 import { ByteTokenizer, generateSplit, sortingTask, type StringTaskOptions } from '@posttrain/data';
-import { createModel, type LlamaConfig, type PretrainedModel } from '@posttrain/models';
+import { createModel, type ModelConfigInput, type PretrainedModel } from '@posttrain/models';
 import { exactMatch, sftTrain } from '@posttrain/sft';
 
 /** Where the shipped base lives: config.json + model.safetensors (about 0.4 MB). */
@@ -11,7 +11,7 @@ export const TINY_BASE_DIR = fileURLToPath(new URL('../tiny-base/', import.meta.
 export const STRING_OPTIONS: StringTaskOptions = { alphabet: 'abcdefgh', minLength: 3, maxLength: 4 };
 
 /** A Llama with grouped-query attention and tied embeddings, sized for the byte tokenizer (~90k parameters). */
-export function tinyBaseConfig(tokenizer = new ByteTokenizer()): LlamaConfig {
+export function tinyBaseConfig(tokenizer = new ByteTokenizer()): ModelConfigInput {
   return {
     modelType: 'llama',
     vocabSize: tokenizer.vocabSize,
