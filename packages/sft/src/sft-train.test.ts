@@ -158,7 +158,7 @@ describe('sftTrain', () => {
     expect(await message({ lr: -1 })).toBe('sftTrain: expected lr to be a number ≥ 0; got -1');
     expect(await message({ batchSize: 0 })).toBe('sftTrain: expected batchSize to be an integer ≥ 1; got 0');
     expect(await message({ schedule: 'step' as never })).toBe(`sftTrain: expected schedule to be 'constant', 'linear' or 'cosine'; got "step"`);
-    expect(await message({ learningRate: 1e-3 } as never)).toMatch(/^sftTrain: unknown option "learningRate"; known options are model, tokenizer, train, eval, lora, batchSize, /);
+    expect(await message({ learningRate: 1e-3 } as never)).toMatch(/^sftTrain: unknown option "learningRate"; known options are model, tokenizer, train, .*\blr\b/);
     expect(await message({ train: [] })).toMatch(/^sftTrain: expected train to be a non-empty array of records; got an empty array/);
     expect(await message({ train: [reversal[0], { question: 'x' } as never] })).toBe('sftTrain: record 1: expected { prompt, completion } or { text }; got keys [question]');
     expect(await message({ lora: 'yes' as never })).toMatch(/^sftTrain: expected lora to be LoRA options or false; got "yes"/);

@@ -22,7 +22,7 @@ import {
   type TokenizerLike,
 } from '@posttrain/data';
 import { applyLora, type LoraOptions, type LoraReport } from '@posttrain/lora';
-import { train, type StepOutput, type TrainCallbacks, type TrainRecord, type TrainResult } from '@posttrain/trainer';
+import { defaultTrainOptions, train, type StepOutput, type TrainRecord, type TrainResult, type TrainTunables } from '@posttrain/trainer';
 import { causalLmLoss } from './loss.js';
 
 /** A training record: TRL prompt-completion (`{ prompt, completion }`) or language modeling (`{ text }`), strings. */
@@ -36,18 +36,20 @@ export type SftRecord = { prompt: string; completion: string } | { text: string 
  * const tunables: Partial<SftTunables> = { lr: 2e-2, maxSteps: 300, lora: { r: 8 } };
  * ```
  */
-export interface SftTunables {
-  /** Held-out records; their mean loss is logged every `evalEvery` steps. */
+/** The trainer's options that {@link sftTrain} passes through unchanged, with the trainer's defaults. */
+export type SftTrainerOptions = Pick<
+  TrainTunables,
+  'gradientAccumulationSteps' | 'maxSteps' | 'epochs' | 'maxGradNorm' | 'evalEvery' | 'callbacks' | 'logFile' | 'progress' | 'progressStream' | 'logEvery' | 'checkpointDir' | 'checkpointEvery' | 'resumeFrom' | 'signal'
+>;
+
+export interface SftTunables extends SftTrainerOptions {
+  /** Held-out records; their mean loss and token accuracy are logged every `evalEvery` steps (default: at the end). */
   eval: readonly SftRecord[] | undefined;
   /** LoRA options (`@posttrain/lora`'s `applyLora`; `targetModules` defaults to 'all-linear'): only the adapters train. `false`: full fine-tuning. */
-  lora: (Partial<LoraOptions>) | false;
+  lora: Partial<LoraOptions> | false;
   /** Examples per micro-batch (default 8). */
   batchSize: number;
-  /** Optimizer steps; undefined: `epochs` passes over the data. */
-  maxSteps: number | undefined;
-  /** Passes over the data when `maxSteps` is undefined (default 1). */
-  epochs: number;
-  /** Peak learning rate of AdamW (default 2e-4, TRL's SFT default; LoRA on tiny models wants ~1e-2). */
+  /** Peak learning rate of AdamW (default 2e-4, TRL's SFT default; LoRA on tiny models wants ~5e-3). */
   lr: number;
   /** AdamW's decoupled weight decay (default 0). */
   weightDecay: number;
@@ -55,39 +57,12 @@ export interface SftTunables {
   schedule: 'constant' | 'linear' | 'cosine';
   /** Steps of linear warm-up (default 0). */
   warmupSteps: number;
-  /** Micro-batches per optimizer step (default 1); the loss is normalised by their total label tokens. */
-  gradientAccumulationSteps: number;
-  /** Clip the global gradient norm to this; null: no clipping (default 1). */
-  maxGradNorm: number | null;
   /** Loss only on completion tokens of prompt-completion records (default true, TRL's `completion_only_loss`). */
   completionOnlyLoss: boolean;
   /** Longest example in tokens (truncated on the right); null: no limit. */
   maxLength: number | null;
-  /** Seed of the shuffling (and of LoRA's initialisation unless `lora.seed` is set) (default 0). */
+  /** Seed of the shuffling, of dropout masks and of LoRA's initialisation unless `lora.seed` is set (default 0). */
   seed: number;
-  /** Append every record as a JSON line to this file (Node). */
-  logFile: string | undefined;
-  /** 'auto': a bar on a terminal, plain lines otherwise (default 'auto'). */
-  progress: 'auto' | 'bar' | 'lines' | 'none';
-  /** Where progress goes (default process.stderr). */
-  progressStream: { write(text: string): unknown; isTTY?: boolean } | undefined;
-  /** Plain progress lines every this many steps (the trainer's `logEvery`; default about 20 lines per run). */
-  logEvery: number | undefined;
-  /** Write checkpoints (the trainable weights, the optimizer and the trainer state) under this directory, as `step-<N>/` (Node). */
-  checkpointDir: string | undefined;
-  /** Checkpoint every this many steps (default: only at the end when `checkpointDir` is set). */
-  checkpointEvery: number | undefined;
-  /**
-   * Resume from a checkpoint directory (`step-<N>/`, or its parent for the latest). Pass the same
-   * model, records and options: LoRA adapters are added again, then every trainable weight, the
-   * optimizer, the step and the data position are restored, and the losses continue as if uninterrupted.
-   */
-  resumeFrom: string | undefined;
-  /** Stops the run after the current step (with a checkpoint when `checkpointDir` is set). */
-  signal: AbortSignal | undefined;
-  /** Evaluate `eval` every this many steps (default: only when given). */
-  evalEvery: number | undefined;
-  callbacks: TrainCallbacks;
 }
 
 /** Options of {@link sftTrain}: model, tokenizer and records, then the tunables. */
@@ -107,30 +82,30 @@ export interface SftOptions extends Partial<SftTunables> {
  * ```
  */
 export const defaultSftOptions: Readonly<SftTunables> = Object.freeze({
+  gradientAccumulationSteps: defaultTrainOptions.gradientAccumulationSteps,
+  maxSteps: defaultTrainOptions.maxSteps,
+  epochs: defaultTrainOptions.epochs,
+  maxGradNorm: defaultTrainOptions.maxGradNorm,
+  evalEvery: defaultTrainOptions.evalEvery,
+  callbacks: defaultTrainOptions.callbacks,
+  logFile: defaultTrainOptions.logFile,
+  progress: defaultTrainOptions.progress,
+  progressStream: defaultTrainOptions.progressStream,
+  logEvery: defaultTrainOptions.logEvery,
+  checkpointDir: defaultTrainOptions.checkpointDir,
+  checkpointEvery: defaultTrainOptions.checkpointEvery,
+  resumeFrom: defaultTrainOptions.resumeFrom,
+  signal: defaultTrainOptions.signal,
   eval: undefined,
   lora: false,
   batchSize: 8,
-  maxSteps: undefined,
-  epochs: 1,
   lr: 2e-4,
   weightDecay: 0,
   schedule: 'linear',
   warmupSteps: 0,
-  gradientAccumulationSteps: 1,
-  maxGradNorm: 1,
   completionOnlyLoss: true,
   maxLength: null,
   seed: 0,
-  logFile: undefined,
-  progress: 'auto',
-  progressStream: undefined,
-  logEvery: undefined,
-  checkpointDir: undefined,
-  checkpointEvery: undefined,
-  resumeFrom: undefined,
-  signal: undefined,
-  evalEvery: undefined,
-  callbacks: {},
 });
 
 /** What {@link sftTrain} returns: the trainer's result plus the LoRA report when adapters were added. */
