@@ -1,5 +1,5 @@
 // Supervised fine-tuning
-export { sftTrain, resolveSftOptions, defaultSftOptions, type SftOptions, type SftTunables, type SftRecord, type SftResult } from './sft-train.js';
+export { sftTrain, resolveSftOptions, defaultSftOptions, type SftOptions, type SftTunables, type SftTrainerOptions, type SftRecord, type SftResult } from './sft-train.js';
 
 // The loss
 export { causalLmLoss, type CausalLmLossOutput } from './loss.js';

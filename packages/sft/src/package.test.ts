@@ -1,0 +1,8 @@
+import { describe, expect, it } from 'vitest';
+import * as sft from './index.js';
+
+describe('public surface', () => {
+  it('exports exactly these names (changing the list is a visible decision)', () => {
+    expect(Object.keys(sft).sort()).toEqual(['causalLmLoss', 'defaultExactMatchOptions', 'defaultSftOptions', 'exactMatch', 'resolveSftOptions', 'sftTrain']);
+  });
+});
