@@ -84,7 +84,7 @@ export async function runDemo(options: Partial<DemoOptions> = {}): Promise<DemoR
   const after = await exactMatch(model, tokenizer, reversalTask, test, { maxNewTokens: 8 });
   o.log(`after:  held-out exact match ${percent(after)}`);
 
-  const adapterFiles = await saveAdapter(model, o.out, { baseModelNameOrPath: 'posttrain/tiny-sorting-llama' });
+  const adapterFiles = await saveAdapter(model, o.out); // base_model_name_or_path null: the base is a local directory
   const fresh = await loadModel(o.base);
   await loadAdapter(fresh, o.out);
   const reloaded = await exactMatch(fresh, tokenizer, reversalTask, test, { maxNewTokens: 8 });

@@ -150,13 +150,28 @@ function targetsFromConfig(t: unknown): LoraTargetModules {
   throw new PosttrainError('INVALID_ARGUMENT', `loadAdapter: expected target_modules to be a list of names or a regular expression; got ${JSON.stringify(t)}`);
 }
 
-function initFromConfig(v: unknown): LoraInit {
-  return v === 'gaussian' || v === 'pissa' ? v : 'kaiming';
+// PEFT runs the config's init again when it loads an adapter (LoraLayer.update_layer), then copies
+// the saved A and B over it. These inits set only A and B, so the file decides everything:
+const INITS_KEEPING_THE_BASE: readonly unknown[] = [true, false, 'gaussian', 'eva', 'orthogonal', 'mica'];
+
+// PiSSA also moves the top-r singular part out of the base weight, and the saved A and B were
+// trained on that residual, so it runs here too ('pissa_niter_N' is PEFT's randomized SVD of the
+// same part). OLoRA, CorDA, LoftQ and LoRA-GA rewrite the base in ways posttrain lacks: refused.
+function initFromConfig(v: unknown, where: string): LoraInit {
+  if (v === 'gaussian') return 'gaussian';
+  if (typeof v === 'string' && v.startsWith('pissa')) return 'pissa';
+  if (v === undefined || INITS_KEEPING_THE_BASE.includes(v)) return 'kaiming';
+  throw new PosttrainError(
+    'NOT_SUPPORTED',
+    `loadAdapter: ${where} has init_lora_weights ${JSON.stringify(v)}, for which PEFT rewrites the base weights when it loads the adapter; posttrain supports ${[...INITS_KEEPING_THE_BASE, 'pissa'].map((x) => JSON.stringify(x)).join(', ')}`,
+    { help: "convert the adapter to plain LoRA with PEFT first: save_pretrained(dir, path_initial_model_for_weight_conversion=...)" },
+  );
 }
 
 /**
  * Loads a PEFT LoRA adapter into `model` as `adapterName`. If the model lacks that adapter, it is
- * added first from the config (without re-initialising the base weights) and made active. Every
+ * added first from the config and made active; as in PEFT, a PiSSA adapter's init runs again, which
+ * leaves the residual in the base weights the adapter was trained on. Every
  * key must match a LoRA layer and every shape must agree, or nothing is loaded.
  *
  * @example
@@ -176,10 +191,9 @@ export async function loadAdapter(model: Module, source: FileSource | FileSource
       dropout: config.lora_dropout ?? 0,
       targetModules: targetsFromConfig(config.target_modules),
       rsLora: config.use_rslora ?? false,
+      init: initFromConfig(config.init_lora_weights, files.describe()),
       adapterName,
     });
-    const record = loraAdapters(model).get(adapterName)!;
-    record.init = initFromConfig(config.init_lora_weights);
   }
   const tensors = await readCheckpoint(files, { fileName: ADAPTER_WEIGHTS_FILE });
   try {
