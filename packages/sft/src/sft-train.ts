@@ -23,7 +23,7 @@ import {
 } from '@posttrain/data';
 import { applyLora, type LoraOptions, type LoraReport } from '@posttrain/lora';
 import { defaultTrainOptions, train, type StepOutput, type TrainRecord, type TrainResult, type TrainTunables } from '@posttrain/trainer';
-import { causalLmLoss } from './loss.js';
+import { causalLmLoss } from '@posttrain/losses';
 
 /** A training record: TRL prompt-completion (`{ prompt, completion }`) or language modeling (`{ text }`), strings. */
 export type SftRecord = { prompt: string; completion: string } | { text: string };

@@ -1,5 +1,6 @@
 // tfjs with gradients and chained ops registered
 export { tf } from './tf.js';
+export { stopGradient } from './stop-gradient.js';
 
 // Backends
 export { initBackend, type BackendInfo, type BackendName } from './backend.js';

@@ -62,6 +62,7 @@ describe('public surface', () => {
         "readSafetensors",
         "resolveOptions",
         "silu",
+        "stopGradient",
         "tf",
         "valueAndGrads",
         "withDropoutRng",
