@@ -174,7 +174,7 @@ function scheduleOf(kind: SftTunables['schedule'], lr: number, warmupSteps: numb
  * Supervised fine-tuning, full or LoRA, on TRL-style records. Each record is tokenized by
  * `@posttrain/data` (EOS appended; labels −100 on the prompt with `completionOnlyLoss`), shuffled
  * by a generator seeded from `seed` and the epoch, right-padded into batches, and trained by
- * `@posttrain/trainer`'s loop with {@link causalLmLoss} (summed next-token cross-entropy over label
+ * `@posttrain/trainer`'s loop with `causalLmLoss` from `@posttrain/losses` (summed next-token cross-entropy over label
  * tokens, normalised by the label tokens of the whole optimizer step). Logged each step: loss,
  * `meanTokenAccuracy`, `entropy`, learning rate, grad norm and tokens/s; every `evalEvery` steps,
  * `evalLoss` and `evalMeanTokenAccuracy` over `eval`. With `lora`, adapters are added with
