@@ -1,7 +1,7 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
+import { describe, expect, it } from 'vitest';
+import { tf } from '@posttrain/tensor-core';
 import { causalLmLoss, type CausalLmLossOptions } from './causal-lm-loss.js';
-import { BACKENDS, checkCase, loadReference } from './testing/reference.js';
+import { BACKENDS, checkCase, expectError, loadReference, useBackend } from './testing/reference.js';
 
 // PyTorch references: packages/losses/fixtures/token_ref.json (scripts/reference/losses_token.py),
 // the cases of the former packages/sft sft_ref.py in both reductions plus ignoreIndex and no-token cases:
@@ -10,17 +10,6 @@ const reference = loadReference('token_ref');
 const cases = Object.keys(reference).filter((name) => reference[name].fn === 'causalLmLoss');
 
 const run = ({ logits, labels }: Record<string, tf.Tensor>, options: Record<string, unknown>) => ({ ...causalLmLoss(logits, labels, options as Partial<CausalLmLossOptions>) });
-
-function expectError(fn: () => unknown, code: string, message: string): void {
-  let error: unknown;
-  try {
-    fn();
-  } catch (e) {
-    error = e;
-  }
-  expect(isPosttrainError(error) && error.code, String(error)).toBe(code);
-  expect((error as Error).message).toBe(message);
-}
 
 /** Every output as a number, and d loss / d logits; disposes what it made. */
 function evaluate(logits: tf.Tensor, labels: tf.Tensor, options?: Partial<CausalLmLossOptions>) {
@@ -32,19 +21,7 @@ function evaluate(logits: tf.Tensor, labels: tf.Tensor, options?: Partial<Causal
 }
 
 describe.each(BACKENDS)('causalLmLoss on %s', (backend) => {
-  let before = 0;
-  beforeAll(async () => {
-    await initBackend(backend);
-  });
-  afterAll(async () => {
-    await initBackend('cpu');
-  });
-  beforeEach(() => {
-    before = tf.memory().numTensors;
-  });
-  afterEach(() => {
-    expect(tf.memory().numTensors, 'tensors left behind by the test').toBe(before);
-  });
+  useBackend(backend);
 
   it.each(cases)('%s: values and d loss / d logits match torch', (name) => {
     checkCase(reference[name], run);

@@ -1,6 +1,6 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
-import { BACKENDS, checkCase, loadReference } from './testing/reference.js';
+import { describe, expect, it } from 'vitest';
+import { isPosttrainError, tf } from '@posttrain/tensor-core';
+import { BACKENDS, checkCase, loadReference, thrown, useBackend } from './testing/reference.js';
 import type { PreferenceLogps, PreferenceLossOutput } from './preference-types.js';
 import {
   defaultDpoHingeLossOptions,
@@ -44,15 +44,6 @@ const LOSSES: Record<string, Loss> = {
 
 const cases = loadReference('dpo_ref');
 
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
-}
-
 /** Four [B] tensors from plain arrays: policy chosen, policy rejected, ref chosen, ref rejected. */
 function logps(pc: number[], pr: number[], rc: number[], rr: number[]): PreferenceLogps {
   return { policyChosenLogps: tf.tensor1d(pc), policyRejectedLogps: tf.tensor1d(pr), refChosenLogps: tf.tensor1d(rc), refRejectedLogps: tf.tensor1d(rr) };
@@ -71,19 +62,7 @@ describe('the DPO family: fixture coverage', () => {
 });
 
 describe.each(BACKENDS)('the DPO family on %s', (backend) => {
-  let before = 0;
-  beforeAll(async () => {
-    await initBackend(backend);
-  });
-  afterAll(async () => {
-    await initBackend('cpu');
-  });
-  beforeEach(() => {
-    before = tf.memory().numTensors;
-  });
-  afterEach(() => {
-    expect(tf.memory().numTensors, 'tensors left behind by the test').toBe(before);
-  });
+  useBackend(backend);
 
   it.each(Object.keys(cases))('%s: loss, losses, rewards and d loss / d each input match torch', (name) => {
     const c = cases[name];

@@ -1,18 +1,9 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
-import { BACKENDS, checkCase, loadReference } from './testing/reference.js';
+import { describe, expect, it } from 'vitest';
+import { isPosttrainError, tf } from '@posttrain/tensor-core';
+import { BACKENDS, checkCase, loadReference, thrown, useBackend } from './testing/reference.js';
 import { defaultGaeOptions, gae } from './gae.js';
 
 const cases = Object.entries(loadReference('rl_ref')).filter(([, c]) => c.fn === 'gae');
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
-}
 
 describe('gae: fixture coverage and defaults', () => {
   it('covers the defaults, holes and an all-masked row, T = 160, λ = 1 and γ = 0', () => {
@@ -25,19 +16,7 @@ describe('gae: fixture coverage and defaults', () => {
 });
 
 describe.each(BACKENDS)('gae on %s', (backend) => {
-  let before = 0;
-  beforeAll(async () => {
-    await initBackend(backend);
-  });
-  afterAll(async () => {
-    await initBackend('cpu');
-  });
-  beforeEach(() => {
-    before = tf.memory().numTensors;
-  });
-  afterEach(() => {
-    expect(tf.memory().numTensors, 'tensors left behind by the test').toBe(before);
-  });
+  useBackend(backend);
 
   it.each(cases)('%s matches PyTorch', (_, c) => {
     checkCase(c, ({ rewards, values, mask }, options) => ({ ...gae(rewards, values, mask, options) }));

@@ -1,20 +1,11 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
-import { BACKENDS, checkCase, loadReference } from './testing/reference.js';
+import { describe, expect, it } from 'vitest';
+import { isPosttrainError, tf } from '@posttrain/tensor-core';
+import { BACKENDS, checkCase, loadReference, thrown, useBackend } from './testing/reference.js';
 import { defaultGrpoAdvantagesOptions, defaultGrpoLossOptions, grpoAdvantages, grpoLoss, type GrpoLossInputs } from './grpo.js';
 
 const reference = Object.entries(loadReference('rl_ref'));
 const advantageCases = reference.filter(([, c]) => c.fn === 'grpoAdvantages');
 const lossCases = reference.filter(([, c]) => c.fn === 'grpoLoss');
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
-}
 
 describe('GRPO: fixture coverage and defaults', () => {
   it('covers every scale and every normalisation, β > 0, on-policy, ±20 log-ratios and T = 96', () => {
@@ -33,19 +24,7 @@ describe('GRPO: fixture coverage and defaults', () => {
 });
 
 describe.each(BACKENDS)('GRPO on %s', (backend) => {
-  let before = 0;
-  beforeAll(async () => {
-    await initBackend(backend);
-  });
-  afterAll(async () => {
-    await initBackend('cpu');
-  });
-  beforeEach(() => {
-    before = tf.memory().numTensors;
-  });
-  afterEach(() => {
-    expect(tf.memory().numTensors, 'tensors left behind by the test').toBe(before);
-  });
+  useBackend(backend);
 
   it.each(advantageCases)('%s matches PyTorch', (_, c) => {
     checkCase(c, ({ rewards }, options) => ({ ...grpoAdvantages(rewards, options) }));

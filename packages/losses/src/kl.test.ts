@@ -1,19 +1,10 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
-import { BACKENDS, checkCase, loadReference } from './testing/reference.js';
+import { describe, expect, it } from 'vitest';
+import { isPosttrainError, tf } from '@posttrain/tensor-core';
+import { BACKENDS, checkCase, loadReference, thrown, useBackend } from './testing/reference.js';
 import { k1, k2, k3 } from './kl.js';
 
 const ESTIMATORS = { k1, k2, k3 } as const;
 const cases = Object.entries(loadReference('rl_ref')).filter(([, c]) => c.fn in ESTIMATORS);
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
-}
 
 describe('KL estimators: fixture coverage', () => {
   it('has a random and an extreme case (log r up to ±20 and down to ±1e-4) for each estimator', () => {
@@ -23,19 +14,7 @@ describe('KL estimators: fixture coverage', () => {
 });
 
 describe.each(BACKENDS)('KL estimators on %s', (backend) => {
-  let before = 0;
-  beforeAll(async () => {
-    await initBackend(backend);
-  });
-  afterAll(async () => {
-    await initBackend('cpu');
-  });
-  beforeEach(() => {
-    before = tf.memory().numTensors;
-  });
-  afterEach(() => {
-    expect(tf.memory().numTensors, 'tensors left behind by the test').toBe(before);
-  });
+  useBackend(backend);
 
   it.each(cases)('%s matches PyTorch (values and gradients)', (_, c) => {
     checkCase(c, ({ logprobs, refLogprobs }) => {

@@ -1,18 +1,10 @@
 import { describe, expect, it, beforeAll } from 'vitest';
 import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
-import { BACKENDS, checkCase, loadReference } from './testing/reference.js';
+import { BACKENDS, checkCase, loadReference, thrown } from './testing/reference.js';
 import { defaultOrpoLossOptions, orpoLoss, type OrpoInputs, type OrpoLossOptions } from './orpo.js';
 
 const cases = Object.entries(loadReference('preference_free_ref')).filter(([, c]) => c.fn === 'orpoLoss');
 
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected a throw');
-}
 
 /** log(odds(c) / odds(r)) in float64. */
 function logOdds(c: number, r: number): number {

@@ -1,20 +1,11 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
-import { BACKENDS, checkCase, loadReference } from './testing/reference.js';
+import { describe, expect, it } from 'vitest';
+import { isPosttrainError, tf } from '@posttrain/tensor-core';
+import { BACKENDS, checkCase, loadReference, thrown, useBackend } from './testing/reference.js';
 import { defaultPpoPolicyLossOptions, defaultPpoValueLossOptions, ppoPolicyLoss, ppoValueLoss, type PpoPolicyInputs, type PpoValueInputs } from './ppo.js';
 
 const reference = Object.entries(loadReference('rl_ref'));
 const policyCases = reference.filter(([, c]) => c.fn === 'ppoPolicyLoss');
 const valueCases = reference.filter(([, c]) => c.fn === 'ppoValueLoss');
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected the call to throw');
-}
 
 describe('PPO losses: fixture coverage and defaults', () => {
   it('covers defaults, garbage under the mask, ±20 log-ratios, dual clip, T = 128 and an all-masked batch', () => {
@@ -31,19 +22,7 @@ describe('PPO losses: fixture coverage and defaults', () => {
 });
 
 describe.each(BACKENDS)('PPO losses on %s', (backend) => {
-  let before = 0;
-  beforeAll(async () => {
-    await initBackend(backend);
-  });
-  afterAll(async () => {
-    await initBackend('cpu');
-  });
-  beforeEach(() => {
-    before = tf.memory().numTensors;
-  });
-  afterEach(() => {
-    expect(tf.memory().numTensors, 'tensors left behind by the test').toBe(before);
-  });
+  useBackend(backend);
 
   it.each(policyCases)('%s matches PyTorch (values and d loss / d logprobs)', (_, c) => {
     checkCase(c, (inputs, options) => ({ ...ppoPolicyLoss(inputs as unknown as PpoPolicyInputs, options) }));

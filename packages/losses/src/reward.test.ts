@@ -1,7 +1,7 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
+import { describe, expect, it } from 'vitest';
+import { tf } from '@posttrain/tensor-core';
 import { bradleyTerryLoss, type BradleyTerryLossOptions } from './reward.js';
-import { BACKENDS, checkCase, loadReference } from './testing/reference.js';
+import { BACKENDS, checkCase, expectError, loadReference, useBackend } from './testing/reference.js';
 
 // PyTorch references: packages/losses/fixtures/token_ref.json (scripts/reference/losses_token.py):
 // loss, losses, accuracy, margin and d loss / d chosenScores, d loss / d rejectedScores. A case's
@@ -13,31 +13,8 @@ const run = ({ chosenScores, rejectedScores, margin }: Record<string, tf.Tensor>
   ...bradleyTerryLoss(chosenScores, rejectedScores, { ...(options as Partial<BradleyTerryLossOptions>), margin }),
 });
 
-function expectError(fn: () => unknown, code: string, message: string): void {
-  let error: unknown;
-  try {
-    fn();
-  } catch (e) {
-    error = e;
-  }
-  expect(isPosttrainError(error) && error.code, String(error)).toBe(code);
-  expect((error as Error).message).toBe(message);
-}
-
 describe.each(BACKENDS)('bradleyTerryLoss on %s', (backend) => {
-  let before = 0;
-  beforeAll(async () => {
-    await initBackend(backend);
-  });
-  afterAll(async () => {
-    await initBackend('cpu');
-  });
-  beforeEach(() => {
-    before = tf.memory().numTensors;
-  });
-  afterEach(() => {
-    expect(tf.memory().numTensors, 'tensors left behind by the test').toBe(before);
-  });
+  useBackend(backend);
 
   it.each(cases)('%s: values and gradients match torch', (name) => {
     checkCase(reference[name], run);

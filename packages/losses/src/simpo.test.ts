@@ -1,18 +1,10 @@
 import { describe, expect, it, beforeAll } from 'vitest';
 import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
-import { BACKENDS, checkCase, loadReference } from './testing/reference.js';
+import { BACKENDS, checkCase, loadReference, thrown } from './testing/reference.js';
 import { defaultSimpoLossOptions, simpoLoss, type SimpoInputs, type SimpoLossOptions } from './simpo.js';
 
 const cases = Object.entries(loadReference('preference_free_ref')).filter(([, c]) => c.fn === 'simpoLoss');
 
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected a throw');
-}
 
 describe.each(BACKENDS)('simpoLoss on %s', (backend) => {
   beforeAll(async () => {

@@ -1,6 +1,6 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
-import { BACKENDS, checkCase, loadReference } from './testing/reference.js';
+import { describe, expect, it } from 'vitest';
+import { tf } from '@posttrain/tensor-core';
+import { BACKENDS, checkCase, expectError, loadReference, useBackend } from './testing/reference.js';
 import { entropyFromLogits, sequenceLogprobs, tokenLogprobs, type SequenceLogprobsOptions, type TokenLogprobsOptions } from './token-logprobs.js';
 
 // PyTorch references: packages/losses/fixtures/token_ref.json, written by scripts/reference/losses_token.py.
@@ -29,31 +29,8 @@ const runners: Record<string, (inputs: Record<string, tf.Tensor>, options: Recor
     }),
 };
 
-function expectError(fn: () => unknown, code: string, message: string): void {
-  let error: unknown;
-  try {
-    fn();
-  } catch (e) {
-    error = e;
-  }
-  expect(isPosttrainError(error) && error.code, String(error)).toBe(code);
-  expect((error as Error).message).toBe(message);
-}
-
 describe.each(BACKENDS)('token log-probs on %s', (backend) => {
-  let before = 0;
-  beforeAll(async () => {
-    await initBackend(backend);
-  });
-  afterAll(async () => {
-    await initBackend('cpu');
-  });
-  beforeEach(() => {
-    before = tf.memory().numTensors;
-  });
-  afterEach(() => {
-    expect(tf.memory().numTensors, 'tensors left behind by the test').toBe(before);
-  });
+  useBackend(backend);
 
   describe.each(Object.keys(runners))('%s against torch', (fn) => {
     it.each(casesOf(fn))('%s: values and gradients', (name) => {

@@ -1,8 +1,8 @@
 // The PyTorch references of @posttrain/losses: fixtures written by scripts/reference/losses_*.py
 // (format in scripts/reference/losses_common.py). Test support only: not exported from src/index.ts.
 import { readFileSync } from 'node:fs';
-import { expect } from 'vitest';
-import { tf } from '@posttrain/tensor-core';
+import { afterAll, afterEach, beforeAll, beforeEach, expect } from 'vitest';
+import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
 
 /**
  * The tolerance of every value and gradient: max|ours − torch| ≤ 1e-5 · max(1, max|torch|) per
@@ -78,4 +78,41 @@ export function checkCase(c: ReferenceCase, fn: (inputs: Record<string, tf.Tenso
   }
   tf.dispose(Object.values(inputs));
   expect(tf.memory().numTensors, `${c.fn}: tensors left behind`).toBe(before);
+}
+
+/**
+ * Inside a `describe`: switches to `backend` before its tests (back to cpu after), and fails any
+ * test that leaves a tensor behind.
+ */
+export function useBackend(backend: (typeof BACKENDS)[number] | 'webgpu'): void {
+  let before = 0;
+  beforeAll(async () => {
+    await initBackend(backend);
+  });
+  afterAll(async () => {
+    await initBackend('cpu');
+  });
+  beforeEach(() => {
+    before = tf.memory().numTensors;
+  });
+  afterEach(() => {
+    expect(tf.memory().numTensors, 'tensors left behind by the test').toBe(before);
+  });
+}
+
+/** The error `fn` throws; fails the test when it throws nothing. */
+export function thrown(fn: () => unknown): Error & { code?: string } {
+  try {
+    fn();
+  } catch (error) {
+    return error as Error & { code?: string };
+  }
+  throw new Error('expected a throw');
+}
+
+/** Expects `fn` to throw a PosttrainError with exactly this code and message. */
+export function expectError(fn: () => unknown, code: string, message: string): void {
+  const error = thrown(fn);
+  expect(isPosttrainError(error) && error.code, String(error)).toBe(code);
+  expect(error.message).toBe(message);
 }
