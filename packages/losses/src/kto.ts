@@ -68,7 +68,7 @@ export interface KtoLossOutput {
 
 /**
  * KTO, Ethayarajh, Xu, Muennighoff, Jurafsky & Kiela 2024 ("KTO: Model Alignment as Prospect
- * Theoretic Optimization", arXiv:2402.01306), eq. 8. Unpaired: each example is one completion,
+ * Theoretic Optimization", arXiv:2402.01306), eq. 7. Unpaired: each example is one completion,
  * desirable or not. With ρ = log π_θ(y|x) − log π_ref(y|x) and the reference point
  *
  *     z₀ = max(0, mean(policyKlLogps − refKlLogps))    (no gradient: the paper does not backpropagate it)
@@ -76,8 +76,9 @@ export interface KtoLossOutput {
  *     losses = λ_D·(1 − σ(β(ρ − z₀)))   desirable
  *     losses = λ_U·(1 − σ(β(z₀ − ρ)))   undesirable
  *
- * i.e. λ_y − v(x, y) of eq. 8, computed as σ(−·), finite for any ρ. z₀ comes from the mismatched
- * KL pairs or, given, from `options.kl` (then clamped at 0 too). `loss` is the mean of `losses`
+ * i.e. w(y)·(1 − v_KTO(x, y; β)) of eq. 7 (= λ_y − v(x, y) with v = λ_y·σ(·); eq. 8 is the weight
+ * guideline λ_D·n_D / (λ_U·n_U) ∈ [1, 4/3]), computed as σ(−·), finite for any ρ. z₀ comes from the
+ * mismatched KL pairs or, given, from `options.kl` (then clamped at 0 too). `loss` is the mean of `losses`
  * over the batch, both groups together (0 for B = 0). The rewards are computed beside the loss and
  * not detached (do not differentiate them); `kl` carries no gradient.
  *
