@@ -1,6 +1,6 @@
 // Benchmarks per backend: training steps (forward + backward + AdamW) of a tiny GPT, and, through
 // @posttrain/models, the forward pass of a ~30M-parameter Llama and decoding with and without the
-// KV cache.
+// KV cache; and (suite dpo) an SFT step beside DPO steps on one tiny Llama, with their peak memory.
 //
 //   npm run bench                                   # every backend this machine has
 //   npm run bench -- --backends wasm --shapes tiny  # a subset
@@ -8,7 +8,9 @@
 //   npm run bench -- --backends wasm --wasm-stock-matmul  # baseline: tfjs-wasm's own matmul kernels
 //   npm run bench -- --backends cpu --merge         # keep the other runs already in the output file
 //   npm run bench -- --suites decode,forward        # only these suites (default: train everywhere;
-//                                                   # decode and forward except on cpu and software GPUs)
+//                                                   # decode, forward and dpo except on cpu and software GPUs)
+//   npm run bench -- --backends wasm --suites dpo   # LoRA SFT vs DPO steps (adapters-disabled, frozen
+//                                                   # copy, precomputed): ms/step and peak numBytes
 //
 // Writes bench/results/latest.json: { machine, runs: [{ name, backend, shape, msPerStep, tokensPerSec, ... }] }.
 // Timings are medians over the measured steps, after warm-up steps that are not counted.
@@ -20,6 +22,7 @@ import { AdamW, Rng, initBackend, tf, valueAndGrads, type BackendInfo } from '@p
 import { TinyGpt, type TinyGptConfig } from '../packages/tensor-core/src/testing/tiny-gpt.js';
 import { installWasmKernels } from '../packages/tensor-core/src/wasm-kernels.js';
 import { benchDecode, benchForward } from './models.js';
+import { benchPreference } from './preference.js';
 import { median, timeSteps, type Run } from './timing.js';
 
 interface Shape extends TinyGptConfig {
@@ -102,16 +105,18 @@ async function main(): Promise<void> {
     const report = (run: Run): void => {
       const rounded = { ...run, msPerStep: round(run.msPerStep), tokensPerSec: round(run.tokensPerSec), ...(info.adapter ? { adapter: info.adapter } : {}) };
       runs.push(rounded);
-      console.log(`${rounded.name.padEnd(40)} ${rounded.msPerStep.toFixed(1).padStart(9)} ms/step ${rounded.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${rounded.steps} steps)`);
+      const memory = run.peakBytes === undefined ? '' : `  peak ${(run.peakBytes / 2 ** 20).toFixed(2)} MiB${run.peakOverSft === undefined ? '' : ` (${run.peakOverSft.toFixed(2)}× SFT)`}, weights ${((run.weightBytes ?? 0) / 2 ** 20).toFixed(2)} MiB`;
+      console.log(`${rounded.name.padEnd(40)} ${rounded.msPerStep.toFixed(1).padStart(9)} ms/step ${rounded.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${rounded.steps} steps)${memory}`);
     };
     // The slow backends (plain JS, software GPUs) run the model suites only when asked by name.
     const slow = info.name === 'cpu' || info.softwareAdapter === true;
-    const suites = args.suites ?? (slow ? ['train'] : ['train', 'decode', 'forward']);
+    const suites = args.suites ?? (slow ? ['train'] : ['train', 'decode', 'forward', 'dpo']);
     if (suites.includes('forward')) report(await benchForward(info.name, args.seconds));
     if (suites.includes('decode')) {
       report(await benchDecode(info.name, args.seconds, true));
       report(await benchDecode(info.name, args.seconds, false));
     }
+    if (suites.includes('dpo')) for (const run of await benchPreference(info.name, args.seconds)) report(run);
     if (!suites.includes('train')) continue;
     for (const shapeName of args.shapes) {
       const shape = shapes[shapeName];

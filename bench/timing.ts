@@ -10,6 +10,14 @@ export interface Run {
   warmupSteps: number;
   adapter?: string;
   finalLoss?: number;
+  /** Memory runs: peak tf.memory().numBytes during a profiled run (tf.profile's peakBytes). */
+  peakBytes?: number;
+  /** Memory runs: tf.memory().numBytes before the run (the model's weights, and a reference copy's). */
+  bytesBefore?: number;
+  /** Memory runs: the bytes of the model's own parameters (one copy of the weights). */
+  weightBytes?: number;
+  /** Memory runs: peakBytes / the SFT step's peakBytes on the same model. */
+  peakOverSft?: number;
 }
 
 export function median(xs: number[]): number {

@@ -48,6 +48,11 @@ describe('the SFT demo (the README main job)', () => {
       expect(lines.some((l) => l.startsWith('before: held-out exact match'))).toBe(true);
       expect(lines.some((l) => l.startsWith('after:  held-out exact match'))).toBe(true);
       expect(lines.filter((l) => / (right|wrong)$/.test(l))).toHaveLength(6);
+      // The DPO stage after SFT (issue 7's demo): the implicit reward separates held-out pairs, and
+      // the task stays solved (its own learning proof, from a weaker SFT start, is examples/dpo's).
+      expect(result.dpo!.rewardAccuracy).toBeGreaterThanOrEqual(0.8);
+      expect(result.dpo!.after.exactMatch.accuracy).toBeGreaterThanOrEqual(0.9);
+      expect(lines.some((l) => l.startsWith('after DPO'))).toBe(true);
       expect(tf.memory().numTensors).toBe(tensorsBefore);
     } finally {
       await rm(out, { recursive: true, force: true });

@@ -4,6 +4,7 @@ import { loadAdapter, saveAdapter } from '@posttrain/lora';
 import { loadModel } from '@posttrain/models';
 import { exactMatch, sftTrain, type ExactMatchResult, type SftResult } from '@posttrain/sft';
 import { STRING_OPTIONS, TINY_BASE_DIR } from './tiny-base.js';
+import { runDpoStage, type DpoStageResult } from '../../dpo/src/stage.js';
 
 /** Options of {@link runDemo}; every field has a default. */
 export interface DemoOptions {
@@ -15,6 +16,8 @@ export interface DemoOptions {
   r: number;
   /** The base model's directory (default: the shipped tiny base, {@link TINY_BASE_DIR}). */
   base: string;
+  /** DPO steps after SFT (`examples/dpo`'s stage, adapters-disabled reference); 0 skips DPO (default 150). */
+  dpoSteps: number;
   /** Where the PEFT adapter is written (default 'out/sft-lora'). */
   out: string;
   /** Seed of the data split, LoRA's initialisation and the shuffling (default 0). */
@@ -26,7 +29,7 @@ export interface DemoOptions {
   log: (line: string) => void;
 }
 
-export const defaultDemoOptions: DemoOptions = { steps: 600, lr: 5e-3, r: 16, base: TINY_BASE_DIR, out: 'out/sft-lora', seed: 0, samples: 6, progress: 'auto', log: console.log };
+export const defaultDemoOptions: DemoOptions = { steps: 600, lr: 5e-3, r: 16, dpoSteps: 150, base: TINY_BASE_DIR, out: 'out/sft-lora', seed: 0, samples: 6, progress: 'auto', log: console.log };
 
 /** What {@link runDemo} measured. */
 export interface DemoResult {
@@ -35,6 +38,8 @@ export interface DemoResult {
   /** Exact match of a fresh copy of the base with the saved adapter loaded (equals `after`). */
   reloaded: ExactMatchResult;
   train: SftResult;
+  /** The DPO stage after SFT; undefined when `dpoSteps` is 0. */
+  dpo: DpoStageResult | undefined;
   adapterFiles: string[];
   seconds: number;
 }
@@ -45,12 +50,14 @@ const percent = (r: ExactMatchResult) => `${(r.accuracy * 100).toFixed(1)}% (${r
  * Loads the tiny base (which can sort strings and has never seen reversal or `'>'`), measures its
  * exact match on 200 held-out reversal prompts, trains LoRA adapters (r 16, α 32, every linear
  * layer) on 20,000 reversal examples drawn without those prompts, measures again, writes the
- * adapter in PEFT's format, loads it onto a fresh copy of the base to check the file, and prints
- * a few answers before and after.
+ * adapter in PEFT's format, loads it onto a fresh copy of the base to check the file, prints
+ * a few answers before and after, then runs a DPO stage on reversal preference pairs (examples/dpo:
+ * the SFT model merged is the reference, a fresh adapter learns) and prints the held-out preference
+ * accuracy and exact match before and after it.
  *
  * @example
  * ```ts
- * const { before, after } = await runDemo({ steps: 600, lr: 5e-3, r: 16, base: TINY_BASE_DIR, out: 'out/sft-lora' });
+ * const { before, after } = await runDemo({ steps: 600, lr: 5e-3, r: 16, dpoSteps: 150, base: TINY_BASE_DIR, out: 'out/sft-lora' });
  * ```
  */
 export async function runDemo(options: Partial<DemoOptions> = {}): Promise<DemoResult> {
@@ -96,7 +103,12 @@ export async function runDemo(options: Partial<DemoOptions> = {}): Promise<DemoR
     const a = after.samples[i];
     o.log(`  ${a.prompt.padEnd(6)} ${JSON.stringify(b.completion).padEnd(12)} → ${JSON.stringify(a.completion).padEnd(8)} ${a.correct ? 'right' : 'wrong'}`);
   }
-  model.dispose();
   fresh.dispose();
-  return { before, after, reloaded, train: result, adapterFiles, seconds: (performance.now() - t0) / 1000 };
+  let dpo: DpoStageResult | undefined;
+  if (o.dpoSteps > 0) {
+    o.log('');
+    dpo = await runDpoStage({ model, tokenizer, steps: o.dpoSteps, seed: o.seed, taskOptions: STRING_OPTIONS, progress: o.progress, log: o.log });
+  }
+  model.dispose();
+  return { before, after, reloaded, train: result, dpo, adapterFiles, seconds: (performance.now() - t0) / 1000 };
 }

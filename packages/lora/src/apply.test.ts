@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { tf, Rng, isPosttrainError, type Module, type CausalLM } from '@posttrain/tensor-core';
-import { applyLora, setAdapter, loraLayers, mergeAdapter, unmergeAdapter, withAdaptersDisabled, LoraLinear } from './index.js';
+import { applyLora, setAdapter, loraAdapters, loraLayers, mergeAdapter, mergeAndUnload, unmergeAdapter, withAdaptersDisabled, LoraLinear } from './index.js';
 
 type Models = { createModel: (config: object, options?: object) => Module & CausalLM };
 const models = async () => (await import(new URL('../../models/src/index.ts', import.meta.url).href)) as Models;
@@ -55,6 +55,26 @@ describe('applyLora on a tiny Llama', () => {
 });
 
 describe('adapters at work', () => {
+  it('mergeAndUnload folds the adapter in, leaves plain Linears, frees the adapter weights and names', async () => {
+    const model = await tinyLlama(5);
+    applyLora(model, { r: 4, alpha: 8, targetModules: 'all-linear' });
+    randomizeB(model, 1);
+    const x = ids();
+    const adapted = model.forward(x).logits;
+    const tensors = tf.memory().numTensors;
+    mergeAndUnload(model);
+    expect(loraLayers(model).size).toBe(0);
+    expect(loraAdapters(model).size).toBe(0);
+    expect([...model.namedParameters().keys()].some((k) => k.includes('lora_') || k.includes('base_layer'))).toBe(false);
+    expect(tf.memory().numTensors).toBeLessThan(tensors); // the A and B weights are gone
+    const merged = model.forward(x).logits;
+    expect(maxDiff(merged, adapted)).toBeLessThan(1e-5);
+    applyLora(model, { r: 4, targetModules: 'all-linear' }); // the name 'default' is free again
+    expect(maxDiff(withAdaptersDisabled(model, () => model.forward(x).logits), merged)).toBeLessThan(1e-6);
+    tf.dispose([x, adapted, merged]);
+    model.dispose();
+  });
+
   it('withAdaptersDisabled gives the base logits and restores the adapters, also after a throw and for async fn', async () => {
     const base = await tinyLlama(3);
     const model = await tinyLlama(3);

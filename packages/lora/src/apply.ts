@@ -80,6 +80,11 @@ export function loraAdapters(model: Module): ReadonlyMap<string, LoraAdapterReco
   return records.get(model) ?? new Map();
 }
 
+/** Forgets every adapter record of `model` (after its LoRA layers are unloaded). */
+export function forgetLoraAdapters(model: Module): void {
+  records.delete(model);
+}
+
 /** Every LoRA layer of `model` by path. */
 export function loraLayers(model: Module): Map<string, LoraLinear> {
   const out = new Map<string, LoraLinear>();

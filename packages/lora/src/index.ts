@@ -21,7 +21,7 @@ export {
 } from './apply.js';
 
 // Merging and disabling
-export { mergeAdapter, unmergeAdapter, withAdaptersDisabled } from './merge.js';
+export { mergeAdapter, unmergeAdapter, mergeAndUnload, withAdaptersDisabled } from './merge.js';
 
 // PEFT files
 export {

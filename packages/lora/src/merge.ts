@@ -1,5 +1,5 @@
 import { Module, PosttrainError } from '@posttrain/tensor-core';
-import { loraLayers } from './apply.js';
+import { forgetLoraAdapters, loraLayers } from './apply.js';
 
 function layersOf(owner: string, model: Module) {
   const layers = [...loraLayers(model).values()];
@@ -86,4 +86,31 @@ export function withAdaptersDisabled<T>(model: Module, fn: () => T): T {
   }
   restore();
   return result;
+}
+
+/**
+ * Folds every LoRA layer's active adapter into its base weight, puts the base layer back where the
+ * wrapper was and frees the adapter weights (PEFT's `merge_and_unload`): the model is a plain
+ * checkpoint again, e.g. the SFT checkpoint that DPO starts from and uses as its reference through
+ * `withAdaptersDisabled` on a fresh adapter. Adapter names are freed. A model without LoRA layers
+ * is left as it is.
+ *
+ * @example
+ * ```ts
+ * await sftTrain({ model, tokenizer, train, lora: { r: 16, alpha: 32 } });
+ * mergeAndUnload(model); // the SFT checkpoint, no LoRA layer left
+ * applyLora(model, { targetModules: 'all-linear', r: 16 }); // a fresh 'default' adapter for DPO
+ * ```
+ */
+export function mergeAndUnload(model: Module): void {
+  const layers = loraLayers(model);
+  if (layers.size > 0) {
+    mergeAdapter(model);
+    for (const [path, layer] of layers) {
+      model.replaceModule(path, layer.baseLayer);
+      layer.loraA.dispose();
+      layer.loraB.dispose();
+    }
+  }
+  forgetLoraAdapters(model);
 }

@@ -5,6 +5,7 @@ it('has the intended public surface', () => {
   expect(Object.keys(lora).sort()).toEqual([
     'ADAPTER_CONFIG_FILE', 'ADAPTER_WEIGHTS_FILE', 'AdapterDict', 'LoraLinear', 'applyLora', 'defaultLoadAdapterOptions', 'defaultLoraOptions',
     'defaultSaveAdapterOptions', 'dispatchConv1D', 'dispatchLinear', 'loadAdapter', 'loraAdapters', 'loraDispatchers', 'loraLayers', 'matchesTarget',
-    'mergeAdapter', 'saveAdapter', 'setAdapter', 'topSingularTriplets', 'trainableReport', 'unmergeAdapter', 'withAdaptersDisabled',
+    'mergeAdapter',
+      'mergeAndUnload', 'saveAdapter', 'setAdapter', 'topSingularTriplets', 'trainableReport', 'unmergeAdapter', 'withAdaptersDisabled',
   ]);
 });

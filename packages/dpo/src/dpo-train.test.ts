@@ -1,0 +1,180 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
+import { dpoSigmoidLoss, ipoLoss } from '@posttrain/losses';
+import { dpoObjective, dpoTrain, defaultDpoOptions, orpoObjective, simpoObjective, type DpoOptions } from './index.js';
+import { rejected, reversalPairs, tinyModel, tokenizer } from './testing/fixtures.js';
+
+const TRL_METRICS = ['rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins', 'logps/chosen', 'logps/rejected', 'logits/chosen', 'logits/rejected'];
+const pairs = reversalPairs(0, 64);
+const heldOut = reversalPairs(1, 16);
+const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
+const series = (history: Record<string, unknown>[], key: string) => history.map((r) => Number(r[key]));
+
+describe('dpoTrain', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+  });
+
+  // A random tiny model learns little through LoRA; the learning tests fine-tune it fully (the LoRA
+  // learning proof is examples/dpo's, from an SFT checkpoint).
+  it("logs TRL's metric names every step and on eval (prefixed eval_), counts pairs as tokens, and learns the pairs with no tensor leak between steps", async () => {
+    const model = tinyModel();
+    const counts: number[] = [];
+    const result = await dpoTrain({
+      model,
+      tokenizer,
+      train: pairs.slice(0, 16),
+      eval: heldOut,
+      evalEvery: 20,
+      lr: 1e-2,
+      schedule: 'constant',
+      batchSize: 8,
+      maxSteps: 40,
+      progress: 'none',
+      callbacks: { onStep: () => void counts.push(tf.memory().numTensors) },
+    });
+    expect(result).toMatchObject({ objective: 'dpoSigmoidLoss', reference: 'policy before training, precomputed', steps: 40 });
+    for (const record of result.history) {
+      expect(Object.keys(record).filter((k) => k.includes('/')).sort()).toEqual([...TRL_METRICS].sort());
+      expect(record.tokens).toBe(8); // pairs
+    }
+    expect(result.evals.map((r) => r.step)).toEqual([20, 40]);
+    for (const record of result.evals) expect(Object.keys(record).filter((k) => k.startsWith('eval_')).sort()).toEqual(['eval_loss', ...TRL_METRICS.map((k) => `eval_${k}`)].sort());
+    const [first] = result.history;
+    expect(first.loss).toBeCloseTo(Math.log(2), 6); // the policy starts equal to its reference: every margin is 0
+    expect(first['rewards/accuracies']).toBe(0);
+    expect(first['rewards/margins']).toBe(0);
+    const last5 = result.history.slice(-5);
+    expect(mean(series(last5, 'loss'))).toBeLessThan(0.2); // from ln 2 = 0.693
+    expect(mean(series(last5, 'rewards/accuracies'))).toBeGreaterThanOrEqual(0.9);
+    expect(mean(series(last5, 'rewards/margins'))).toBeGreaterThan(2);
+    for (const r of result.history) expect(Number(r['rewards/margins'])).toBeCloseTo(Number(r['rewards/chosen']) - Number(r['rewards/rejected']), 5);
+    expect(new Set(counts.slice(1)).size).toBe(1);
+    model.dispose();
+  });
+
+  it('gives the same losses and metrics with a frozen copy, the adapters disabled, and precomputed log-probs (within 1e-5)', async () => {
+    const options = { tokenizer, train: pairs.slice(0, 24), lora: { r: 4, alpha: 8, seed: 3 }, lr: 1e-2, batchSize: 8, maxSteps: 3, progress: 'none' as const, seed: 2 };
+    const run = async (reference: DpoOptions['reference'] | 'copy' | 'copy-precomputed') => {
+      const model = tinyModel(5);
+      const copy = reference === 'copy' || reference === 'copy-precomputed' ? tinyModel(5) : undefined;
+      const ref = copy ? { model: copy, precompute: reference === 'copy-precomputed' } : (reference as DpoOptions['reference']);
+      const result = await dpoTrain({ ...options, model, reference: ref });
+      model.dispose();
+      copy?.dispose();
+      return result;
+    };
+    const copy = await run('copy');
+    const disabled = await run('adapters-disabled');
+    const precomputed = await run('precomputed');
+    const copyPrecomputed = await run('copy-precomputed');
+    expect([copy.reference, disabled.reference, precomputed.reference, copyPrecomputed.reference]).toEqual(['frozen copy', 'adapters disabled', 'adapters disabled, precomputed', 'frozen copy, precomputed']);
+    expect(precomputed.precomputeSeconds).toBeGreaterThan(0);
+    expect(copy.history[0].loss).toBeCloseTo(Math.log(2), 6);
+    expect(copy.history[2]['rewards/margins']).not.toBe(0); // by step 3 the policy has moved: the comparison means something
+    for (const other of [disabled, precomputed, copyPrecomputed]) {
+      other.history.forEach((record, i) => {
+        for (const key of ['loss', ...TRL_METRICS]) expect(Math.abs(Number(record[key]) - Number(copy.history[i][key])), `${key} at step ${i + 1}`).toBeLessThan(1e-5);
+      });
+    }
+  });
+
+  it("defaults to 'precomputed' by the policy before training without LoRA, and trains every parameter", async () => {
+    const model = tinyModel(6);
+    const result = await dpoTrain({ model, tokenizer, train: pairs.slice(0, 16), lr: 1e-3, batchSize: 8, maxSteps: 2, progress: 'none' });
+    expect(result.reference).toBe('policy before training, precomputed');
+    expect(result.lora).toBeUndefined();
+    expect(result.history[0].loss).toBeCloseTo(Math.log(2), 6);
+    expect(Number(result.history[1]['rewards/margins'])).not.toBe(0);
+    model.dispose();
+  });
+
+  it('runs SimPO and ORPO through the same trainer without a reference, lowering their loss', async () => {
+    for (const [loss, lr, extra] of [
+      [simpoObjective({ beta: 2, gamma: 0.5 }), 3e-3, []],
+      [orpoObjective({ beta: 0.1 }), 1e-2, ['log_odds_chosen', 'log_odds_ratio', 'nll_loss']],
+    ] as const) {
+      const model = tinyModel();
+      const counts: number[] = [];
+      const result = await dpoTrain({ model, tokenizer, train: pairs.slice(0, 16), loss, lr, schedule: 'constant', batchSize: 8, maxSteps: 40, progress: 'none', callbacks: { onStep: () => void counts.push(tf.memory().numTensors) } });
+      expect(result).toMatchObject({ objective: loss.name, reference: 'none' });
+      expect(Object.keys(result.history[0]).filter((k) => k.includes('/') || k.includes('_')).sort()).toEqual([...TRL_METRICS, ...extra].sort());
+      const before = mean(series(result.history.slice(0, 3), 'loss'));
+      const after = mean(series(result.history.slice(-5), 'loss'));
+      expect(after, loss.name).toBeLessThan(before * 0.5);
+      expect(mean(series(result.history.slice(-5), 'rewards/accuracies')), loss.name).toBeGreaterThanOrEqual(0.8);
+      expect(new Set(counts.slice(1)).size).toBe(1);
+      model.dispose();
+    }
+  });
+
+  it('takes any DPO-family loss, with IPO on length-averaged log-probs, and RPO adds the chosen NLL', async () => {
+    const model = tinyModel(4);
+    const base = { model, tokenizer, train: pairs.slice(0, 16), batchSize: 8, maxSteps: 1, progress: 'none' as const, reference: 'precomputed' as const };
+    const ipo = await dpoTrain({ ...base, loss: ipoLoss, beta: 0.5 });
+    expect(ipo.objective).toBe('ipoLoss');
+    expect(ipo.history[0].loss).toBeCloseTo(1, 5); // (0 − 1/(2β))² at the start
+    expect(Number(ipo.history[0]['logps/chosen'])).toBeGreaterThan(-6); // a per-token mean, not a sum of ~5 tokens of ~−5.6 each
+    const rpo = await dpoTrain({ ...base, loss: dpoObjective(dpoSigmoidLoss, { rpoAlpha: 2 }) });
+    const nll = Number(rpo.history[0].nll_loss);
+    expect(nll).toBeGreaterThan(4);
+    expect(rpo.history[0].loss).toBeCloseTo(Math.log(2) + 2 * nll, 4);
+    model.dispose();
+  });
+
+  it('resumes a LoRA run from a checkpoint to the same losses as an uninterrupted run', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'dpo-resume-'));
+    try {
+      // 16 pairs in batches of 4: 4 steps an epoch, so steps 4–6 run in the second, reshuffled epoch.
+      const options = { tokenizer, train: pairs.slice(0, 16), eval: heldOut.slice(0, 4), evalEvery: 2, lora: { r: 4, alpha: 8, dropout: 0.1 }, reference: 'adapters-disabled' as const, lr: 1e-2, batchSize: 4, maxSteps: 6, progress: 'none' as const, seed: 5 };
+      const whole = tinyModel(7);
+      const uninterrupted = await dpoTrain({ ...options, model: whole });
+      const first = tinyModel(7);
+      const stop = new AbortController();
+      const cut = await dpoTrain({ ...options, model: first, checkpointDir: dir, signal: stop.signal, callbacks: { onStep: (r) => void (r.step === 3 && stop.abort()) } });
+      expect(cut.steps).toBe(3);
+      const second = tinyModel(7);
+      const resumed = await dpoTrain({ ...options, model: second, resumeFrom: dir });
+      expect(resumed.history.map((r) => r.step)).toEqual([4, 5, 6]);
+      resumed.history.forEach((r, i) => {
+        expect(Math.abs(r.loss! - uninterrupted.history[3 + i].loss!)).toBeLessThan(1e-6);
+        expect(Math.abs(Number(r['rewards/margins']) - Number(uninterrupted.history[3 + i]['rewards/margins']))).toBeLessThan(1e-6);
+      });
+      expect(Math.abs(Number(resumed.evals.at(-1)!['eval_loss']) - Number(uninterrupted.evals.at(-1)!['eval_loss']))).toBeLessThan(1e-6);
+      for (const model of [whole, first, second]) model.dispose();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('rejects bad options and records by name, before touching the model', async () => {
+    const model = tinyModel();
+    const other = tinyModel();
+    const base: DpoOptions = { model, tokenizer, train: pairs.slice(0, 8), progress: 'none' };
+    const message = async (options: Partial<DpoOptions>) => (await rejected(dpoTrain({ ...base, ...options } as DpoOptions))).message;
+    expect(await message({ lr: -1 })).toBe('dpoTrain: expected lr to be a number ≥ 0; got -1');
+    expect(await message({ beta: 0 })).toBe('dpoTrain: expected beta to be a number > 0; got 0');
+    expect(await message({ batchSize: 1.5 })).toBe('dpoTrain: expected batchSize to be an integer ≥ 1; got 1.5');
+    expect(await message({ learningRate: 1e-3 } as never)).toMatch(/^dpoTrain: unknown option "learningRate"; known options are model, tokenizer, train, .*\breference\b/);
+    expect(await message({ train: [] })).toMatch(/^dpoTrain: expected train to be a non-empty array of records; got an empty array/);
+    expect(await message({ train: [pairs[0], { prompt: 'ab>', chosen: 'ba' } as never] })).toBe('dpoTrain: train record 1: expected { prompt, chosen, rejected }; got keys [prompt, chosen]');
+    expect(await message({ reference: 'adapters-disabled' })).toMatch(/^dpoTrain: expected a model with LoRA adapters for reference 'adapters-disabled'; got a model without LoRA layers\nhelp: /);
+    expect(await message({ reference: 'frozen' as never })).toMatch(/^dpoTrain: expected reference to be \{ model: frozenCopy \}, 'adapters-disabled' or 'precomputed'; got "frozen"/);
+    expect(await message({ reference: { model } })).toMatch(/^dpoTrain: expected reference.model to be a separate frozen copy; got the policy itself/);
+    expect(await message({ reference: { model: other, precompute: 'yes' } as never })).toBe("dpoTrain: expected reference.precompute to be true or false; got \"yes\"");
+    expect(await message({ reference: { model: other, cache: true } as never })).toBe('dpoTrain: unknown key "cache" in reference; known keys are model, precompute');
+    expect(await message({ loss: simpoObjective(), reference: 'precomputed' })).toMatch(/^dpoTrain: expected no reference for simpoLoss, which is reference-free; got "precomputed"/);
+    expect(await message({ loss: dpoObjective(ipoLoss, { beta: 0.5 }), beta: 0.2 })).toMatch(/^dpoTrain: expected beta once; got beta 0.2 and an objective \(ipoLoss\) with β 0.5\nhelp: /);
+    expect(await message({ loss: 'sigmoid' as never })).toMatch(/^dpoTrain: expected loss to be a preference loss function or an objective; got string/);
+    const error = await rejected(dpoTrain({ ...base, lora: { r: 4 }, logEvery: 0 }));
+    expect(isPosttrainError(error) && error.code).toBe('INVALID_OPTION');
+    expect(model.trainableParameters().size).toBe(model.namedParameters().size); // nothing was wrapped or frozen
+    expect(defaultDpoOptions).toMatchObject({ beta: 0.1, lr: 1e-6, schedule: 'linear', maxGradNorm: 1, lora: false, loss: undefined, reference: undefined });
+    expect(Object.isFrozen(defaultDpoOptions)).toBe(true);
+    model.dispose();
+    other.dispose();
+  });
+});

@@ -1,0 +1,335 @@
+// ktoTrain: unpaired preference records (one completion, labelled desirable or not) → KTO against
+// the KL reference point of mismatched prompt/completion pairs → the shared trainer loop.
+import { AdamW, PosttrainError, Rng, checkNumber, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
+import { collateForTraining, tokenizePromptCompletion, type TokenizedExample, type TokenizerLike, type UnpairedPreferenceRecord } from '@posttrain/data';
+import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
+import { ktoLoss, sequenceLogprobs } from '@posttrain/losses';
+import { train, type StepOutput, type TrainResult } from '@posttrain/trainer';
+import { checkCommon, padIdOf, scheduleOf, shuffledOrder, stepPlan, trainerDefaults, type OptimizationTunables } from './common.js';
+import { completionStats, meanLogit, sequenceLogpsOf } from './concatenated.js';
+import { resolveReference, type Reference, type ReferenceOption } from './reference.js';
+
+/**
+ * A training record: TRL's unpaired preference format, `{ prompt, completion, label }` (strings;
+ * label true = desirable).
+ *
+ * @example
+ * ```ts
+ * const records: KtoRecord[] = [{ prompt: 'abc>', completion: 'cba', label: true }, { prompt: 'abc>', completion: 'acb', label: false }];
+ * ```
+ */
+export type KtoRecord = UnpairedPreferenceRecord;
+
+/**
+ * The tunable options of {@link ktoTrain}, each with its default in {@link defaultKtoOptions}.
+ *
+ * @example
+ * ```ts
+ * const tunables: Partial<KtoTunables> = { beta: 0.1, desirableWeight: 1, undesirableWeight: 1.33, lora: { r: 8 } };
+ * ```
+ */
+export interface KtoTunables extends OptimizationTunables {
+  /** Held-out records; `eval_loss`, `eval_rewards/chosen`, … every `evalEvery` steps (default: at the end). */
+  eval: readonly KtoRecord[] | undefined;
+  /** β of KTO (default 0.1, TRL's). */
+  beta: number;
+  /** λ_D, the weight of desirable examples' losses (default 1). */
+  desirableWeight: number;
+  /** λ_U, the weight of undesirable examples' losses (default 1; the paper wants λ_D·n_D / (λ_U·n_U) in [1, 4/3]). */
+  undesirableWeight: number;
+  /** Where reference log-probs come from ({@link ReferenceOption}); default 'adapters-disabled' with LoRA, else 'precomputed'. */
+  reference: ReferenceOption | undefined;
+}
+
+/**
+ * Options of {@link ktoTrain}: model, tokenizer and records, then the tunables.
+ *
+ * @example
+ * ```ts
+ * const options: KtoOptions = { model, tokenizer, train: records, lora: { r: 8 }, undesirableWeight: 1.33 };
+ * ```
+ */
+export interface KtoOptions extends Partial<KtoTunables> {
+  model: CausalLM;
+  tokenizer: TokenizerLike;
+  train: readonly KtoRecord[];
+}
+
+/**
+ * The defaults of {@link ktoTrain}'s tunable options.
+ *
+ * @example
+ * ```ts
+ * await ktoTrain({ ...defaultKtoOptions, model, tokenizer, train: records, lora: { r: 8 }, lr: 1e-3 });
+ * ```
+ */
+export const defaultKtoOptions: Readonly<KtoTunables> = Object.freeze({
+  ...trainerDefaults,
+  eval: undefined,
+  beta: 0.1,
+  desirableWeight: 1,
+  undesirableWeight: 1,
+  reference: undefined,
+  lora: false,
+  batchSize: 8,
+  lr: 1e-6,
+  weightDecay: 0,
+  schedule: 'linear',
+  warmupSteps: 0,
+  maxLength: null,
+  seed: 0,
+});
+
+/**
+ * What {@link ktoTrain} returns: the trainer's result, the LoRA report and how the reference ran.
+ *
+ * @example
+ * ```ts
+ * const { history, reference } = await ktoTrain(options); // history[i].kl, history[i]['rewards/margins']
+ * ```
+ */
+export interface KtoResult extends TrainResult {
+  lora: LoraReport | undefined;
+  /** 'frozen copy', 'adapters disabled' or 'policy before training', each maybe precomputed. */
+  reference: string;
+  precomputeSeconds: number;
+}
+
+/** A record tokenized with its KL pair: its prompt with another record's completion. */
+interface KtoExample {
+  example: TokenizedExample;
+  kl: TokenizedExample;
+  desirable: boolean;
+}
+
+interface KtoBatch {
+  inputIds: tf.Tensor2D;
+  attentionMask: tf.Tensor2D;
+  labels: tf.Tensor2D;
+  /** `[B]` 1 desirable, 0 undesirable. */
+  desirable: tf.Tensor1D;
+  /** `[B]` the current policy's log-probs of the KL pairs (no gradient). */
+  policyKlLogps: tf.Tensor1D;
+  /** `[B]` the reference's log-probs of the completions and of the KL pairs. */
+  refLogps: tf.Tensor1D;
+  refKlLogps: tf.Tensor1D;
+  size: number;
+}
+
+/**
+ * Each record's KL partner: the next record, in an order shuffled once by `seed`, whose prompt
+ * differs (so the pair is mismatched); fixed for the run, as TRL builds its KL dataset once.
+ * @internal exported for tests
+ */
+export function klPartners(records: readonly KtoRecord[], seed: number): number[] {
+  const n = records.length;
+  const rng = new Rng((seed ^ 0x6b43a9b5) | 0);
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const key = (i: number) => JSON.stringify(records[i].prompt);
+  const partners = new Array<number>(n);
+  order.forEach((i, position) => {
+    let partner = order[(position + 1) % n];
+    for (let k = 1; k < n; k++) {
+      const candidate = order[(position + k) % n];
+      if (key(candidate) !== key(i)) {
+        partner = candidate;
+        break;
+      }
+    }
+    partners[i] = partner;
+  });
+  return partners;
+}
+
+function tokenizeRecords(tokenizer: TokenizerLike, records: readonly KtoRecord[], maxLength: number | null, seed: number, what: string): KtoExample[] {
+  records.forEach((record, i) => {
+    if (!record || typeof record !== 'object' || !('prompt' in record) || !('completion' in record) || typeof record.label !== 'boolean') {
+      throw new PosttrainError('INVALID_ARGUMENT', `ktoTrain: ${what} record ${i}: expected { prompt, completion, label: boolean }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]${'label' in record ? ` with label ${JSON.stringify(record.label)}` : ''}` : typeof record}`);
+    }
+  });
+  const partners = klPartners(records, seed);
+  return records.map((record, i) => ({
+    example: tokenizePromptCompletion(tokenizer, { prompt: record.prompt, completion: record.completion }, { maxLength, name: `${what} record ${i}` }),
+    kl: tokenizePromptCompletion(tokenizer, { prompt: record.prompt, completion: records[partners[i]].completion }, { maxLength, name: `${what} record ${i} (KL pair)` }),
+    desirable: record.label,
+  }));
+}
+
+/**
+ * Validates `options` against {@link defaultKtoOptions}.
+ *
+ * @example
+ * ```ts
+ * const o = resolveKtoOptions({ model, tokenizer, train: records, undesirableWeight: 1.33 });
+ * ```
+ */
+export function resolveKtoOptions(options: KtoOptions): KtoTunables & Pick<KtoOptions, 'model' | 'tokenizer' | 'train'> {
+  const owner = 'ktoTrain';
+  const o = resolveOptions<KtoTunables & Pick<KtoOptions, 'model' | 'tokenizer' | 'train'>>(owner, (options ?? {}) as KtoOptions, {
+    model: undefined as unknown as CausalLM,
+    tokenizer: undefined as unknown as TokenizerLike,
+    train: undefined as unknown as KtoRecord[],
+    ...defaultKtoOptions,
+  });
+  checkCommon(owner, o, "for example [{ prompt: 'ab>', completion: 'ba', label: true }, { prompt: 'ab>', completion: 'ab', label: false }]");
+  checkNumber(owner, 'beta', o.beta, 'a number > 0', (v) => v > 0);
+  checkNumber(owner, 'desirableWeight', o.desirableWeight, 'a number ≥ 0', (v) => v >= 0);
+  checkNumber(owner, 'undesirableWeight', o.undesirableWeight, 'a number ≥ 0', (v) => v >= 0);
+  if (o.train.length < 2) throw new PosttrainError('INVALID_OPTION', `${owner}: expected at least 2 train records (each KL pair takes another record's completion); got ${o.train.length}`);
+  if (o.eval !== undefined && (!Array.isArray(o.eval) || o.eval.length === 1)) {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected eval to be an array of at least 2 records (each KL pair takes another record's completion); got ${Array.isArray(o.eval) ? '1 record' : typeof o.eval}`);
+  }
+  return o;
+}
+
+/**
+ * KTO (Ethayarajh et al. 2024, arXiv 2402.01306) on TRL's unpaired preference records
+ * `{ prompt, completion, label }`, with `ktoLoss` from `@posttrain/losses`. The reference point z₀
+ * is the clamped mean of log π_θ − log π_ref over mismatched pairs: each record's prompt with another
+ * record's completion (fixed once per run from a seeded shuffle, skipping records with the same
+ * prompt; TRL likewise builds its KL dataset once, pairing each prompt with the previous example's
+ * completion). The policy's KL log-probs are computed without gradient when the batch is pulled
+ * (eval mode), as TRL computes them under `no_grad`; the reference's come from the same three modes
+ * as {@link dpoTrain} ({@link ReferenceOption}), precomputed per record with `'precomputed'`.
+ * Logged: `rewards/chosen`, `rewards/rejected` (means over the desirable and the undesirable
+ * examples of a batch; 0 for a batch without any), `rewards/margins`, `logps/chosen`,
+ * `logps/rejected`, `logits/chosen`, `logits/rejected` and `kl`; `eval_`-prefixed on `eval`.
+ *
+ * @example
+ * ```ts
+ * const records = pairs.flatMap((p) => [{ prompt: p.prompt, completion: p.chosen, label: true }, { prompt: p.prompt, completion: p.rejected, label: false }]);
+ * const result = await ktoTrain({ model, tokenizer, train: records, lora: { r: 8 }, lr: 1e-3, batchSize: 16, maxSteps: 100 });
+ * ```
+ */
+export async function ktoTrain(options: KtoOptions): Promise<KtoResult> {
+  const owner = 'ktoTrain';
+  const o = resolveKtoOptions(options);
+  const { model, tokenizer } = o;
+  const padTokenId = padIdOf(tokenizer);
+  const examples = tokenizeRecords(tokenizer, o.train, o.maxLength, o.seed, 'train');
+  const evalExamples = o.eval?.length ? tokenizeRecords(tokenizer, o.eval, o.maxLength, o.seed, 'eval') : [];
+  const reference = resolveReference(owner, model, o.reference, true, 'ktoLoss', o.lora !== false || loraLayers(model).size > 0) as Reference;
+  const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
+  const lossOptions = { beta: o.beta, desirableWeight: o.desirableWeight, undesirableWeight: o.undesirableWeight };
+
+  const settings = { batchSize: o.batchSize, average: false, padTokenId };
+  const precompute = (list: KtoExample[]) =>
+    reference.run(async (m) => ({ completion: await sequenceLogpsOf(m, list.map((e) => e.example), settings), kl: await sequenceLogpsOf(m, list.map((e) => e.kl), settings) }));
+  const t0 = performance.now();
+  const cache = reference.precomputed ? await precompute(examples) : undefined;
+  const evalCache = reference.precomputed && evalExamples.length ? await precompute(evalExamples) : undefined;
+  const precomputeSeconds = cache ? (performance.now() - t0) / 1000 : 0;
+
+  const logpsOf = (m: CausalLM, b: { inputIds: tf.Tensor2D; attentionMask: tf.Tensor2D; labels: tf.Tensor2D }) =>
+    tf.tidy(() => sequenceLogprobs(m.forward(b.inputIds, { attentionMask: b.attentionMask }).logits, b.labels, b.attentionMask).logps);
+  /** The batch of `indices`, with the policy's KL log-probs and the reference's, all computed here, outside the tape. */
+  const makeBatch = (source: KtoExample[], indices: number[], cached: typeof cache): KtoBatch => {
+    const main = collateForTraining(indices.map((i) => source[i].example), { padTokenId });
+    const kl = collateForTraining(indices.map((i) => source[i].kl), { padTokenId });
+    const training = model.training;
+    model.eval(); // no dropout, and the dropout stream of the step is left untouched
+    const policyKlLogps = logpsOf(model, kl);
+    model.train(training);
+    const refLogps = cached ? tf.tensor1d(indices.map((i) => cached.completion[i])) : reference.run((m) => logpsOf(m, main));
+    const refKlLogps = cached ? tf.tensor1d(indices.map((i) => cached.kl[i])) : reference.run((m) => logpsOf(m, kl));
+    tf.dispose([kl.inputIds, kl.attentionMask, kl.labels]);
+    return { ...main, desirable: tf.tensor1d(indices.map((i) => (source[i].desirable ? 1 : 0))), policyKlLogps, refLogps, refKlLogps, size: indices.length };
+  };
+  const disposeBatch = (b: KtoBatch) => tf.dispose([b.inputIds, b.attentionMask, b.labels, b.desirable, b.policyKlLogps, b.refLogps, b.refKlLogps]);
+  /** Loss and metrics of one batch; inside the tape in training, in a tidy in evaluation. */
+  const forward = (batch: KtoBatch) => {
+    const { logits } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask }); // [B, T, V]
+    const stats = completionStats(logits, batch.labels, batch.attentionMask, false);
+    const out = ktoLoss({ policyLogps: stats.logps, refLogps: batch.refLogps, desirable: batch.desirable, policyKlLogps: batch.policyKlLogps, refKlLogps: batch.refKlLogps }, lossOptions);
+    const metrics = tf.tidy(() => {
+      const d = batch.desirable;
+      const u = tf.sub(1, d) as tf.Tensor1D;
+      const groupMean = (x: tf.Tensor, w: tf.Tensor) => tf.div(tf.sum(tf.mul(x, w)), tf.maximum(tf.sum(w), 1)) as tf.Scalar;
+      const chosen = groupMean(out.chosenRewards, d);
+      const rejected = groupMean(out.rejectedRewards, u);
+      return {
+        'rewards/chosen': chosen,
+        'rewards/rejected': rejected,
+        'rewards/margins': tf.sub(chosen, rejected) as tf.Scalar,
+        'logps/chosen': groupMean(stats.logps, d),
+        'logps/rejected': groupMean(stats.logps, u),
+        'logits/chosen': meanLogit(stats, 0, batch.size, d),
+        'logits/rejected': meanLogit(stats, 0, batch.size, u),
+        kl: out.kl,
+      };
+    });
+    return { losses: out.losses, metrics };
+  };
+
+  const { totalSteps, epochs } = stepPlan(examples.length, o);
+  function* batches(epoch: number): Generator<KtoBatch> {
+    const order = shuffledOrder(o.seed, epoch, examples.length);
+    for (let start = 0; start < order.length; start += o.batchSize) {
+      const batch = makeBatch(examples, order.slice(start, start + o.batchSize), cache);
+      try {
+        yield batch;
+      } finally {
+        disposeBatch(batch);
+      }
+    }
+  }
+  const step = (batch: KtoBatch): StepOutput => {
+    const { losses, metrics } = forward(batch);
+    return { lossSum: tf.sum(losses) as tf.Scalar, tokens: batch.size, metrics };
+  };
+  const evaluate = async (): Promise<Record<string, number>> => {
+    model.eval();
+    const sums: Record<string, number> = {};
+    for (let start = 0; start < evalExamples.length; start += o.batchSize) {
+      const indices = Array.from({ length: Math.min(o.batchSize, evalExamples.length - start) }, (_, k) => start + k);
+      const batch = makeBatch(evalExamples, indices, evalCache);
+      const { names, values } = tf.tidy(() => {
+        const { losses, metrics } = forward(batch);
+        const all: Record<string, tf.Scalar> = { loss: tf.mean(losses) as tf.Scalar, ...metrics };
+        return { names: Object.keys(all), values: tf.stack(Object.values(all)) };
+      });
+      const read = await values.data();
+      values.dispose();
+      disposeBatch(batch);
+      names.forEach((name, k) => (sums[name] = (sums[name] ?? 0) + read[k] * indices.length));
+    }
+    model.train(true);
+    return Object.fromEntries(Object.entries(sums).map(([name, sum]) => [`eval_${name}`, sum / evalExamples.length]));
+  };
+
+  const parameters = model.trainableParameters();
+  const optimizer = new AdamW(parameters, { lr: o.lr, weightDecay: o.weightDecay });
+  try {
+    const result = await train<KtoBatch>({
+      model,
+      parameters,
+      optimizer,
+      batches,
+      step,
+      maxSteps: o.maxSteps,
+      epochs,
+      gradientAccumulationSteps: o.gradientAccumulationSteps,
+      maxGradNorm: o.maxGradNorm,
+      schedule: scheduleOf(o.schedule, o.lr, o.warmupSteps, totalSteps),
+      evalEvery: evalExamples.length ? (o.evalEvery ?? Math.max(1, totalSteps)) : undefined,
+      evaluate: evalExamples.length ? evaluate : undefined,
+      callbacks: o.callbacks,
+      logFile: o.logFile,
+      progress: o.progress,
+      progressStream: o.progressStream,
+      logEvery: o.logEvery,
+      checkpointDir: o.checkpointDir,
+      checkpointEvery: o.checkpointEvery,
+      resumeFrom: o.resumeFrom,
+      signal: o.signal,
+      seed: o.seed,
+    });
+    return { ...result, lora: report, reference: `${reference.source}${reference.precomputed ? ', precomputed' : ''}`, precomputeSeconds };
+  } finally {
+    optimizer.dispose();
+  }
+}

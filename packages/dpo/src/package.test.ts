@@ -1,0 +1,20 @@
+import { describe, expect, it } from 'vitest';
+import * as dpo from './index.js';
+
+describe('public surface', () => {
+  it('exports exactly these names (changing the list is a visible decision)', () => {
+    expect(Object.keys(dpo).sort()).toEqual([
+      'defaultDpoOptions',
+      'defaultKtoOptions',
+      'defaultPreferenceLogpsOptions',
+      'dpoObjective',
+      'dpoTrain',
+      'ktoTrain',
+      'orpoObjective',
+      'preferenceLogps',
+      'resolveDpoOptions',
+      'resolveKtoOptions',
+      'simpoObjective',
+    ]);
+  });
+});
