@@ -1,0 +1,78 @@
+// Preference pairs → tokens → one batch of chosen then rejected sequences → their rewards.
+import { PosttrainError, tf } from '@posttrain/tensor-core';
+import { collateForTraining, tokenizePreference, type PreferenceRecord, type TokenizedExample, type TokenizerLike } from '@posttrain/data';
+import type { RewardModel } from './reward-model.js';
+
+/**
+ * A preference record (TRL's preference format, explicit or implicit prompt, strings) with an
+ * optional `margin`: how much the chosen reward should beat the rejected one (Llama 2's m(r)).
+ *
+ * @example
+ * ```ts
+ * const record: RewardRecord = { prompt: 'abc>', chosen: 'cba', rejected: 'abc', margin: 1 };
+ * ```
+ */
+export interface RewardRecord {
+  prompt?: string;
+  chosen: string;
+  rejected: string;
+  /** The pair's margin m in −log σ(r_c − r_r − m) (default 0). */
+  margin?: number;
+}
+
+/** A tokenized pair. */
+export interface TokenizedPair {
+  chosen: TokenizedExample;
+  rejected: TokenizedExample;
+  margin: number;
+}
+
+/** A micro-batch of B pairs as one batch of 2B sequences. */
+export interface RewardBatch {
+  /** `[2B, T]`: the B chosen sequences, then the B rejected ones. */
+  inputIds: tf.Tensor2D;
+  attentionMask: tf.Tensor2D;
+  /** `[B]`, or undefined when no record has a margin. */
+  margin: tf.Tensor1D | undefined;
+  pairs: number;
+}
+
+/** Tokenizes one pair (EOS appended to both completions), checking its strings and margin. */
+export function tokenizePair(tokenizer: TokenizerLike, record: RewardRecord, index: number, maxLength: number | null, owner: string): TokenizedPair {
+  const where = `${owner}: record ${index}`;
+  if (!record || typeof record !== 'object' || typeof record.chosen !== 'string' || typeof record.rejected !== 'string' || (record.prompt !== undefined && typeof record.prompt !== 'string')) {
+    throw new PosttrainError('INVALID_ARGUMENT', `${where}: expected { prompt?, chosen, rejected } strings; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`, {
+      help: "for example { prompt: 'abc>', chosen: 'cba', rejected: 'abc' }",
+    });
+  }
+  const margin = record.margin ?? 0;
+  if (typeof margin !== 'number' || !Number.isFinite(margin)) throw new PosttrainError('INVALID_ARGUMENT', `${where}: expected margin to be a finite number; got ${typeof margin === 'number' ? String(margin) : JSON.stringify(margin)}`);
+  const pair = tokenizePreference(tokenizer, record as PreferenceRecord, { maxLength, truncation: 'left', name: `record ${index}` });
+  return { ...pair, margin };
+}
+
+/** One padded batch of 2B sequences: the chosen completions, then the rejected ones. */
+export function collatePairs(pairs: readonly TokenizedPair[], padTokenId: number, withMargin: boolean): RewardBatch {
+  const batch = collateForTraining([...pairs.map((p) => p.chosen), ...pairs.map((p) => p.rejected)], { padTokenId });
+  batch.labels.dispose();
+  return { inputIds: batch.inputIds, attentionMask: batch.attentionMask, margin: withMargin ? tf.tensor1d(pairs.map((p) => p.margin), 'float32') : undefined, pairs: pairs.length };
+}
+
+/** Disposes a batch's tensors. */
+export function disposeBatch(batch: RewardBatch): void {
+  tf.dispose([batch.inputIds, batch.attentionMask, ...(batch.margin ? [batch.margin] : [])]);
+}
+
+/** Chosen and rejected rewards `[B]` each, from one forward pass over the batch. */
+export function pairRewards(model: RewardModel, batch: RewardBatch): { chosen: tf.Tensor1D; rejected: tf.Tensor1D } {
+  return tf.tidy(() => {
+    const { rewards, hidden } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask }); // [2B]
+    hidden.dispose();
+    return { chosen: rewards.slice(0, batch.pairs) as tf.Tensor1D, rejected: rewards.slice(batch.pairs, batch.pairs) as tf.Tensor1D };
+  });
+}
+
+/** The tokenizer's pad token, else its EOS. */
+export function padTokenOf(tokenizer: TokenizerLike): number {
+  return (tokenizer as { padTokenId?: number | null }).padTokenId ?? tokenizer.eosTokenId ?? 0;
+}

@@ -1,0 +1,307 @@
+// rewardTrain: preference records → tokenized pairs → one batch of chosen and rejected → Bradley–Terry → the shared trainer loop.
+import {
+  AdamW,
+  PosttrainError,
+  Rng,
+  checkNumber,
+  constantSchedule,
+  cosineSchedule,
+  linearSchedule,
+  resolveOptions,
+  tf,
+  type LrSchedule,
+} from '@posttrain/tensor-core';
+import type { TokenizerLike } from '@posttrain/data';
+import { applyLora, matchesTarget, trainableReport, type LoraOptions, type LoraReport, type LoraTargetModules } from '@posttrain/lora';
+import { defaultTrainOptions, train, type StepOutput, type TrainRecord, type TrainResult, type TrainTunables } from '@posttrain/trainer';
+import { bradleyTerryLoss } from '@posttrain/losses';
+import { RewardModel } from './reward-model.js';
+import { evaluatePairs } from './evaluate.js';
+import { collatePairs, disposeBatch, padTokenOf, pairRewards, tokenizePair, type RewardBatch, type RewardRecord } from './pairs.js';
+
+/**
+ * The trainer's options that {@link rewardTrain} passes through unchanged, with the trainer's defaults.
+ *
+ * @example
+ * ```ts
+ * const passThrough: Partial<RewardTrainerOptions> = { gradientAccumulationSteps: 4, checkpointDir: 'runs/rm', logFile: 'runs/rm/metrics.jsonl' };
+ * ```
+ */
+export type RewardTrainerOptions = Pick<
+  TrainTunables,
+  'gradientAccumulationSteps' | 'maxSteps' | 'epochs' | 'maxGradNorm' | 'evalEvery' | 'callbacks' | 'logFile' | 'progress' | 'progressStream' | 'logEvery' | 'checkpointDir' | 'checkpointEvery' | 'resumeFrom' | 'signal'
+>;
+
+/**
+ * The tunable options of {@link rewardTrain}, each with its default in {@link defaultRewardOptions}.
+ *
+ * @example
+ * ```ts
+ * const tunables: Partial<RewardTunables> = { lr: 1e-2, maxSteps: 300, lora: { r: 16, alpha: 32 }, centerCoefficient: 0.01 };
+ * ```
+ */
+export interface RewardTunables extends RewardTrainerOptions {
+  /** Held-out pairs; `evalLoss`, `evalAccuracy`, `evalMargin`, `evalChosenScore` and `evalRejectedScore` are logged every `evalEvery` steps (default: at the end). */
+  eval: readonly RewardRecord[] | undefined;
+  /**
+   * LoRA options (`@posttrain/lora`'s `applyLora`; `targetModules` defaults to 'all-linear', which
+   * here means every linear layer of the backbone and not the head): the adapters and the whole
+   * head train (PEFT's `modules_to_save: ['score']`). `false`: whatever is trainable trains (full
+   * fine-tuning of a fresh reward model).
+   */
+  lora: Partial<LoraOptions> | false;
+  /** Pairs per micro-batch (default 8): each step scores 2 × batchSize sequences in one forward pass. */
+  batchSize: number;
+  /** Peak learning rate of AdamW (default 1e-4; LoRA on tiny models wants ~1e-2). */
+  lr: number;
+  /** AdamW's decoupled weight decay (default 0). */
+  weightDecay: number;
+  /** Learning-rate schedule after warm-up (default 'linear' to 0). */
+  schedule: 'constant' | 'linear' | 'cosine';
+  /** Steps of linear warm-up (default 0). */
+  warmupSteps: number;
+  /** c of the centring term c·(r_c + r_r)² (TRL's `center_rewards_coefficient`; 0.01 recommended; default 0: off). */
+  centerCoefficient: number;
+  /** Longest sequence (prompt + completion + EOS) in tokens; a longer one loses its prompt's start, so the scored end stays. null: no limit. */
+  maxLength: number | null;
+  /** Seed of the shuffling and of LoRA's initialisation unless `lora.seed` is set (default 0). */
+  seed: number;
+}
+
+/**
+ * Options of {@link rewardTrain}: the reward model, the tokenizer and the pairs, then the tunables.
+ *
+ * @example
+ * ```ts
+ * const options: RewardTrainOptions = { model: new RewardModel(backbone), tokenizer, train: pairs, lr: 2e-3, batchSize: 64 };
+ * ```
+ */
+export interface RewardTrainOptions extends Partial<RewardTunables> {
+  /** A {@link RewardModel} over any causal LM. */
+  model: RewardModel;
+  tokenizer: TokenizerLike;
+  train: readonly RewardRecord[];
+}
+
+/**
+ * The defaults of {@link rewardTrain}'s tunable options.
+ *
+ * @example
+ * ```ts
+ * await rewardTrain({ ...defaultRewardOptions, model, tokenizer, train: pairs, maxSteps: 100 });
+ * ```
+ */
+export const defaultRewardOptions: Readonly<RewardTunables> = Object.freeze({
+  gradientAccumulationSteps: defaultTrainOptions.gradientAccumulationSteps,
+  maxSteps: defaultTrainOptions.maxSteps,
+  epochs: defaultTrainOptions.epochs,
+  maxGradNorm: defaultTrainOptions.maxGradNorm,
+  evalEvery: defaultTrainOptions.evalEvery,
+  callbacks: defaultTrainOptions.callbacks,
+  logFile: defaultTrainOptions.logFile,
+  progress: defaultTrainOptions.progress,
+  progressStream: defaultTrainOptions.progressStream,
+  logEvery: defaultTrainOptions.logEvery,
+  checkpointDir: defaultTrainOptions.checkpointDir,
+  checkpointEvery: defaultTrainOptions.checkpointEvery,
+  resumeFrom: defaultTrainOptions.resumeFrom,
+  signal: defaultTrainOptions.signal,
+  eval: undefined,
+  lora: false,
+  batchSize: 8,
+  lr: 1e-4,
+  weightDecay: 0,
+  schedule: 'linear',
+  warmupSteps: 0,
+  centerCoefficient: 0,
+  maxLength: null,
+  seed: 0,
+});
+
+/**
+ * What {@link rewardTrain} returns: the trainer's result, the LoRA report when adapters were added, and the throughput.
+ *
+ * @example
+ * ```ts
+ * const { history, evals, lora, pairsPerSec }: RewardResult = await rewardTrain(options);
+ * ```
+ */
+export interface RewardResult extends TrainResult {
+  /** Trainable-parameter report after adding adapters (the head counted as trainable); undefined without `lora`. */
+  lora: LoraReport | undefined;
+  /** Pairs trained on / training seconds. */
+  pairsPerSec: number;
+}
+
+type Resolved = RewardTunables & Pick<RewardTrainOptions, 'model' | 'tokenizer' | 'train'>;
+
+/**
+ * Validates `options` against {@link defaultRewardOptions}: unknown keys are named with the known
+ * ones, and numbers are range-checked.
+ *
+ * @example
+ * ```ts
+ * const o = resolveRewardOptions({ model, tokenizer, train: pairs, lr: 1e-2 });
+ * ```
+ */
+export function resolveRewardOptions(options: RewardTrainOptions): Resolved {
+  const owner = 'rewardTrain';
+  const { model, tokenizer, train: records, ...rest } = (options ?? {}) as RewardTrainOptions;
+  const o = resolveOptions<Resolved>(owner, { model, tokenizer, train: records, ...rest }, { model: undefined as unknown as RewardModel, tokenizer: undefined as unknown as TokenizerLike, train: undefined as unknown as RewardRecord[], ...defaultRewardOptions });
+  if (!(o.model instanceof RewardModel)) {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected model to be a RewardModel; got ${o.model === undefined ? 'undefined' : (o.model as object)?.constructor?.name ?? typeof o.model}`, { help: 'wrap the language model: new RewardModel(backbone)' });
+  }
+  if (!o.tokenizer || typeof o.tokenizer.encode !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected tokenizer to have encode and decode`);
+  if (!Array.isArray(o.train) || o.train.length === 0) {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected train to be a non-empty array of preference records; got ${Array.isArray(o.train) ? 'an empty array' : typeof o.train}`, { help: "for example [{ prompt: 'abc>', chosen: 'cba', rejected: 'abc' }]" });
+  }
+  if (o.eval !== undefined && !Array.isArray(o.eval)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected eval to be an array of preference records or undefined; got ${typeof o.eval}`);
+  const int = (name: keyof RewardTunables, min: number) => checkNumber(owner, name, o[name], `an integer ≥ ${min}`, (v) => Number.isInteger(v) && v >= min);
+  int('batchSize', 1);
+  int('epochs', 1);
+  int('warmupSteps', 0);
+  int('gradientAccumulationSteps', 1);
+  if (o.maxSteps !== undefined) int('maxSteps', 1);
+  if (o.evalEvery !== undefined) int('evalEvery', 1);
+  if (o.logEvery !== undefined) int('logEvery', 1);
+  if (o.maxLength !== null) int('maxLength', 2);
+  checkNumber(owner, 'lr', o.lr, 'a number ≥ 0', (v) => v >= 0);
+  checkNumber(owner, 'weightDecay', o.weightDecay, 'a number ≥ 0', (v) => v >= 0);
+  checkNumber(owner, 'centerCoefficient', o.centerCoefficient, 'a number ≥ 0', (v) => v >= 0);
+  checkNumber(owner, 'seed', o.seed, 'an integer', Number.isInteger);
+  if (o.maxGradNorm !== null) checkNumber(owner, 'maxGradNorm', o.maxGradNorm, 'a number > 0 or null', (v) => v > 0);
+  if (!['constant', 'linear', 'cosine'].includes(o.schedule)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected schedule to be 'constant', 'linear' or 'cosine'; got ${JSON.stringify(o.schedule)}`);
+  if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null)) {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, { help: "for example lora: { r: 16, alpha: 32, targetModules: 'all-linear' }" });
+  }
+  if (o.lora !== false && o.lora.targetModules !== undefined && o.lora.targetModules !== 'all-linear' && matchesTarget(o.lora.targetModules, 'score', o.model.score)) {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora.targetModules to leave out the head "score"; got ${o.lora.targetModules instanceof RegExp ? String(o.lora.targetModules) : JSON.stringify(o.lora.targetModules)}`, {
+      help: "the head trains fully beside the adapters (PEFT's modules_to_save); target the backbone's layers, e.g. ['q_proj', 'v_proj'] or 'all-linear'",
+    });
+  }
+  return o;
+}
+
+function scheduleOf(kind: RewardTunables['schedule'], lr: number, warmupSteps: number, totalSteps: number): LrSchedule {
+  if (kind === 'constant') return constantSchedule({ lr, warmupSteps });
+  const total = Math.max(totalSteps, warmupSteps + 1);
+  return kind === 'linear' ? linearSchedule({ lr, warmupSteps, totalSteps: total }) : cosineSchedule({ lr, warmupSteps, totalSteps: total });
+}
+
+/** 'all-linear' for a reward model: every linear layer's name in the backbone, never the head. */
+function backboneTargets(model: RewardModel, targets: LoraTargetModules | undefined): LoraTargetModules {
+  if (targets !== undefined && targets !== 'all-linear') return targets;
+  const names = new Set<string>();
+  for (const [path, module] of model.namedModules()) {
+    if (path === '' || path === 'score' || path.startsWith('score.')) continue;
+    if (matchesTarget('all-linear', path, module)) names.add(path.split('.').pop()!);
+  }
+  return [...names].sort();
+}
+
+/**
+ * Adds LoRA adapters to the backbone's layers (the head excluded) and makes the head trainable
+ * beside them, PEFT's `modules_to_save: ['score']`. Returns the trainable-parameter report.
+ */
+function addAdapters(model: RewardModel, lora: Partial<LoraOptions>, seed: number): LoraReport {
+  const { targets } = applyLora(model, { seed, ...lora, targetModules: backboneTargets(model, lora.targetModules) });
+  model.score.unfreeze();
+  return trainableReport(model, targets);
+}
+
+/**
+ * Trains a {@link RewardModel} on preference pairs with the Bradley–Terry loss (`bradleyTerryLoss`
+ * from `@posttrain/losses`: −log σ(r_c − r_r − m) + c·(r_c + r_r)²), as TRL's `RewardTrainer`.
+ * Each record is tokenized as prompt + completion + EOS for both completions; a micro-batch puts
+ * its B chosen and B rejected sequences in one right-padded batch and one forward pass, and the
+ * reward is read at each sequence's last real token (the EOS). `lossSum` is the sum of per-pair
+ * losses and the trainer divides by the pairs of the optimizer step, so the logged `tokens` count
+ * pairs. Logged each step: `loss`, `accuracy` (r_c > r_r), `margin` (mean r_c − r_r, TRL's
+ * `margin`), `chosenScore` and `rejectedScore` (mean rewards), learning rate and grad norm; every
+ * `evalEvery` steps the same over `eval` with an `eval` prefix (`evalAccuracy`, …). With `lora`,
+ * adapters go on the backbone's linear layers and the head trains fully beside them (PEFT's
+ * `modules_to_save`); save with `saveRewardModel`.
+ *
+ * @example
+ * ```ts
+ * const rm = new RewardModel(await loadModel('examples/sft/tiny-base'));
+ * const pairs = train.map((e, i) => reversalTask.preferencePair(e, i));
+ * const { history } = await rewardTrain({ model: rm, tokenizer, train: pairs, lora: { r: 16, alpha: 32 }, lr: 1e-2, batchSize: 32, maxSteps: 300 });
+ * await saveRewardModel(rm, 'out/reward');
+ * ```
+ */
+export async function rewardTrain(options: RewardTrainOptions): Promise<RewardResult> {
+  const o = resolveRewardOptions(options);
+  const owner = 'rewardTrain';
+  const { model, tokenizer } = o;
+  const padTokenId = padTokenOf(tokenizer);
+  const pairs = o.train.map((r, i) => tokenizePair(tokenizer, r, i, o.maxLength, owner));
+  const evalPairs = (o.eval ?? []).map((r, i) => tokenizePair(tokenizer, r, i, o.maxLength, `${owner}: eval`));
+  const withMargin = o.train.some((r) => r.margin !== undefined);
+  const report = o.lora === false ? undefined : addAdapters(model, o.lora, o.seed);
+  const parameters = model.trainableParameters();
+  if (parameters.size === 0) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: the reward model has no trainable parameters`, { help: 'unfreeze it (model.unfreeze()) or pass lora options' });
+  const batchesPerEpoch = Math.ceil(pairs.length / o.batchSize);
+  const totalSteps = o.maxSteps ?? Math.ceil((batchesPerEpoch * o.epochs) / o.gradientAccumulationSteps);
+  const epochs = o.maxSteps === undefined ? o.epochs : Math.ceil((o.maxSteps * o.gradientAccumulationSteps) / batchesPerEpoch);
+  function* batches(epoch: number): Generator<RewardBatch> {
+    const rng = new Rng((o.seed ^ Math.imul(epoch + 1, 0x9e3779b1)) | 0); // one order per (seed, epoch), so resuming rebuilds it
+    const order = pairs.map((_, i) => i);
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = rng.int(i + 1);
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    for (let start = 0; start < order.length; start += o.batchSize) {
+      const batch = collatePairs(order.slice(start, start + o.batchSize).map((i) => pairs[i]), padTokenId, withMargin);
+      try {
+        yield batch;
+      } finally {
+        disposeBatch(batch);
+      }
+    }
+  }
+  const step = (batch: RewardBatch): StepOutput => {
+    const { chosen, rejected } = pairRewards(model, batch);
+    const out = bradleyTerryLoss(chosen, rejected, { margin: batch.margin, centerCoefficient: o.centerCoefficient });
+    return {
+      lossSum: tf.sum(out.losses) as tf.Scalar,
+      tokens: batch.pairs,
+      metrics: { accuracy: out.accuracy, margin: tf.mean(out.margin) as tf.Scalar, chosenScore: tf.mean(chosen) as tf.Scalar, rejectedScore: tf.mean(rejected) as tf.Scalar },
+    };
+  };
+  const evaluate = async (): Promise<Record<string, number>> => {
+    const r = await evaluatePairs(model, evalPairs, padTokenId, o.batchSize);
+    return { evalLoss: r.loss, evalAccuracy: r.accuracy, evalMargin: r.margin, evalChosenScore: r.chosenScore, evalRejectedScore: r.rejectedScore };
+  };
+  const optimizer = new AdamW(parameters, { lr: o.lr, weightDecay: o.weightDecay });
+  try {
+    const result = await train<RewardBatch>({
+      model,
+      parameters,
+      optimizer,
+      batches,
+      step,
+      maxSteps: o.maxSteps,
+      epochs,
+      gradientAccumulationSteps: o.gradientAccumulationSteps,
+      maxGradNorm: o.maxGradNorm,
+      schedule: scheduleOf(o.schedule, o.lr, o.warmupSteps, totalSteps),
+      evalEvery: evalPairs.length ? (o.evalEvery ?? Math.max(1, totalSteps)) : undefined,
+      evaluate: evalPairs.length ? evaluate : undefined,
+      callbacks: o.callbacks,
+      logFile: o.logFile,
+      progress: o.progress,
+      progressStream: o.progressStream,
+      logEvery: o.logEvery,
+      checkpointDir: o.checkpointDir,
+      checkpointEvery: o.checkpointEvery,
+      resumeFrom: o.resumeFrom,
+      signal: o.signal,
+      seed: o.seed,
+    });
+    const trained = result.history.reduce((sum, r: TrainRecord) => sum + (r.tokens ?? 0), 0);
+    return { ...result, lora: report, pairsPerSec: result.elapsed > 0 ? trained / result.elapsed : 0 };
+  } finally {
+    optimizer.dispose();
+  }
+}
