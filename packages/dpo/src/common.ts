@@ -1,9 +1,9 @@
-// What dpoTrain and ktoTrain share: the trainer's pass-through options, the optimisation tunables,
-// their checks, the learning-rate schedule and the seeded shuffle.
-import { PosttrainError, Rng, checkNumber, constantSchedule, cosineSchedule, linearSchedule, type CausalLM, type LrSchedule } from '@posttrain/tensor-core';
+// What dpoTrain and ktoTrain share beyond @posttrain/trainer's fine-tuning blocks: the optimisation
+// tunables with LoRA, their checks, the pad id and the step plan.
+import { PosttrainError, type CausalLM } from '@posttrain/tensor-core';
 import type { TokenizerLike } from '@posttrain/data';
 import type { LoraOptions } from '@posttrain/lora';
-import { defaultTrainOptions, type TrainTunables } from '@posttrain/trainer';
+import { checkFineTuneOptions, type FineTuneTrainerOptions, type OptimizerTunables } from '@posttrain/trainer';
 
 /**
  * The trainer's options that {@link dpoTrain} and {@link ktoTrain} pass through unchanged, with the
@@ -14,10 +14,7 @@ import { defaultTrainOptions, type TrainTunables } from '@posttrain/trainer';
  * const passThrough: Partial<PreferenceTrainerOptions> = { maxSteps: 200, checkpointDir: 'out/dpo', logFile: 'out/dpo/metrics.jsonl' };
  * ```
  */
-export type PreferenceTrainerOptions = Pick<
-  TrainTunables,
-  'gradientAccumulationSteps' | 'maxSteps' | 'epochs' | 'maxGradNorm' | 'evalEvery' | 'callbacks' | 'logFile' | 'progress' | 'progressStream' | 'logEvery' | 'checkpointDir' | 'checkpointEvery' | 'resumeFrom' | 'signal'
->;
+export type PreferenceTrainerOptions = FineTuneTrainerOptions;
 
 /**
  * The optimisation tunables shared by {@link dpoTrain} and {@link ktoTrain}.
@@ -27,7 +24,7 @@ export type PreferenceTrainerOptions = Pick<
  * const shared: Partial<OptimizationTunables> = { lora: { r: 16, alpha: 32 }, lr: 1e-3, batchSize: 16, schedule: 'cosine' };
  * ```
  */
-export interface OptimizationTunables extends PreferenceTrainerOptions {
+export interface OptimizationTunables extends PreferenceTrainerOptions, OptimizerTunables {
   /** LoRA options (`applyLora`; `targetModules` defaults to 'all-linear'): only the adapters train. `false`: train the model's trainable parameters as they are. */
   lora: Partial<LoraOptions> | false;
   /** Records per micro-batch: preference pairs for dpoTrain (a [2B, T] forward), examples for ktoTrain. */
@@ -46,24 +43,6 @@ export interface OptimizationTunables extends PreferenceTrainerOptions {
   seed: number;
 }
 
-/** The trainer's defaults of the pass-through options. @internal */
-export const trainerDefaults: Readonly<PreferenceTrainerOptions> = Object.freeze({
-  gradientAccumulationSteps: defaultTrainOptions.gradientAccumulationSteps,
-  maxSteps: defaultTrainOptions.maxSteps,
-  epochs: defaultTrainOptions.epochs,
-  maxGradNorm: defaultTrainOptions.maxGradNorm,
-  evalEvery: defaultTrainOptions.evalEvery,
-  callbacks: defaultTrainOptions.callbacks,
-  logFile: defaultTrainOptions.logFile,
-  progress: defaultTrainOptions.progress,
-  progressStream: defaultTrainOptions.progressStream,
-  logEvery: defaultTrainOptions.logEvery,
-  checkpointDir: defaultTrainOptions.checkpointDir,
-  checkpointEvery: defaultTrainOptions.checkpointEvery,
-  resumeFrom: defaultTrainOptions.resumeFrom,
-  signal: defaultTrainOptions.signal,
-});
-
 /** Checks the model, tokenizer, records and every shared tunable; throws INVALID_OPTION naming the first bad one. @internal */
 export function checkCommon(owner: string, o: OptimizationTunables & { model: CausalLM; tokenizer: TokenizerLike; train: readonly unknown[] }, recordHelp: string): void {
   if (!o.model || typeof o.model.forward !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected model to be a CausalLM (an object with forward); got ${o.model === undefined ? 'undefined' : typeof o.model}`);
@@ -71,39 +50,8 @@ export function checkCommon(owner: string, o: OptimizationTunables & { model: Ca
   if (!Array.isArray(o.train) || o.train.length === 0) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected train to be a non-empty array of records; got ${Array.isArray(o.train) ? 'an empty array' : typeof o.train}`, { help: recordHelp });
   }
-  const int = (name: keyof OptimizationTunables, min: number) => checkNumber(owner, name, o[name], `an integer ≥ ${min}`, (v) => Number.isInteger(v) && v >= min);
-  int('batchSize', 1);
-  int('epochs', 1);
-  int('warmupSteps', 0);
-  int('gradientAccumulationSteps', 1);
-  if (o.maxSteps !== undefined) int('maxSteps', 1);
-  if (o.evalEvery !== undefined) int('evalEvery', 1);
-  if (o.logEvery !== undefined) int('logEvery', 1);
-  if (o.maxLength !== null) int('maxLength', 2);
-  checkNumber(owner, 'lr', o.lr, 'a number ≥ 0', (v) => v >= 0);
-  checkNumber(owner, 'weightDecay', o.weightDecay, 'a number ≥ 0', (v) => v >= 0);
-  checkNumber(owner, 'seed', o.seed, 'an integer', Number.isInteger);
-  if (o.maxGradNorm !== null) checkNumber(owner, 'maxGradNorm', o.maxGradNorm, 'a number > 0 or null', (v) => v > 0);
-  if (!['constant', 'linear', 'cosine'].includes(o.schedule)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected schedule to be 'constant', 'linear' or 'cosine'; got ${JSON.stringify(o.schedule)}`);
+  checkFineTuneOptions(owner, o);
   if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, { help: "for example lora: { r: 8, alpha: 16, targetModules: 'all-linear' }" });
-}
-
-/** The learning-rate schedule of the run. @internal */
-export function scheduleOf(kind: OptimizationTunables['schedule'], lr: number, warmupSteps: number, totalSteps: number): LrSchedule {
-  if (kind === 'constant') return constantSchedule({ lr, warmupSteps });
-  const total = Math.max(totalSteps, warmupSteps + 1);
-  return kind === 'linear' ? linearSchedule({ lr, warmupSteps, totalSteps: total }) : cosineSchedule({ lr, warmupSteps, totalSteps: total });
-}
-
-/** 0 … n − 1 shuffled by a generator seeded from (seed, epoch): a resumed run rebuilds the same order. @internal */
-export function shuffledOrder(seed: number, epoch: number, n: number): number[] {
-  const rng = new Rng((seed ^ Math.imul(epoch + 1, 0x9e3779b1)) | 0);
-  const order = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = rng.int(i + 1);
-    [order[i], order[j]] = [order[j], order[i]];
-  }
-  return order;
 }
 
 /** The pad id of the collators: the tokenizer's pad token, else EOS, else 0. @internal */

@@ -1,11 +1,11 @@
 // dpoTrain: preference pairs → tokenized, concatenated [2B, T] batches with the reference's
 // log-probs → a preference objective → the shared trainer loop.
-import { AdamW, PosttrainError, checkNumber, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
+import { PosttrainError, checkNumber, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
 import { tokenizePreference, type PreferenceRecord, type TokenizerLike } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { sequenceLogprobs } from '@posttrain/losses';
-import { train, type StepOutput, type TrainResult } from '@posttrain/trainer';
-import { checkCommon, padIdOf, scheduleOf, shuffledOrder, stepPlan, trainerDefaults, type OptimizationTunables } from './common.js';
+import { defaultFineTuneTrainerOptions, fineTune, shuffledOrder, type StepOutput, type TrainResult } from '@posttrain/trainer';
+import { checkCommon, padIdOf, stepPlan, type OptimizationTunables } from './common.js';
 import { completionStats, concatenatePairs, meanLogit, sequenceLogpsOf, type ConcatenatedBatch, type TokenizedPair } from './concatenated.js';
 import { toObjective, type ObjectiveInputs, type ObjectiveOutput, type PreferenceLossFn, type PreferenceObjective } from './objective.js';
 import { resolveReference, type Reference, type ReferenceOption } from './reference.js';
@@ -68,7 +68,7 @@ export interface DpoOptions extends Partial<DpoTunables> {
  * ```
  */
 export const defaultDpoOptions: Readonly<DpoTunables> = Object.freeze({
-  ...trainerDefaults,
+  ...defaultFineTuneTrainerOptions,
   eval: undefined,
   loss: undefined,
   beta: 0.1,
@@ -271,36 +271,7 @@ export async function dpoTrain(options: DpoOptions): Promise<DpoResult> {
     return Object.fromEntries(Object.entries(sums).map(([name, sum]) => [`eval_${name}`, sum / evalPairs.length]));
   };
 
-  const parameters = model.trainableParameters();
-  const optimizer = new AdamW(parameters, { lr: o.lr, weightDecay: o.weightDecay });
-  try {
-    const result = await train<DpoBatch>({
-      model,
-      parameters,
-      optimizer,
-      batches,
-      step,
-      maxSteps: o.maxSteps,
-      epochs,
-      gradientAccumulationSteps: o.gradientAccumulationSteps,
-      maxGradNorm: o.maxGradNorm,
-      schedule: scheduleOf(o.schedule, o.lr, o.warmupSteps, totalSteps),
-      evalEvery: evalPairs.length ? (o.evalEvery ?? Math.max(1, totalSteps)) : undefined,
-      evaluate: evalPairs.length ? evaluate : undefined,
-      callbacks: o.callbacks,
-      logFile: o.logFile,
-      progress: o.progress,
-      progressStream: o.progressStream,
-      logEvery: o.logEvery,
-      checkpointDir: o.checkpointDir,
-      checkpointEvery: o.checkpointEvery,
-      resumeFrom: o.resumeFrom,
-      signal: o.signal,
-      seed: o.seed,
-    });
-    const referenceName = reference ? `${reference.source}${reference.precomputed ? ', precomputed' : ''}` : 'none';
-    return { ...result, lora: report, objective: objective.name, reference: referenceName, precomputeSeconds };
-  } finally {
-    optimizer.dispose();
-  }
+  const result = await fineTune<DpoBatch>({ model, batches, step, evaluate: evalPairs.length ? evaluate : undefined, options: o, totalSteps, epochs });
+  const referenceName = reference ? `${reference.source}${reference.precomputed ? ', precomputed' : ''}` : 'none';
+  return { ...result, lora: report, objective: objective.name, reference: referenceName, precomputeSeconds };
 }

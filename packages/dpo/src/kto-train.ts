@@ -1,11 +1,11 @@
 // ktoTrain: unpaired preference records (one completion, labelled desirable or not) → KTO against
 // the KL reference point of mismatched prompt/completion pairs → the shared trainer loop.
-import { AdamW, PosttrainError, Rng, checkNumber, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
+import { PosttrainError, Rng, checkNumber, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
 import { collateForTraining, tokenizePromptCompletion, type TokenizedExample, type TokenizerLike, type UnpairedPreferenceRecord } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { ktoLoss, sequenceLogprobs } from '@posttrain/losses';
-import { train, type StepOutput, type TrainResult } from '@posttrain/trainer';
-import { checkCommon, padIdOf, scheduleOf, shuffledOrder, stepPlan, trainerDefaults, type OptimizationTunables } from './common.js';
+import { defaultFineTuneTrainerOptions, fineTune, shuffledOrder, type StepOutput, type TrainResult } from '@posttrain/trainer';
+import { checkCommon, padIdOf, stepPlan, type OptimizationTunables } from './common.js';
 import { completionStats, meanLogit, sequenceLogpsOf } from './concatenated.js';
 import { resolveReference, type Reference, type ReferenceOption } from './reference.js';
 
@@ -64,7 +64,7 @@ export interface KtoOptions extends Partial<KtoTunables> {
  * ```
  */
 export const defaultKtoOptions: Readonly<KtoTunables> = Object.freeze({
-  ...trainerDefaults,
+  ...defaultFineTuneTrainerOptions,
   eval: undefined,
   beta: 0.1,
   desirableWeight: 1,
@@ -301,35 +301,6 @@ export async function ktoTrain(options: KtoOptions): Promise<KtoResult> {
     return Object.fromEntries(Object.entries(sums).map(([name, sum]) => [`eval_${name}`, sum / evalExamples.length]));
   };
 
-  const parameters = model.trainableParameters();
-  const optimizer = new AdamW(parameters, { lr: o.lr, weightDecay: o.weightDecay });
-  try {
-    const result = await train<KtoBatch>({
-      model,
-      parameters,
-      optimizer,
-      batches,
-      step,
-      maxSteps: o.maxSteps,
-      epochs,
-      gradientAccumulationSteps: o.gradientAccumulationSteps,
-      maxGradNorm: o.maxGradNorm,
-      schedule: scheduleOf(o.schedule, o.lr, o.warmupSteps, totalSteps),
-      evalEvery: evalExamples.length ? (o.evalEvery ?? Math.max(1, totalSteps)) : undefined,
-      evaluate: evalExamples.length ? evaluate : undefined,
-      callbacks: o.callbacks,
-      logFile: o.logFile,
-      progress: o.progress,
-      progressStream: o.progressStream,
-      logEvery: o.logEvery,
-      checkpointDir: o.checkpointDir,
-      checkpointEvery: o.checkpointEvery,
-      resumeFrom: o.resumeFrom,
-      signal: o.signal,
-      seed: o.seed,
-    });
-    return { ...result, lora: report, reference: `${reference.source}${reference.precomputed ? ', precomputed' : ''}`, precomputeSeconds };
-  } finally {
-    optimizer.dispose();
-  }
+  const result = await fineTune<KtoBatch>({ model, batches, step, evaluate: evalExamples.length ? evaluate : undefined, options: o, totalSteps, epochs });
+  return { ...result, lora: report, reference: `${reference.source}${reference.precomputed ? ', precomputed' : ''}`, precomputeSeconds };
 }

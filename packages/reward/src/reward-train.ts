@@ -1,19 +1,18 @@
 // rewardTrain: preference records → tokenized pairs → one batch of chosen and rejected → Bradley–Terry → the shared trainer loop.
-import {
-  AdamW,
-  PosttrainError,
-  Rng,
-  checkNumber,
-  constantSchedule,
-  cosineSchedule,
-  linearSchedule,
-  resolveOptions,
-  tf,
-  type LrSchedule,
-} from '@posttrain/tensor-core';
+import { PosttrainError, checkNumber, resolveOptions, tf } from '@posttrain/tensor-core';
 import type { TokenizerLike } from '@posttrain/data';
 import { applyLora, matchesTarget, trainableReport, type LoraOptions, type LoraReport, type LoraTargetModules } from '@posttrain/lora';
-import { defaultTrainOptions, train, type StepOutput, type TrainRecord, type TrainResult, type TrainTunables } from '@posttrain/trainer';
+import {
+  checkFineTuneOptions,
+  defaultFineTuneTrainerOptions,
+  fineTune,
+  shuffledOrder,
+  type FineTuneTrainerOptions,
+  type OptimizerTunables,
+  type StepOutput,
+  type TrainRecord,
+  type TrainResult,
+} from '@posttrain/trainer';
 import { bradleyTerryLoss } from '@posttrain/losses';
 import { RewardModel } from './reward-model.js';
 import { evaluatePairs } from './evaluate.js';
@@ -27,10 +26,7 @@ import { collatePairs, disposeBatch, padTokenOf, pairRewards, tokenizePair, type
  * const passThrough: Partial<RewardTrainerOptions> = { gradientAccumulationSteps: 4, checkpointDir: 'runs/rm', logFile: 'runs/rm/metrics.jsonl' };
  * ```
  */
-export type RewardTrainerOptions = Pick<
-  TrainTunables,
-  'gradientAccumulationSteps' | 'maxSteps' | 'epochs' | 'maxGradNorm' | 'evalEvery' | 'callbacks' | 'logFile' | 'progress' | 'progressStream' | 'logEvery' | 'checkpointDir' | 'checkpointEvery' | 'resumeFrom' | 'signal'
->;
+export type RewardTrainerOptions = FineTuneTrainerOptions;
 
 /**
  * The tunable options of {@link rewardTrain}, each with its default in {@link defaultRewardOptions}.
@@ -40,7 +36,7 @@ export type RewardTrainerOptions = Pick<
  * const tunables: Partial<RewardTunables> = { lr: 1e-2, maxSteps: 300, lora: { r: 16, alpha: 32 }, centerCoefficient: 0.01 };
  * ```
  */
-export interface RewardTunables extends RewardTrainerOptions {
+export interface RewardTunables extends RewardTrainerOptions, OptimizerTunables {
   /** Held-out pairs; `evalLoss`, `evalAccuracy`, `evalMargin`, `evalChosenScore` and `evalRejectedScore` are logged every `evalEvery` steps (default: at the end). */
   eval: readonly RewardRecord[] | undefined;
   /**
@@ -92,20 +88,7 @@ export interface RewardTrainOptions extends Partial<RewardTunables> {
  * ```
  */
 export const defaultRewardOptions: Readonly<RewardTunables> = Object.freeze({
-  gradientAccumulationSteps: defaultTrainOptions.gradientAccumulationSteps,
-  maxSteps: defaultTrainOptions.maxSteps,
-  epochs: defaultTrainOptions.epochs,
-  maxGradNorm: defaultTrainOptions.maxGradNorm,
-  evalEvery: defaultTrainOptions.evalEvery,
-  callbacks: defaultTrainOptions.callbacks,
-  logFile: defaultTrainOptions.logFile,
-  progress: defaultTrainOptions.progress,
-  progressStream: defaultTrainOptions.progressStream,
-  logEvery: defaultTrainOptions.logEvery,
-  checkpointDir: defaultTrainOptions.checkpointDir,
-  checkpointEvery: defaultTrainOptions.checkpointEvery,
-  resumeFrom: defaultTrainOptions.resumeFrom,
-  signal: defaultTrainOptions.signal,
+  ...defaultFineTuneTrainerOptions,
   eval: undefined,
   lora: false,
   batchSize: 8,
@@ -156,21 +139,8 @@ export function resolveRewardOptions(options: RewardTrainOptions): Resolved {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected train to be a non-empty array of preference records; got ${Array.isArray(o.train) ? 'an empty array' : typeof o.train}`, { help: "for example [{ prompt: 'abc>', chosen: 'cba', rejected: 'abc' }]" });
   }
   if (o.eval !== undefined && !Array.isArray(o.eval)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected eval to be an array of preference records or undefined; got ${typeof o.eval}`);
-  const int = (name: keyof RewardTunables, min: number) => checkNumber(owner, name, o[name], `an integer ≥ ${min}`, (v) => Number.isInteger(v) && v >= min);
-  int('batchSize', 1);
-  int('epochs', 1);
-  int('warmupSteps', 0);
-  int('gradientAccumulationSteps', 1);
-  if (o.maxSteps !== undefined) int('maxSteps', 1);
-  if (o.evalEvery !== undefined) int('evalEvery', 1);
-  if (o.logEvery !== undefined) int('logEvery', 1);
-  if (o.maxLength !== null) int('maxLength', 2);
-  checkNumber(owner, 'lr', o.lr, 'a number ≥ 0', (v) => v >= 0);
-  checkNumber(owner, 'weightDecay', o.weightDecay, 'a number ≥ 0', (v) => v >= 0);
+  checkFineTuneOptions(owner, o);
   checkNumber(owner, 'centerCoefficient', o.centerCoefficient, 'a number ≥ 0', (v) => v >= 0);
-  checkNumber(owner, 'seed', o.seed, 'an integer', Number.isInteger);
-  if (o.maxGradNorm !== null) checkNumber(owner, 'maxGradNorm', o.maxGradNorm, 'a number > 0 or null', (v) => v > 0);
-  if (!['constant', 'linear', 'cosine'].includes(o.schedule)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected schedule to be 'constant', 'linear' or 'cosine'; got ${JSON.stringify(o.schedule)}`);
   if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null)) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, { help: "for example lora: { r: 16, alpha: 32, targetModules: 'all-linear' }" });
   }
@@ -180,12 +150,6 @@ export function resolveRewardOptions(options: RewardTrainOptions): Resolved {
     });
   }
   return o;
-}
-
-function scheduleOf(kind: RewardTunables['schedule'], lr: number, warmupSteps: number, totalSteps: number): LrSchedule {
-  if (kind === 'constant') return constantSchedule({ lr, warmupSteps });
-  const total = Math.max(totalSteps, warmupSteps + 1);
-  return kind === 'linear' ? linearSchedule({ lr, warmupSteps, totalSteps: total }) : cosineSchedule({ lr, warmupSteps, totalSteps: total });
 }
 
 /** 'all-linear' for a reward model: every linear layer's name in the backbone, never the head. */
@@ -239,18 +203,12 @@ export async function rewardTrain(options: RewardTrainOptions): Promise<RewardRe
   const evalPairs = (o.eval ?? []).map((r, i) => tokenizePair(tokenizer, r, i, o.maxLength, `${owner}: eval`));
   const withMargin = o.train.some((r) => r.margin !== undefined);
   const report = o.lora === false ? undefined : addAdapters(model, o.lora, o.seed);
-  const parameters = model.trainableParameters();
-  if (parameters.size === 0) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: the reward model has no trainable parameters`, { help: 'unfreeze it (model.unfreeze()) or pass lora options' });
+  if (model.trainableParameters().size === 0) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: the reward model has no trainable parameters`, { help: 'unfreeze it (model.unfreeze()) or pass lora options' });
   const batchesPerEpoch = Math.ceil(pairs.length / o.batchSize);
   const totalSteps = o.maxSteps ?? Math.ceil((batchesPerEpoch * o.epochs) / o.gradientAccumulationSteps);
   const epochs = o.maxSteps === undefined ? o.epochs : Math.ceil((o.maxSteps * o.gradientAccumulationSteps) / batchesPerEpoch);
   function* batches(epoch: number): Generator<RewardBatch> {
-    const rng = new Rng((o.seed ^ Math.imul(epoch + 1, 0x9e3779b1)) | 0); // one order per (seed, epoch), so resuming rebuilds it
-    const order = pairs.map((_, i) => i);
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = rng.int(i + 1);
-      [order[i], order[j]] = [order[j], order[i]];
-    }
+    const order = shuffledOrder(o.seed, epoch, pairs.length); // one order per (seed, epoch), so resuming rebuilds it
     for (let start = 0; start < order.length; start += o.batchSize) {
       const batch = collatePairs(order.slice(start, start + o.batchSize).map((i) => pairs[i]), padTokenId, withMargin);
       try {
@@ -273,35 +231,7 @@ export async function rewardTrain(options: RewardTrainOptions): Promise<RewardRe
     const r = await evaluatePairs(model, evalPairs, padTokenId, o.batchSize);
     return { evalLoss: r.loss, evalAccuracy: r.accuracy, evalMargin: r.margin, evalChosenScore: r.chosenScore, evalRejectedScore: r.rejectedScore };
   };
-  const optimizer = new AdamW(parameters, { lr: o.lr, weightDecay: o.weightDecay });
-  try {
-    const result = await train<RewardBatch>({
-      model,
-      parameters,
-      optimizer,
-      batches,
-      step,
-      maxSteps: o.maxSteps,
-      epochs,
-      gradientAccumulationSteps: o.gradientAccumulationSteps,
-      maxGradNorm: o.maxGradNorm,
-      schedule: scheduleOf(o.schedule, o.lr, o.warmupSteps, totalSteps),
-      evalEvery: evalPairs.length ? (o.evalEvery ?? Math.max(1, totalSteps)) : undefined,
-      evaluate: evalPairs.length ? evaluate : undefined,
-      callbacks: o.callbacks,
-      logFile: o.logFile,
-      progress: o.progress,
-      progressStream: o.progressStream,
-      logEvery: o.logEvery,
-      checkpointDir: o.checkpointDir,
-      checkpointEvery: o.checkpointEvery,
-      resumeFrom: o.resumeFrom,
-      signal: o.signal,
-      seed: o.seed,
-    });
-    const trained = result.history.reduce((sum, r: TrainRecord) => sum + (r.tokens ?? 0), 0);
-    return { ...result, lora: report, pairsPerSec: result.elapsed > 0 ? trained / result.elapsed : 0 };
-  } finally {
-    optimizer.dispose();
-  }
+  const result = await fineTune<RewardBatch>({ model, batches, step, evaluate: evalPairs.length ? evaluate : undefined, options: o, totalSteps, epochs });
+  const trained = result.history.reduce((sum, r: TrainRecord) => sum + (r.tokens ?? 0), 0);
+  return { ...result, lora: report, pairsPerSec: result.elapsed > 0 ? trained / result.elapsed : 0 };
 }

@@ -1,17 +1,5 @@
 // sftTrain: records → tokenized, masked, shuffled, collated batches → the shared trainer loop.
-import {
-  AdamW,
-  PosttrainError,
-  Rng,
-  checkNumber,
-  constantSchedule,
-  cosineSchedule,
-  linearSchedule,
-  resolveOptions,
-  tf,
-  type CausalLM,
-  type LrSchedule,
-} from '@posttrain/tensor-core';
+import { PosttrainError, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
 import {
   collateForTraining,
   tokenizeLanguageModeling,
@@ -22,11 +10,24 @@ import {
   type TokenizerLike,
 } from '@posttrain/data';
 import { applyLora, type LoraOptions, type LoraReport } from '@posttrain/lora';
-import { defaultTrainOptions, train, type StepOutput, type TrainRecord, type TrainResult, type TrainTunables } from '@posttrain/trainer';
+import {
+  checkFineTuneOptions,
+  defaultFineTuneTrainerOptions,
+  fineTune,
+  shuffledOrder,
+  type FineTuneTrainerOptions,
+  type OptimizerTunables,
+  type StepOutput,
+  type TrainRecord,
+  type TrainResult,
+} from '@posttrain/trainer';
 import { causalLmLoss } from '@posttrain/losses';
 
 /** A training record: TRL prompt-completion (`{ prompt, completion }`) or language modeling (`{ text }`), strings. */
 export type SftRecord = { prompt: string; completion: string } | { text: string };
+
+/** The trainer's options that {@link sftTrain} passes through unchanged, with the trainer's defaults (`@posttrain/trainer`'s `FineTuneTrainerOptions`). */
+export type SftTrainerOptions = FineTuneTrainerOptions;
 
 /**
  * The tunable options of {@link sftTrain}, each with its default in {@link defaultSftOptions}.
@@ -36,13 +37,7 @@ export type SftRecord = { prompt: string; completion: string } | { text: string 
  * const tunables: Partial<SftTunables> = { lr: 2e-2, maxSteps: 300, lora: { r: 8 } };
  * ```
  */
-/** The trainer's options that {@link sftTrain} passes through unchanged, with the trainer's defaults. */
-export type SftTrainerOptions = Pick<
-  TrainTunables,
-  'gradientAccumulationSteps' | 'maxSteps' | 'epochs' | 'maxGradNorm' | 'evalEvery' | 'callbacks' | 'logFile' | 'progress' | 'progressStream' | 'logEvery' | 'checkpointDir' | 'checkpointEvery' | 'resumeFrom' | 'signal'
->;
-
-export interface SftTunables extends SftTrainerOptions {
+export interface SftTunables extends SftTrainerOptions, OptimizerTunables {
   /** Held-out records; their mean loss and token accuracy are logged every `evalEvery` steps (default: at the end). */
   eval: readonly SftRecord[] | undefined;
   /** LoRA options (`@posttrain/lora`'s `applyLora`; `targetModules` defaults to 'all-linear'): only the adapters train. `false`: full fine-tuning. */
@@ -82,20 +77,7 @@ export interface SftOptions extends Partial<SftTunables> {
  * ```
  */
 export const defaultSftOptions: Readonly<SftTunables> = Object.freeze({
-  gradientAccumulationSteps: defaultTrainOptions.gradientAccumulationSteps,
-  maxSteps: defaultTrainOptions.maxSteps,
-  epochs: defaultTrainOptions.epochs,
-  maxGradNorm: defaultTrainOptions.maxGradNorm,
-  evalEvery: defaultTrainOptions.evalEvery,
-  callbacks: defaultTrainOptions.callbacks,
-  logFile: defaultTrainOptions.logFile,
-  progress: defaultTrainOptions.progress,
-  progressStream: defaultTrainOptions.progressStream,
-  logEvery: defaultTrainOptions.logEvery,
-  checkpointDir: defaultTrainOptions.checkpointDir,
-  checkpointEvery: defaultTrainOptions.checkpointEvery,
-  resumeFrom: defaultTrainOptions.resumeFrom,
-  signal: defaultTrainOptions.signal,
+  ...defaultFineTuneTrainerOptions,
   eval: undefined,
   lora: false,
   batchSize: 8,
@@ -138,20 +120,7 @@ export function resolveSftOptions(options: SftOptions): SftTunables & Pick<SftOp
   if (!o.model || typeof o.model.forward !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected model to be a CausalLM (an object with forward); got ${o.model === undefined ? 'undefined' : typeof o.model}`);
   if (!o.tokenizer || typeof o.tokenizer.encode !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected tokenizer to have encode and decode`);
   if (!Array.isArray(o.train) || o.train.length === 0) throw new PosttrainError('INVALID_OPTION', `${owner}: expected train to be a non-empty array of records; got ${Array.isArray(o.train) ? 'an empty array' : typeof o.train}`, { help: "for example [{ prompt: 'ab>', completion: 'ba' }] or [{ text: 'ab>ba' }]" });
-  const int = (name: keyof SftTunables, min: number) => checkNumber(owner, name, o[name], `an integer ≥ ${min}`, (v) => Number.isInteger(v) && v >= min);
-  int('batchSize', 1);
-  int('epochs', 1);
-  int('warmupSteps', 0);
-  int('gradientAccumulationSteps', 1);
-  if (o.maxSteps !== undefined) int('maxSteps', 1);
-  if (o.evalEvery !== undefined) int('evalEvery', 1);
-  if (o.logEvery !== undefined) int('logEvery', 1);
-  if (o.maxLength !== null) int('maxLength', 2);
-  checkNumber(owner, 'lr', o.lr, 'a number ≥ 0', (v) => v >= 0);
-  checkNumber(owner, 'weightDecay', o.weightDecay, 'a number ≥ 0', (v) => v >= 0);
-  checkNumber(owner, 'seed', o.seed, 'an integer', Number.isInteger);
-  if (o.maxGradNorm !== null) checkNumber(owner, 'maxGradNorm', o.maxGradNorm, 'a number > 0 or null', (v) => v > 0);
-  if (!['constant', 'linear', 'cosine'].includes(o.schedule)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected schedule to be 'constant', 'linear' or 'cosine'; got ${JSON.stringify(o.schedule)}`);
+  checkFineTuneOptions(owner, o);
   if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, { help: "for example lora: { r: 8, alpha: 16, targetModules: 'all-linear' }" });
   return o;
 }
@@ -162,12 +131,6 @@ function tokenize(tokenizer: TokenizerLike, record: SftRecord, index: number, co
   if (record && typeof record === 'object' && 'prompt' in record && 'completion' in record) return tokenizePromptCompletion(tokenizer, record as PromptCompletionRecord, options);
   if (record && typeof record === 'object' && 'text' in record) return tokenizeLanguageModeling(tokenizer, record as LanguageModelingRecord, options);
   throw new PosttrainError('INVALID_ARGUMENT', `sftTrain: record ${index}: expected { prompt, completion } or { text }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`);
-}
-
-function scheduleOf(kind: SftTunables['schedule'], lr: number, warmupSteps: number, totalSteps: number): LrSchedule {
-  if (kind === 'constant') return constantSchedule({ lr, warmupSteps });
-  const total = Math.max(totalSteps, warmupSteps + 1);
-  return kind === 'linear' ? linearSchedule({ lr, warmupSteps, totalSteps: total }) : cosineSchedule({ lr, warmupSteps, totalSteps: total });
 }
 
 /**
@@ -194,17 +157,11 @@ export async function sftTrain(options: SftOptions): Promise<SftResult> {
   const examples = o.train.map((r, i) => tokenize(tokenizer, r, i, o.completionOnlyLoss, o.maxLength));
   const evalExamples = (o.eval ?? []).map((r, i) => tokenize(tokenizer, r, i, o.completionOnlyLoss, o.maxLength));
   const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
-  const parameters = model.trainableParameters();
   const batchesPerEpoch = Math.ceil(examples.length / o.batchSize);
   const totalSteps = o.maxSteps ?? Math.ceil((batchesPerEpoch * o.epochs) / o.gradientAccumulationSteps);
   const epochs = o.maxSteps === undefined ? o.epochs : Math.ceil((o.maxSteps * o.gradientAccumulationSteps) / batchesPerEpoch);
   function* batches(epoch: number): Generator<SftBatch> {
-    const rng = new Rng((o.seed ^ Math.imul(epoch + 1, 0x9e3779b1)) | 0); // one order per (seed, epoch), so resuming rebuilds it
-    const order = examples.map((_, i) => i);
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = rng.int(i + 1);
-      [order[i], order[j]] = [order[j], order[i]];
-    }
+    const order = shuffledOrder(o.seed, epoch, examples.length); // one order per (seed, epoch), so resuming rebuilds it
     for (let start = 0; start < order.length; start += o.batchSize) {
       const batch = collateForTraining(order.slice(start, start + o.batchSize).map((i) => examples[i]), { padTokenId });
       try {
@@ -240,35 +197,7 @@ export async function sftTrain(options: SftOptions): Promise<SftResult> {
     model.train(true);
     return { evalLoss: loss / Math.max(tokens, 1), evalMeanTokenAccuracy: correct / Math.max(tokens, 1) };
   };
-  const optimizer = new AdamW(parameters, { lr: o.lr, weightDecay: o.weightDecay });
-  try {
-    const result = await train<SftBatch>({
-      model,
-      parameters,
-      optimizer,
-      batches,
-      step,
-      maxSteps: o.maxSteps,
-      epochs,
-      gradientAccumulationSteps: o.gradientAccumulationSteps,
-      maxGradNorm: o.maxGradNorm,
-      schedule: scheduleOf(o.schedule, o.lr, o.warmupSteps, totalSteps),
-      evalEvery: evalExamples.length ? (o.evalEvery ?? Math.max(1, totalSteps)) : undefined,
-      evaluate: evalExamples.length ? evaluate : undefined,
-      callbacks: o.callbacks,
-      logFile: o.logFile,
-      progress: o.progress,
-      progressStream: o.progressStream,
-      logEvery: o.logEvery,
-      checkpointDir: o.checkpointDir,
-      checkpointEvery: o.checkpointEvery,
-      resumeFrom: o.resumeFrom,
-      signal: o.signal,
-      seed: o.seed,
-    });
-    const trained = result.history.reduce((sum, r: TrainRecord) => sum + (r.tokens ?? 0), 0);
-    return { ...result, lora: report, tokensPerSec: result.elapsed > 0 ? trained / result.elapsed : 0 };
-  } finally {
-    optimizer.dispose();
-  }
+  const result = await fineTune<SftBatch>({ model, batches, step, evaluate: evalExamples.length ? evaluate : undefined, options: o, totalSteps, epochs });
+  const trained = result.history.reduce((sum, r: TrainRecord) => sum + (r.tokens ?? 0), 0);
+  return { ...result, lora: report, tokensPerSec: result.elapsed > 0 ? trained / result.elapsed : 0 };
 }

@@ -19,3 +19,15 @@ export { saveTrainerCheckpoint, loadTrainerCheckpoint, findCheckpoint, TRAINER_S
 
 // Progress
 export { formatProgressLine, formatProgressBar, type ProgressStream } from './progress.js';
+
+// Building blocks of the fine-tuning trainers
+export {
+  checkFineTuneOptions,
+  defaultFineTuneTrainerOptions,
+  fineTune,
+  fineTuneSchedule,
+  shuffledOrder,
+  type FineTuneOptions,
+  type FineTuneTrainerOptions,
+  type OptimizerTunables,
+} from './fine-tune.js';

@@ -6,13 +6,18 @@ describe('public surface', () => {
     expect(Object.keys(trainer).sort()).toEqual([
       'OPTIMIZER_FILE',
       'TRAINER_STATE_FILE',
+      'checkFineTuneOptions',
+      'defaultFineTuneTrainerOptions',
       'defaultTrainOptions',
       'findCheckpoint',
+      'fineTune',
+      'fineTuneSchedule',
       'formatProgressBar',
       'formatProgressLine',
       'loadTrainerCheckpoint',
       'resolveTrainOptions',
       'saveTrainerCheckpoint',
+      'shuffledOrder',
       'train',
     ]);
   });
