@@ -160,6 +160,7 @@ describe('dpoTrain', () => {
     expect(await message({ batchSize: 1.5 })).toBe('dpoTrain: expected batchSize to be an integer ≥ 1; got 1.5');
     expect(await message({ learningRate: 1e-3 } as never)).toMatch(/^dpoTrain: unknown option "learningRate"; known options are model, tokenizer, train, .*\breference\b/);
     expect(await message({ train: [] })).toMatch(/^dpoTrain: expected train to be a non-empty array of records; got an empty array/);
+    expect(await message({ eval: 'pairs' as never })).toBe('dpoTrain: expected eval to be an array of { prompt, chosen, rejected } records; got string');
     expect(await message({ train: [pairs[0], { prompt: 'ab>', chosen: 'ba' } as never] })).toBe('dpoTrain: train record 1: expected { prompt, chosen, rejected }; got keys [prompt, chosen]');
     expect(await message({ reference: 'adapters-disabled' })).toMatch(/^dpoTrain: expected a model with LoRA adapters for reference 'adapters-disabled'; got a model without LoRA layers\nhelp: /);
     expect(await message({ reference: 'frozen' as never })).toMatch(/^dpoTrain: expected reference to be \{ model: frozenCopy \}, 'adapters-disabled' or 'precomputed'; got "frozen"/);

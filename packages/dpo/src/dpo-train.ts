@@ -216,6 +216,9 @@ export async function dpoTrain(options: DpoOptions): Promise<DpoResult> {
   const { model, tokenizer, objective } = o;
   const padTokenId = padIdOf(tokenizer);
   const pairs = tokenizePairs(tokenizer, o.train, o.maxLength, 'train');
+  if (o.eval !== undefined && !Array.isArray(o.eval)) {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected eval to be an array of { prompt, chosen, rejected } records; got ${typeof o.eval}`);
+  }
   const evalPairs = tokenizePairs(tokenizer, o.eval ?? [], o.maxLength, 'eval');
   const reference = resolveReference(owner, model, o.reference, objective.usesReference, objective.name, o.lora !== false || loraLayers(model).size > 0);
   const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });

@@ -56,6 +56,24 @@ describe('ktoTrain', () => {
     model.dispose();
   });
 
+  it('averages eval_rewards/chosen, logps and logits over the desirable examples (and /rejected over the undesirable ones), however the eval records are batched', async () => {
+    const heldOut = reversalUnpaired(1, 4); // 8 records, desirable and undesirable alternating
+    const evalAt = async (batchSize: number) => {
+      const model = tinyModel(1);
+      const copy = tinyModel(2); // a reference unlike the policy, so the rewards are not 0
+      const result = await ktoTrain({ model, tokenizer, train: records, eval: heldOut, reference: { model: copy }, lr: 0, batchSize, maxSteps: 1, progress: 'none' });
+      model.dispose();
+      copy.dispose();
+      return result.evals[0];
+    };
+    const whole = await evalAt(8);
+    const single = await evalAt(1); // every batch is all desirable or all undesirable
+    for (const name of ['rewards/chosen', 'rewards/rejected', 'rewards/margins', 'logps/chosen', 'logps/rejected', 'logits/chosen', 'logits/rejected']) {
+      expect(Math.abs(Number(whole[`eval_${name}`]))).toBeGreaterThan(1e-3);
+      expect(Number(single[`eval_${name}`]), name).toBeCloseTo(Number(whole[`eval_${name}`]), 4);
+    }
+  });
+
   it('gives the same losses with a frozen copy, the adapters disabled and precomputed log-probs (within 1e-5)', async () => {
     const options = { tokenizer, train: records, lora: { r: 4, alpha: 8, seed: 3 }, lr: 3e-2, batchSize: 8, maxSteps: 3, progress: 'none' as const, seed: 2 };
     const run = async (reference: 'copy' | 'adapters-disabled' | 'precomputed') => {

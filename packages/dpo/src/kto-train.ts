@@ -197,7 +197,9 @@ export function resolveKtoOptions(options: KtoOptions): KtoTunables & Pick<KtoOp
  * as {@link dpoTrain} ({@link ReferenceOption}), precomputed per record with `'precomputed'`.
  * Logged: `rewards/chosen`, `rewards/rejected` (means over the desirable and the undesirable
  * examples of a batch; 0 for a batch without any), `rewards/margins`, `logps/chosen`,
- * `logps/rejected`, `logits/chosen`, `logits/rejected` and `kl`; `eval_`-prefixed on `eval`.
+ * `logps/rejected`, `logits/chosen`, `logits/rejected` and `kl`; `eval_`-prefixed on `eval`, where the
+ * `…/chosen` and `…/rejected` metrics are means over all the desirable and all the undesirable held-out
+ * examples, whatever the batching.
  *
  * @example
  * ```ts
@@ -281,9 +283,13 @@ export async function ktoTrain(options: KtoOptions): Promise<KtoResult> {
     const { losses, metrics } = forward(batch);
     return { lossSum: tf.sum(losses) as tf.Scalar, tokens: batch.size, metrics };
   };
+  // Eval metrics of one group (`…/chosen`: the desirable examples, `…/rejected`: the undesirable ones) are
+  // weighted by that group's count in each batch, so a batch without the group adds nothing, not a 0.
+  const evalWeight = (name: string, desirable: number, size: number) => (name.endsWith('/chosen') ? desirable : name.endsWith('/rejected') ? size - desirable : size);
   const evaluate = async (): Promise<Record<string, number>> => {
     model.eval();
     const sums: Record<string, number> = {};
+    const weights: Record<string, number> = {};
     for (let start = 0; start < evalExamples.length; start += o.batchSize) {
       const indices = Array.from({ length: Math.min(o.batchSize, evalExamples.length - start) }, (_, k) => start + k);
       const batch = makeBatch(evalExamples, indices, evalCache);
@@ -295,10 +301,17 @@ export async function ktoTrain(options: KtoOptions): Promise<KtoResult> {
       const read = await values.data();
       values.dispose();
       disposeBatch(batch);
-      names.forEach((name, k) => (sums[name] = (sums[name] ?? 0) + read[k] * indices.length));
+      const desirable = indices.filter((i) => evalExamples[i].desirable).length;
+      names.forEach((name, k) => {
+        const w = evalWeight(name, desirable, indices.length);
+        sums[name] = (sums[name] ?? 0) + read[k] * w;
+        weights[name] = (weights[name] ?? 0) + w;
+      });
     }
     model.train(true);
-    return Object.fromEntries(Object.entries(sums).map(([name, sum]) => [`eval_${name}`, sum / evalExamples.length]));
+    const means = Object.fromEntries(Object.entries(sums).map(([name, sum]) => [name, weights[name] > 0 ? sum / weights[name] : 0]));
+    means['rewards/margins'] = means['rewards/chosen'] - means['rewards/rejected'];
+    return Object.fromEntries(Object.entries(means).map(([name, value]) => [`eval_${name}`, value]));
   };
 
   const result = await fineTune<KtoBatch>({ model, batches, step, evaluate: evalExamples.length ? evaluate : undefined, options: o, totalSteps, epochs });

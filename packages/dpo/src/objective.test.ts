@@ -68,6 +68,19 @@ describe('preference objectives', () => {
     });
   });
 
+  it('orpoObjective.compute leaves behind no tensor it does not return', () => {
+    const objective = orpoObjective();
+    const base = inputs();
+    tf.dispose([base.policyChosenLogps, base.policyRejectedLogps]);
+    const x = { ...base, policyChosenLogps: tf.tensor1d([-0.4, -0.9, -1.5]), policyRejectedLogps: tf.tensor1d([-1.2, -0.8, -2.0]) };
+    const before = tf.memory().numTensors;
+    const out = objective.compute(x);
+    const returned = [out.loss, out.losses, out.chosenRewards, out.rejectedRewards, ...Object.values(out.metrics)];
+    expect(tf.memory().numTensors - before).toBe(returned.length);
+    tf.dispose(returned);
+    tf.dispose(Object.values(x));
+  });
+
   it("checks a loss's options when the objective is made, naming the loss", () => {
     expect(thrown(() => dpoObjective(dpoSigmoidLoss, { beta: -1 })).message).toBe('dpoSigmoidLoss: expected beta to be a number > 0; got -1');
     expect(thrown(() => dpoObjective(dpoSigmoidLoss, { gamma: 1 } as never)).message).toMatch(/^dpoSigmoidLoss: unknown option "gamma"; known options are beta, labelSmoothing/);

@@ -188,7 +188,9 @@ export function orpoObjective(options: Partial<OrpoLossOptions> = {}): Preferenc
     averageLogps: true,
     beta: options?.beta ?? 0.1,
     compute({ policyChosenLogps, policyRejectedLogps }: ObjectiveInputs): ObjectiveOutput {
-      const out = orpoLoss({ policyChosenLogps, policyRejectedLogps, chosenNll: tf.neg(policyChosenLogps) }, options);
+      const chosenNll = tf.neg(policyChosenLogps) as tf.Tensor1D; // [B]
+      const out = orpoLoss({ policyChosenLogps, policyRejectedLogps, chosenNll }, options);
+      chosenNll.dispose();
       const metrics = tf.tidy(() => ({
         nll_loss: tf.neg(tf.mean(policyChosenLogps)) as tf.Scalar,
         log_odds_ratio: tf.neg(tf.mean(out.oddsRatioLosses)) as tf.Scalar,

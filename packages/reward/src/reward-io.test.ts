@@ -173,6 +173,23 @@ describe('saveRewardModel / loadRewardModel', () => {
     model.dispose();
   });
 
+  it('a full save over an adapter save removes the adapter files, so loading reads the new full weights', async () => {
+    const before = tf.memory().numTensors;
+    const out = join(dir, 'overwritten');
+    const lora = new RewardModel(createModel(llamaConfig(), { seed: 1 }));
+    applyLora(lora, { r: 2, targetModules: ['q_proj'] });
+    await saveRewardModel(lora, out); // adapter_config.json + adapter_model.safetensors
+    const full = new RewardModel(createModel(llamaConfig(), { seed: 7 }), { seed: 9 });
+    await saveRewardModel(full, out);
+    expect((await readdir(out)).sort()).toEqual(['config.json', 'model.safetensors']);
+    const base = createModel(llamaConfig(), { seed: 1 }); // the adapter's base: a stale adapter would load onto it
+    const loaded = await loadRewardModel(out, { backbone: base });
+    expect(loraLayers(loaded).size).toBe(0);
+    expect(rewardBits(loaded)).toEqual(rewardBits(full));
+    for (const m of [lora, full, loaded]) m.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
   it('saves into memory and merges extra config fields', async () => {
     const model = new RewardModel(createModel(llamaConfig(), { seed: 1 }));
     const files = new Map<string, Uint8Array | string>();

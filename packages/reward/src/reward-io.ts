@@ -131,8 +131,10 @@ function toSource(from: FileSource | FileSourceInput): FileSource {
  * `num_labels: 1`) and `model.safetensors` (sharded when large) with the backbone's weights under
  * their Hugging Face keys and the head as `score.weight`: the layout
  * `AutoModelForSequenceClassification.from_pretrained` loads. LoRA adapters are merged into the
- * saved weights (the model itself is unchanged). An adapter save (`adapterOnly`, the default for a
- * model with adapters) writes PEFT's files: the adapter, and the head as
+ * saved weights (the model itself is unchanged), and an earlier adapter save's two files are
+ * removed from the directory, since `adapter_config.json` makes {@link loadRewardModel} read an
+ * adapter save. An adapter save (`adapterOnly`, the default for a model with adapters) writes
+ * PEFT's files: the adapter, and the head as
  * `base_model.model.score.weight` with `modules_to_save: ['score']`, `task_type: 'SEQ_CLS'`.
  * Returns the names of the files written.
  *
@@ -155,6 +157,10 @@ export async function saveRewardModel(model: RewardModel, to: string | FileTarge
   if (!adapterOnly) {
     const { tensors, made } = mergedStateDict(model);
     try {
+      // loadRewardModel reads a directory with adapter_config.json as an adapter save: remove an
+      // earlier adapter save's files first, or the stale adapter would be loaded instead of these weights.
+      await target.remove(ADAPTER_CONFIG_FILE);
+      await target.remove(ADAPTER_WEIGHTS_FILE);
       await target.write(CONFIG_FILE, `${JSON.stringify(rewardConfig(model, o.config), null, 2)}\n`);
       const { files } = await writeCheckpoint(tensors, target, { floatDtype: o.floatDtype });
       return [CONFIG_FILE, ...files];
