@@ -4,7 +4,7 @@ import { PosttrainError, checkNumber, resolveOptions, tf, type CausalLM } from '
 import { tokenizePreference, type PreferenceRecord, type TokenizerLike } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { sequenceLogprobs } from '@posttrain/losses';
-import { defaultFineTuneTrainerOptions, fineTune, shuffledOrder, type StepOutput, type TrainResult } from '@posttrain/trainer';
+import { defaultFineTuneTrainerOptions, fineTune, shuffledBatches, type StepOutput, type TrainResult } from '@posttrain/trainer';
 import { checkCommon, padIdOf, stepPlan, type OptimizationTunables } from './common.js';
 import { completionStats, concatenatePairs, meanLogit, sequenceLogpsOf, type ConcatenatedBatch, type TokenizedPair } from './concatenated.js';
 import { toObjective, type ObjectiveInputs, type ObjectiveOutput, type PreferenceLossFn, type PreferenceObjective } from './objective.js';
@@ -239,17 +239,7 @@ export async function dpoTrain(options: DpoOptions): Promise<DpoResult> {
   const disposeBatch = (b: DpoBatch) => tf.dispose([b.inputIds, b.attentionMask, b.labels, ...(b.refLogps ? [b.refLogps] : [])]);
 
   const { totalSteps, epochs } = stepPlan(pairs.length, o);
-  function* batches(epoch: number): Generator<DpoBatch> {
-    const order = shuffledOrder(o.seed, epoch, pairs.length);
-    for (let start = 0; start < order.length; start += o.batchSize) {
-      const batch = makeBatch(pairs, order.slice(start, start + o.batchSize), cache);
-      try {
-        yield batch;
-      } finally {
-        disposeBatch(batch);
-      }
-    }
-  }
+  const batches = (epoch: number) => shuffledBatches<DpoBatch>(o.seed, epoch, pairs.length, o.batchSize, (ix) => makeBatch(pairs, ix, cache), disposeBatch);
   const step = (batch: DpoBatch): StepOutput => {
     const { losses, metrics } = preferenceStep(model, objective, batch);
     return { lossSum: tf.sum(losses) as tf.Scalar, tokens: batch.pairs, metrics };

@@ -4,7 +4,7 @@ import { PosttrainError, Rng, checkNumber, resolveOptions, tf, type CausalLM } f
 import { collateForTraining, tokenizePromptCompletion, type TokenizedExample, type TokenizerLike, type UnpairedPreferenceRecord } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { ktoLoss, sequenceLogprobs } from '@posttrain/losses';
-import { defaultFineTuneTrainerOptions, fineTune, shuffledOrder, type StepOutput, type TrainResult } from '@posttrain/trainer';
+import { defaultFineTuneTrainerOptions, fineTune, shuffledBatches, type StepOutput, type TrainResult } from '@posttrain/trainer';
 import { checkCommon, padIdOf, stepPlan, type OptimizationTunables } from './common.js';
 import { completionStats, meanLogit, sequenceLogpsOf } from './concatenated.js';
 import { resolveReference, type Reference, type ReferenceOption } from './reference.js';
@@ -268,17 +268,7 @@ export async function ktoTrain(options: KtoOptions): Promise<KtoResult> {
   };
 
   const { totalSteps, epochs } = stepPlan(examples.length, o);
-  function* batches(epoch: number): Generator<KtoBatch> {
-    const order = shuffledOrder(o.seed, epoch, examples.length);
-    for (let start = 0; start < order.length; start += o.batchSize) {
-      const batch = makeBatch(examples, order.slice(start, start + o.batchSize), cache);
-      try {
-        yield batch;
-      } finally {
-        disposeBatch(batch);
-      }
-    }
-  }
+  const batches = (epoch: number) => shuffledBatches<KtoBatch>(o.seed, epoch, examples.length, o.batchSize, (ix) => makeBatch(examples, ix, cache), disposeBatch);
   const step = (batch: KtoBatch): StepOutput => {
     const { losses, metrics } = forward(batch);
     return { lossSum: tf.sum(losses) as tf.Scalar, tokens: batch.size, metrics };

@@ -6,7 +6,7 @@ import {
   checkFineTuneOptions,
   defaultFineTuneTrainerOptions,
   fineTune,
-  shuffledOrder,
+  shuffledBatches,
   type FineTuneTrainerOptions,
   type OptimizerTunables,
   type StepOutput,
@@ -207,17 +207,8 @@ export async function rewardTrain(options: RewardTrainOptions): Promise<RewardRe
   const batchesPerEpoch = Math.ceil(pairs.length / o.batchSize);
   const totalSteps = o.maxSteps ?? Math.ceil((batchesPerEpoch * o.epochs) / o.gradientAccumulationSteps);
   const epochs = o.maxSteps === undefined ? o.epochs : Math.ceil((o.maxSteps * o.gradientAccumulationSteps) / batchesPerEpoch);
-  function* batches(epoch: number): Generator<RewardBatch> {
-    const order = shuffledOrder(o.seed, epoch, pairs.length); // one order per (seed, epoch), so resuming rebuilds it
-    for (let start = 0; start < order.length; start += o.batchSize) {
-      const batch = collatePairs(order.slice(start, start + o.batchSize).map((i) => pairs[i]), padTokenId, withMargin);
-      try {
-        yield batch;
-      } finally {
-        disposeBatch(batch);
-      }
-    }
-  }
+  // One order per (seed, epoch), so resuming rebuilds it.
+  const batches = (epoch: number) => shuffledBatches<RewardBatch>(o.seed, epoch, pairs.length, o.batchSize, (ix) => collatePairs(ix.map((i) => pairs[i]), padTokenId, withMargin), disposeBatch);
   const step = (batch: RewardBatch): StepOutput => {
     const { chosen, rejected } = pairRewards(model, batch);
     const out = bradleyTerryLoss(chosen, rejected, { margin: batch.margin, centerCoefficient: o.centerCoefficient });

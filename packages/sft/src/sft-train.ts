@@ -14,7 +14,7 @@ import {
   checkFineTuneOptions,
   defaultFineTuneTrainerOptions,
   fineTune,
-  shuffledOrder,
+  shuffledBatches,
   type FineTuneTrainerOptions,
   type OptimizerTunables,
   type StepOutput,
@@ -160,17 +160,9 @@ export async function sftTrain(options: SftOptions): Promise<SftResult> {
   const batchesPerEpoch = Math.ceil(examples.length / o.batchSize);
   const totalSteps = o.maxSteps ?? Math.ceil((batchesPerEpoch * o.epochs) / o.gradientAccumulationSteps);
   const epochs = o.maxSteps === undefined ? o.epochs : Math.ceil((o.maxSteps * o.gradientAccumulationSteps) / batchesPerEpoch);
-  function* batches(epoch: number): Generator<SftBatch> {
-    const order = shuffledOrder(o.seed, epoch, examples.length); // one order per (seed, epoch), so resuming rebuilds it
-    for (let start = 0; start < order.length; start += o.batchSize) {
-      const batch = collateForTraining(order.slice(start, start + o.batchSize).map((i) => examples[i]), { padTokenId });
-      try {
-        yield batch;
-      } finally {
-        tf.dispose([batch.inputIds, batch.attentionMask, batch.labels]);
-      }
-    }
-  }
+  // One order per (seed, epoch), so resuming rebuilds it.
+  const batches = (epoch: number) =>
+    shuffledBatches<SftBatch>(o.seed, epoch, examples.length, o.batchSize, (ix) => collateForTraining(ix.map((i) => examples[i]), { padTokenId }), (b) => tf.dispose([b.inputIds, b.attentionMask, b.labels]));
   const step = (batch: SftBatch): StepOutput => {
     const { logits } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask }); // [B, T, V]
     const { lossSum, tokens, correctSum, entropySum } = causalLmLoss(logits, batch.labels);

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Linear, Rng, initBackend, manualSeed, tf } from '@posttrain/tensor-core';
-import { checkFineTuneOptions, defaultFineTuneTrainerOptions, fineTune, fineTuneSchedule, shuffledOrder, type StepOutput } from './index.js';
+import { checkFineTuneOptions, defaultFineTuneTrainerOptions, fineTune, fineTuneSchedule, shuffledBatches, shuffledOrder, type StepOutput } from './index.js';
 
 beforeAll(async () => {
   await initBackend('cpu');
@@ -62,6 +62,22 @@ describe('shuffledOrder', () => {
       [expected[i], expected[j]] = [expected[j], expected[i]];
     }
     expect(shuffledOrder(5, 2, 20)).toEqual(expected);
+  });
+});
+
+describe('shuffledBatches', () => {
+  it('slices the shuffled order into batches and disposes each when the consumer moves on or stops', () => {
+    const made: number[][] = [];
+    const disposed: number[][] = [];
+    const all = [...shuffledBatches(4, 1, 7, 3, (ix) => (made.push(ix), ix), (b) => disposed.push(b))];
+    expect(all.map((b) => b.length)).toEqual([3, 3, 1]);
+    expect(all.flat()).toEqual(shuffledOrder(4, 1, 7));
+    expect(disposed).toEqual(made);
+    disposed.length = 0;
+    const it = shuffledBatches(4, 1, 7, 3, (ix) => ix, (b) => disposed.push(b));
+    const first = it.next().value;
+    it.return(undefined); // a consumer that stops early still frees the batch it holds
+    expect(disposed).toEqual([first]);
   });
 });
 

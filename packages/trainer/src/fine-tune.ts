@@ -129,6 +129,28 @@ export function shuffledOrder(seed: number, epoch: number, n: number): number[] 
 }
 
 /**
+ * One epoch of micro-batches: `count` records in the {@link shuffledOrder} of (`seed`, `epoch`),
+ * `batchSize` at a time, each built by `make(indices)` and handed to `dispose` once the consumer
+ * moves on (or stops), so a trainer's `batches` option is `(epoch) => shuffledBatches(…)`.
+ *
+ * @example
+ * ```ts
+ * const batches = (epoch: number) => shuffledBatches(seed, epoch, examples.length, 8, (ix) => collate(ix.map((i) => examples[i])), (b) => tf.dispose(Object.values(b)));
+ * ```
+ */
+export function* shuffledBatches<B>(seed: number, epoch: number, count: number, batchSize: number, make: (indices: number[]) => B, dispose: (batch: B) => void): Generator<B> {
+  const order = shuffledOrder(seed, epoch, count);
+  for (let start = 0; start < order.length; start += batchSize) {
+    const batch = make(order.slice(start, start + batchSize));
+    try {
+      yield batch;
+    } finally {
+      dispose(batch);
+    }
+  }
+}
+
+/**
  * Options of {@link fineTune}.
  *
  * @example

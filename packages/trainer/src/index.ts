@@ -27,6 +27,7 @@ export {
   fineTune,
   fineTuneSchedule,
   shuffledOrder,
+  shuffledBatches,
   type FineTuneOptions,
   type FineTuneTrainerOptions,
   type OptimizerTunables,

@@ -17,6 +17,7 @@ describe('public surface', () => {
       'loadTrainerCheckpoint',
       'resolveTrainOptions',
       'saveTrainerCheckpoint',
+      'shuffledBatches',
       'shuffledOrder',
       'train',
     ]);
