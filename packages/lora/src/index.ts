@@ -1,5 +1,15 @@
 // The LoRA layer
-export { LoraLinear, AdapterDict, type LoraAdapterSettings, type LoraBaseLayer, type LoraInit } from './lora-linear.js';
+export {
+  LoraLinear,
+  AdapterDict,
+  isLinearLike,
+  defaultLoraLinearOptions,
+  type LoraLinearOptions,
+  type LoraDenseWeight,
+  type LoraAdapterSettings,
+  type LoraBaseLayer,
+  type LoraInit,
+} from './lora-linear.js';
 
 // Applying adapters
 export {
@@ -11,6 +21,7 @@ export {
   matchesTarget,
   dispatchLinear,
   dispatchConv1D,
+  dispatchLinearLike,
   loraDispatchers,
   defaultLoraOptions,
   type LoraOptions,

@@ -1,4 +1,4 @@
-import { tf, Module, Linear, Conv1D, Dropout, Rng, PosttrainError, formatShape, defaultRng, type LinearLike } from '@posttrain/tensor-core';
+import { tf, Module, Linear, Conv1D, Dropout, Rng, PosttrainError, formatShape, defaultRng, resolveOptions, type LinearLike } from '@posttrain/tensor-core';
 import { topSingularTriplets } from './svd.js';
 
 /** How an adapter's weights start (PEFT's `init_lora_weights`). */
@@ -46,15 +46,62 @@ export class AdapterDict<M extends Module = Module> extends Module {
   }
 }
 
-/** The layers a {@link LoraLinear} can wrap. */
-export type LoraBaseLayer = Linear | Conv1D;
+/**
+ * The layers a {@link LoraLinear} can wrap: any {@link LinearLike} (the dense `Linear`, GPT-2's
+ * `Conv1D`, or a quantised or sparse layer a later package defines).
+ */
+export type LoraBaseLayer = LinearLike;
 
 /**
- * A LoRA wrapper around a dense layer (Hu et al. 2021, eq. 3): `y = base(x) + scale · B(A(dropout(x)))`
- * with `A` `[r, in]`, `B` `[out, r]` and `scale = alpha / r` (or `alpha / √r` with rsLora). The base
- * layer is kept, not copied, under `base_layer`; adapters live under `lora_A.<name>` and
- * `lora_B.<name>` as bias-free {@link Linear}s, as in PEFT's `tuners/lora/layer.py`. A GPT-2
- * {@link Conv1D} base (weight `[in, out]`) is PEFT's `fan_in_fan_out`: only merging transposes.
+ * A base layer's dense weight, which {@link LoraLinear} reads and writes in place to merge, unmerge
+ * and initialise PiSSA. A layer without one (quantised, sparse) can still train an adapter; only
+ * those three refuse.
+ */
+export interface LoraDenseWeight {
+  /** The weight variable the base layer's `forward` uses. */
+  variable: tf.Variable;
+  /** True when it is stored `[in, out]` (GPT-2's Conv1D, PEFT's `fan_in_fan_out`); false for `[out, in]` (Linear). */
+  fanInFanOut: boolean;
+}
+
+/** Options of {@link LoraLinear}. */
+export interface LoraLinearOptions {
+  /**
+   * The base layer's dense weight, for merge, unmerge and PiSSA. Default: `weight` of a
+   * {@link Linear} (`[out, in]`) or a {@link Conv1D} (`[in, out]`), and none for any other layer
+   * type, whose merge, unmerge and PiSSA then throw `NOT_SUPPORTED`.
+   */
+  denseWeight: LoraDenseWeight | undefined;
+}
+
+export const defaultLoraLinearOptions: Readonly<LoraLinearOptions> = Object.freeze({ denseWeight: undefined });
+
+/** True when `module` has the shape of a {@link LinearLike}: numeric `inFeatures`/`outFeatures` and a `forward`. */
+export function isLinearLike(module: unknown): module is LinearLike {
+  const m = module as Partial<LinearLike> | null;
+  return (
+    module instanceof Module &&
+    typeof m?.forward === 'function' &&
+    Number.isInteger(m.inFeatures) &&
+    Number.isInteger(m.outFeatures)
+  );
+}
+
+function defaultDenseWeight(layer: LinearLike): LoraDenseWeight | undefined {
+  if (layer instanceof Linear) return { variable: layer.weight, fanInFanOut: false };
+  if (layer instanceof Conv1D) return { variable: layer.weight, fanInFanOut: true };
+  return undefined;
+}
+
+/**
+ * A LoRA wrapper around any {@link LinearLike} layer (Hu et al. 2021, eq. 3):
+ * `y = base(x) + scale · B(A(dropout(x)))` with `A` `[r, in]`, `B` `[out, r]` and
+ * `scale = alpha / r` (or `alpha / √r` with rsLora). The base layer is kept, not copied, under
+ * `base_layer`; adapters live under `lora_A.<name>` and `lora_B.<name>` as bias-free
+ * {@link Linear}s, as in PEFT's `tuners/lora/layer.py`. Merging, unmerging and PiSSA need the
+ * base's dense weight ({@link LoraLinearOptions.denseWeight}): a Linear's and a Conv1D's are
+ * found by themselves (a Conv1D's `[in, out]` is PEFT's `fan_in_fan_out`: only merging
+ * transposes); for another layer type they throw `NOT_SUPPORTED` unless the weight is given.
  *
  * @example
  * ```ts
@@ -70,6 +117,8 @@ export class LoraLinear extends Module implements LinearLike {
   readonly loraDropout: AdapterDict<Dropout>;
   /** True when the base weight is stored `[in, out]` (a {@link Conv1D}). */
   readonly fanInFanOut: boolean;
+  /** The base layer's dense weight, or undefined when it has none to merge into. */
+  readonly denseWeight: LoraDenseWeight | undefined;
   /** Settings of each adapter by name. */
   readonly adapters = new Map<string, LoraAdapterSettings>();
   /** The adapter `forward` applies; undefined when none is active. */
@@ -78,13 +127,19 @@ export class LoraLinear extends Module implements LinearLike {
   disabled = false;
   private readonly mergedNames: string[] = [];
 
-  constructor(baseLayer: LoraBaseLayer) {
+  constructor(baseLayer: LoraBaseLayer, options: Partial<LoraLinearOptions> = {}) {
     super();
-    if (!(baseLayer instanceof Linear) && !(baseLayer instanceof Conv1D)) {
-      throw new PosttrainError('NOT_SUPPORTED', `LoraLinear: expected a Linear or Conv1D base layer; got ${(baseLayer as object)?.constructor?.name}`);
+    const o = resolveOptions('LoraLinear', options, defaultLoraLinearOptions);
+    if (!isLinearLike(baseLayer)) {
+      throw new PosttrainError('NOT_SUPPORTED', `LoraLinear: expected a LinearLike base layer (a Module with integer inFeatures and outFeatures and a forward); got ${describeLayer(baseLayer)}`, {
+        help: 'wrap a Linear, a Conv1D, or a layer that implements LinearLike from @posttrain/tensor-core',
+      });
     }
+    const dense = o.denseWeight ?? defaultDenseWeight(baseLayer);
+    if (dense) checkDenseWeight(dense, baseLayer);
     this.baseLayer = this.registerModule('base_layer', baseLayer);
-    this.fanInFanOut = baseLayer instanceof Conv1D;
+    this.denseWeight = dense;
+    this.fanInFanOut = dense?.fanInFanOut ?? false;
     this.loraA = this.registerModule('lora_A', new AdapterDict<Linear>());
     this.loraB = this.registerModule('lora_B', new AdapterDict<Linear>());
     this.loraDropout = this.registerModule('lora_dropout', new AdapterDict<Dropout>());
@@ -115,13 +170,8 @@ export class LoraLinear extends Module implements LinearLike {
    * top-r singular directions of the base weight into the adapter and leaves the residual in the base.
    */
   addAdapter(name: string, settings: LoraAdapterSettings, rng: Rng = defaultRng()): void {
-    if (this.adapters.has(name)) {
-      throw new PosttrainError('INVALID_ARGUMENT', `LoraLinear: an adapter named "${name}" already exists`, { help: 'pick another adapterName' });
-    }
+    this.checkAdapter(name, settings);
     const { r, init } = settings;
-    if (r > Math.min(this.inFeatures, this.outFeatures) && init === 'pissa') {
-      throw new PosttrainError('INVALID_OPTION', `LoraLinear: pissa needs r ≤ min(in, out) = ${Math.min(this.inFeatures, this.outFeatures)}; got r ${r}`);
-    }
     const a = new Linear(this.inFeatures, r, { bias: false, rng, std: init === 'gaussian' ? 1 / r : undefined });
     const b = new Linear(r, this.outFeatures, { bias: false, rng, std: 0 });
     this.adapters.set(name, { ...settings });
@@ -131,6 +181,38 @@ export class LoraLinear extends Module implements LinearLike {
     if (init === 'pissa') this.pissaInit(name);
     this.train(this.training);
     this.activeAdapter = name;
+  }
+
+  /**
+   * Throws what {@link addAdapter} would throw for `name` and `settings`, changing nothing: a name
+   * in use, or PiSSA on a layer without a dense weight or with r above min(in, out). `owner`
+   * starts the messages (applyLora names the target's path there).
+   */
+  checkAdapter(name: string, settings: LoraAdapterSettings, owner = 'LoraLinear'): void {
+    if (this.adapters.has(name)) {
+      throw new PosttrainError('INVALID_ARGUMENT', `${owner}: an adapter named "${name}" already exists`, { help: 'pick another adapterName' });
+    }
+    if (settings.init !== 'pissa') return;
+    this.requireDenseWeight('pissa initialisation', owner);
+    if (settings.r > Math.min(this.inFeatures, this.outFeatures)) {
+      throw new PosttrainError('INVALID_OPTION', `${owner}: pissa needs r ≤ min(in, out) = ${Math.min(this.inFeatures, this.outFeatures)}; got r ${settings.r}`);
+    }
+  }
+
+  /** True when merge, unmerge and PiSSA can run: the base layer exposes a dense weight. */
+  get canMerge(): boolean {
+    return this.denseWeight !== undefined;
+  }
+
+  private requireDenseWeight(what: string, owner = 'LoraLinear'): tf.Variable {
+    if (this.denseWeight) return this.denseWeight.variable;
+    throw new PosttrainError(
+      'NOT_SUPPORTED',
+      `${owner}: ${what} needs the base layer's dense weight; the base layer is a ${describeLayer(this.baseLayer)}, which exposes none`,
+      {
+        help: "keep the adapter unmerged (forward applies it) and use init 'kaiming' or 'gaussian', or register a dispatcher that passes the layer's weight as new LoraLinear(layer, { denseWeight })",
+      },
+    );
   }
 
   private settings(name: string): LoraAdapterSettings {
@@ -143,8 +225,7 @@ export class LoraLinear extends Module implements LinearLike {
 
   /** The base weight as `[out, in]` float64 rows, whatever its stored layout. */
   private baseWeightRows(): Float64Array[] {
-    const w = this.baseLayer.weight;
-    const data = w.dataSync();
+    const data = this.requireDenseWeight('pissa initialisation').dataSync();
     const [out, inF] = [this.outFeatures, this.inFeatures];
     return Array.from({ length: out }, (_, o) => {
       const row = new Float64Array(inF);
@@ -174,11 +255,12 @@ export class LoraLinear extends Module implements LinearLike {
     tf.tidy(() => {
       this.loraA.get(name)!.weight.assign(tf.tensor2d(aValues, [r, inF]));
       this.loraB.get(name)!.weight.assign(tf.tensor2d(bValues, [out, r]));
-      this.baseLayer.weight.assign(tf.tensor(stored, this.baseLayer.weight.shape));
+      const weight = this.requireDenseWeight('pissa initialisation');
+      weight.assign(tf.tensor(stored, weight.shape));
     });
   }
 
-  /** `scale · B·A` in the base weight's stored layout (`[out, in]`, or `[in, out]` for Conv1D). */
+  /** `scale · B·A` in the base weight's stored layout (`[out, in]`, or `[in, out]` for Conv1D; `[out, in]` when there is no dense weight). */
   deltaWeight(name: string): tf.Tensor2D {
     const scale = this.scaling(name);
     return tf.tidy(() => {
@@ -187,18 +269,24 @@ export class LoraLinear extends Module implements LinearLike {
     });
   }
 
-  /** Adds adapter `name` (default: the active one) into the base weight; merging a merged adapter does nothing. */
+  /**
+   * Adds adapter `name` (default: the active one) into the base weight; merging a merged adapter
+   * does nothing. Throws `NOT_SUPPORTED` when the base layer has no dense weight ({@link canMerge}).
+   */
   merge(name = this.activeAdapter): void {
     if (name === undefined || this.mergedNames.includes(name)) return;
-    tf.tidy(() => this.baseLayer.weight.assign(this.baseLayer.weight.add(this.deltaWeight(name))));
+    const weight = this.requireDenseWeight('merging an adapter');
+    tf.tidy(() => weight.assign(weight.add(this.deltaWeight(name))));
     this.mergedNames.push(name);
   }
 
   /** Subtracts every merged adapter from the base weight, last merged first. */
   unmerge(): void {
     while (this.mergedNames.length > 0) {
-      const name = this.mergedNames.pop()!;
-      tf.tidy(() => this.baseLayer.weight.assign(this.baseLayer.weight.sub(this.deltaWeight(name))));
+      const name = this.mergedNames[this.mergedNames.length - 1];
+      const weight = this.requireDenseWeight('unmerging an adapter');
+      tf.tidy(() => weight.assign(weight.sub(this.deltaWeight(name))));
+      this.mergedNames.pop();
     }
   }
 
@@ -214,6 +302,23 @@ export class LoraLinear extends Module implements LinearLike {
       const a = this.loraA.get(name)!;
       const b = this.loraB.get(name)!;
       return y.add(b.forward(a.forward(this.loraDropout.get(name)!.forward(x))).mul(this.scaling(name)));
+    });
+  }
+}
+
+function describeLayer(layer: unknown): string {
+  if (layer === null || layer === undefined) return String(layer);
+  const name = (layer as object).constructor?.name;
+  return typeof layer === 'object' && name ? name : typeof layer;
+}
+
+function checkDenseWeight(dense: LoraDenseWeight, layer: LinearLike): void {
+  const { variable, fanInFanOut } = dense as Partial<LoraDenseWeight>;
+  const expected = fanInFanOut ? [layer.inFeatures, layer.outFeatures] : [layer.outFeatures, layer.inFeatures];
+  if (!(variable instanceof tf.Variable) || typeof fanInFanOut !== 'boolean' || variable.shape.join() !== expected.join() || variable.dtype !== 'float32') {
+    const got = variable instanceof tf.Variable ? `a ${variable.dtype} variable ${formatShape(variable.shape)} with fanInFanOut ${String(fanInFanOut)}` : describeLayer(variable);
+    throw new PosttrainError('INVALID_OPTION', `LoraLinear: expected denseWeight to be { variable: a float32 tf.Variable ${formatShape(expected)}, fanInFanOut: ${String(fanInFanOut ?? false)} }; got ${got}`, {
+      help: 'pass the variable the base layer multiplies by, [out, in] with fanInFanOut false or [in, out] with fanInFanOut true, or leave denseWeight out',
     });
   }
 }

@@ -11,7 +11,10 @@ function layersOf(owner: string, model: Module) {
 
 /**
  * Adds each layer's active adapter into its base weight (`W += scale · B·A`), so `forward` costs
- * what the base model costs (PEFT's `merge_adapter`). Undo with {@link unmergeAdapter}.
+ * what the base model costs (PEFT's `merge_adapter`). Undo with {@link unmergeAdapter}. When a
+ * layer's base has no dense weight to merge into (a layer type added through a dispatcher without
+ * `denseWeight`, such as a quantised one), it throws `NOT_SUPPORTED` naming that layer and merges
+ * nothing.
  *
  * @example
  * ```ts
@@ -21,7 +24,22 @@ function layersOf(owner: string, model: Module) {
  * ```
  */
 export function mergeAdapter(model: Module): void {
+  checkMergeable('mergeAdapter', model);
   for (const layer of layersOf('mergeAdapter', model)) layer.merge();
+}
+
+function checkMergeable(owner: string, model: Module): void {
+  const refused = [...loraLayers(model)].filter(([, layer]) => {
+    const name = layer.activeAdapter;
+    return name !== undefined && !layer.merged.includes(name) && !layer.canMerge;
+  });
+  if (refused.length === 0) return;
+  const [path, layer] = refused[0];
+  throw new PosttrainError(
+    'NOT_SUPPORTED',
+    `${owner}: the LoRA layer at "${path}" wraps a ${layer.baseLayer.constructor.name}, which exposes no dense weight to merge into${refused.length > 1 ? ` (and ${refused.length - 1} more such layers)` : ''}; nothing was merged`,
+    { help: "keep the adapters unmerged (forward applies them), or give the layer type a dispatcher that passes new LoraLinear(layer, { denseWeight })" },
+  );
 }
 
 /**
@@ -93,7 +111,7 @@ export function withAdaptersDisabled<T>(model: Module, fn: () => T): T {
  * wrapper was and frees the adapter weights (PEFT's `merge_and_unload`): the model is a plain
  * checkpoint again, e.g. the SFT checkpoint that DPO starts from and uses as its reference through
  * `withAdaptersDisabled` on a fresh adapter. Adapter names are freed. A model without LoRA layers
- * is left as it is.
+ * is left as it is; one whose layers cannot merge (see {@link mergeAdapter}) throws and is left as it is.
  *
  * @example
  * ```ts
@@ -105,6 +123,7 @@ export function withAdaptersDisabled<T>(model: Module, fn: () => T): T {
 export function mergeAndUnload(model: Module): void {
   const layers = loraLayers(model);
   if (layers.size > 0) {
+    checkMergeable('mergeAndUnload', model);
     mergeAdapter(model);
     for (const [path, layer] of layers) {
       model.replaceModule(path, layer.baseLayer);

@@ -1,9 +1,9 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { tf, Rng, readSafetensors, type Module, type CausalLM } from '@posttrain/tensor-core';
-import { applyLora, loadAdapter, loraLayers, saveAdapter } from './index.js';
+import { tf, Rng, readSafetensors, isPosttrainError, type Module, type CausalLM } from '@posttrain/tensor-core';
+import { applyLora, loadAdapter, loraAdapters, loraLayers, saveAdapter } from './index.js';
 
 type Models = { createModel: (config: object, options?: object) => Module & CausalLM };
 const models = async () => (await import(new URL('../../models/src/index.ts', import.meta.url).href)) as Models;
@@ -74,5 +74,70 @@ describe('PEFT adapter files', () => {
     );
     expect(tf.memory().numTensors).toBe(n); // tensors read from the file are freed
     model.dispose(); other.dispose();
+  });
+
+  describe('all or nothing', () => {
+    const state = (m: Module) => [...m.namedParameters()].map(([k, v]) => [k, v.trainable, Array.from(v.dataSync())] as const);
+    const rejection = async (p: Promise<unknown>) => {
+      try {
+        await p;
+      } catch (error) {
+        return isPosttrainError(error) ? `${error.code}: ${error.message}` : `not a PosttrainError: ${String(error)}`;
+      }
+      return 'no error';
+    };
+
+    it('a shape mismatch, a missing or a corrupt weights file leaves the model as it was, and the right adapter then loads', async () => {
+      // the adapter the model should get (hidden 16), and one trained on a wider model (hidden 32)
+      const trained = await llama(16);
+      applyLora(trained, { r: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'] });
+      const rng = new Rng(3);
+      for (const layer of loraLayers(trained).values()) layer.loraB.get('default')!.weight.assign(rng.normalTensor(layer.loraB.get('default')!.weight.shape));
+      const right = join(dir, 'right');
+      await saveAdapter(trained, right);
+      const wide = await llama(32);
+      applyLora(wide, { r: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'] });
+      const wrong = join(dir, 'wrong');
+      await saveAdapter(wide, wrong);
+      const missing = join(dir, 'missing');
+      cpSync(right, missing, { recursive: true });
+      rmSync(join(missing, 'adapter_model.safetensors'));
+      const corrupt = join(dir, 'corrupt');
+      cpSync(right, corrupt, { recursive: true });
+      writeFileSync(join(corrupt, 'adapter_model.safetensors'), readFileSync(join(right, 'adapter_model.safetensors')).subarray(0, 100));
+
+      const model = await llama(16);
+      const before = state(model);
+      const tensors = tf.memory().numTensors;
+      expect(await rejection(loadAdapter(model, wrong))).toMatch(
+        /^STATE_DICT_MISMATCH: loadAdapter: adapter_model\.safetensors in .*wrong does not fit the model \(the model is unchanged\):\n {2}base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_A\.weight: the model expects \[4, 16\], the file has \[4, 32\]/,
+      );
+      expect(await rejection(loadAdapter(model, missing))).toMatch(/^FILE_NOT_FOUND: .*adapter_model\.safetensors/);
+      expect(await rejection(loadAdapter(model, corrupt))).toMatch(/^SAFETENSORS_FORMAT: /);
+      expect(tf.memory().numTensors).toBe(tensors); // nothing read is kept
+      expect(state(model)).toEqual(before); // same keys, values and trainable flags
+      expect(loraLayers(model).size).toBe(0);
+      expect(loraAdapters(model).size).toBe(0);
+
+      await loadAdapter(model, right);
+      const want = trained.namedParameters();
+      expect([...model.namedParameters().keys()]).toEqual([...want.keys()]);
+      for (const [k, v] of want) expect(Array.from(model.namedParameters().get(k)!.dataSync()), k).toEqual(Array.from(v.dataSync()));
+      expect([...loraAdapters(model).keys()]).toEqual(['default']);
+      trained.dispose(); wide.dispose(); model.dispose();
+    });
+
+    it('a PiSSA adapter that does not fit leaves the base weights untouched', async () => {
+      const trained = await llama(32);
+      applyLora(trained, { r: 2, targetModules: ['o_proj'], init: 'pissa' });
+      const out = join(dir, 'pissa-wide');
+      await saveAdapter(trained, out);
+      const model = await llama(16);
+      const before = state(model);
+      expect(await rejection(loadAdapter(model, out))).toMatch(/^STATE_DICT_MISMATCH: /);
+      expect(state(model)).toEqual(before); // PiSSA's residual was not written into o_proj
+      expect(loraLayers(model).size).toBe(0);
+      trained.dispose(); model.dispose();
+    });
   });
 });

@@ -14,7 +14,7 @@ import {
   type FileSourceInput,
   type FileTarget,
 } from '@posttrain/tensor-core';
-import { applyLora, loraAdapters, loraLayers, type LoraTargetModules } from './apply.js';
+import { commitLora, loraAdapters, loraLayers, planLora, type LoraDispatcher, type LoraPlan, type LoraTargetModules } from './apply.js';
 import type { LoraInit } from './lora-linear.js';
 
 /** The fields of PEFT's `adapter_config.json` that posttrain writes and reads. */
@@ -44,15 +44,20 @@ export interface SaveAdapterOptions {
   adapterName: string | undefined;
 }
 
-export const defaultSaveAdapterOptions: SaveAdapterOptions = { baseModelNameOrPath: undefined, adapterName: undefined };
+export const defaultSaveAdapterOptions: Readonly<SaveAdapterOptions> = Object.freeze({ baseModelNameOrPath: undefined, adapterName: undefined });
 
 /** Options of {@link loadAdapter}. */
 export interface LoadAdapterOptions {
   /** The name the loaded adapter gets (default 'default'). */
   adapterName: string;
+  /**
+   * Extra LoRA dispatchers, as `applyLora` takes them: the ones the adapter was trained with when
+   * its target layers are of a type a package adds (default none).
+   */
+  dispatchers: readonly LoraDispatcher[];
 }
 
-export const defaultLoadAdapterOptions: LoadAdapterOptions = { adapterName: 'default' };
+export const defaultLoadAdapterOptions: Readonly<LoadAdapterOptions> = Object.freeze({ adapterName: 'default', dispatchers: Object.freeze([]) });
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -171,8 +176,12 @@ function initFromConfig(v: unknown, where: string): LoraInit {
 /**
  * Loads a PEFT LoRA adapter into `model` as `adapterName`. If the model lacks that adapter, it is
  * added first from the config and made active; as in PEFT, a PiSSA adapter's init runs again, which
- * leaves the residual in the base weights the adapter was trained on. Every
- * key must match a LoRA layer and every shape must agree, or nothing is loaded.
+ * leaves the residual in the base weights the adapter was trained on.
+ *
+ * All or nothing: both files are read, every key and shape is checked against the layers the
+ * adapter goes on, and only then does the model change. A missing or corrupt file, a key that
+ * fits no layer or a shape that differs throws and leaves the model as it was (no LoRA layer
+ * added, no adapter recorded, trainable flags untouched), so a retry with the right adapter works.
  *
  * @example
  * ```ts
@@ -181,51 +190,75 @@ function initFromConfig(v: unknown, where: string): LoraInit {
  * ```
  */
 export async function loadAdapter(model: Module, source: FileSource | FileSourceInput, options?: Partial<LoadAdapterOptions>): Promise<PeftLoraConfig> {
-  const { adapterName } = resolveOptions('loadAdapter', options, defaultLoadAdapterOptions);
+  const { adapterName, dispatchers } = resolveOptions('loadAdapter', options, defaultLoadAdapterOptions);
   const files = isFileSource(source) ? source : fileSource(source);
-  const config = parseConfig(await files.readText(ADAPTER_CONFIG_FILE), files.describe());
-  if (!loraAdapters(model).has(adapterName)) {
-    applyLora(model, {
-      r: config.r,
-      alpha: config.lora_alpha,
-      dropout: config.lora_dropout ?? 0,
-      targetModules: targetsFromConfig(config.target_modules),
-      rsLora: config.use_rslora ?? false,
-      init: initFromConfig(config.init_lora_weights, files.describe()),
-      adapterName,
-    });
-  }
+  const where = files.describe();
+  const config = parseConfig(await files.readText(ADAPTER_CONFIG_FILE), where);
   const tensors = await readCheckpoint(files, { fileName: ADAPTER_WEIGHTS_FILE });
   try {
-    const expected = new Map<string, tf.Variable>();
-    for (const [path, layer] of loraLayers(model)) {
-      const a = layer.loraA.get(adapterName);
-      const b = layer.loraB.get(adapterName);
-      if (!a || !b) continue;
-      expected.set(`${PREFIX}${path}.lora_A.weight`, a.weight);
-      expected.set(`${PREFIX}${path}.lora_B.weight`, b.weight);
-    }
+    // Synchronous from here on: nothing else can change the model between the checks and the writes.
+    const plan = loraAdapters(model).has(adapterName)
+      ? undefined
+      : planLora(model, {
+          r: config.r,
+          alpha: config.lora_alpha,
+          dropout: config.lora_dropout ?? 0,
+          targetModules: targetsFromConfig(config.target_modules),
+          rsLora: config.use_rslora ?? false,
+          init: initFromConfig(config.init_lora_weights, where),
+          adapterName,
+          dispatchers,
+        });
+    const expected = expectedShapes(model, adapterName, plan);
     const problems: string[] = [];
-    for (const [key, variable] of expected) {
+    for (const [key, shape] of expected) {
       const t = tensors[key];
       if (!t) problems.push(`missing key ${key}`);
-      else if (t.shape.join() !== variable.shape.join()) {
-        problems.push(`${key}: the model expects ${formatShape(variable.shape)}, the file has ${formatShape(t.shape)}`);
-      }
+      else if (t.shape.join() !== shape.join()) problems.push(`${key}: the model expects ${formatShape(shape)}, the file has ${formatShape(t.shape)}`);
     }
     for (const key of Object.keys(tensors)) if (!expected.has(key)) problems.push(`unexpected key ${key}`);
     if (problems.length > 0) {
-      throw new PosttrainError('STATE_DICT_MISMATCH', `loadAdapter: ${ADAPTER_WEIGHTS_FILE} in ${files.describe()} does not fit the model:\n  ${problems.join('\n  ')}`, {
+      throw new PosttrainError('STATE_DICT_MISMATCH', `loadAdapter: ${ADAPTER_WEIGHTS_FILE} in ${where} does not fit the model (the model is unchanged):\n  ${problems.join('\n  ')}`, {
         help: 'load the adapter into the base model it was trained on (same sizes and target modules)',
       });
     }
+    if (plan) commitLora(model, plan);
+    const variables = adapterVariables(model, adapterName);
     tf.tidy(() => {
-      for (const [key, variable] of expected) variable.assign(tensors[key].cast('float32'));
+      for (const [key, variable] of variables) variable.assign(tensors[key].cast('float32'));
     });
   } finally {
     tf.dispose(Object.values(tensors));
   }
   return config;
+}
+
+/** The adapter weights `adapterName` has, or will have once `plan` is installed, by file key → shape. */
+function expectedShapes(model: Module, adapterName: string, plan: LoraPlan | undefined): Map<string, number[]> {
+  const shapes = new Map<string, number[]>();
+  if (plan) {
+    const { r } = plan.options;
+    plan.targets.forEach((path, i) => {
+      shapes.set(`${PREFIX}${path}.lora_A.weight`, [r, plan.layers[i].inFeatures]);
+      shapes.set(`${PREFIX}${path}.lora_B.weight`, [plan.layers[i].outFeatures, r]);
+    });
+    return shapes;
+  }
+  for (const [key, variable] of adapterVariables(model, adapterName)) shapes.set(key, variable.shape);
+  return shapes;
+}
+
+/** The A and B weights of adapter `adapterName` in `model`, by file key. */
+function adapterVariables(model: Module, adapterName: string): Map<string, tf.Variable> {
+  const out = new Map<string, tf.Variable>();
+  for (const [path, layer] of loraLayers(model)) {
+    const a = layer.loraA.get(adapterName);
+    const b = layer.loraB.get(adapterName);
+    if (!a || !b) continue;
+    out.set(`${PREFIX}${path}.lora_A.weight`, a.weight);
+    out.set(`${PREFIX}${path}.lora_B.weight`, b.weight);
+  }
+  return out;
 }
 
 function isFileSource(value: unknown): value is FileSource {

@@ -1,11 +1,11 @@
-import { Conv1D, Embedding, LayerNorm, Linear, Module, ModuleList, PosttrainError, Rng, geluTanh, tf, type CausalLM, type ForwardOptions, type ForwardOutput } from '@posttrain/tensor-core';
+import { Conv1D, Embedding, LayerNorm, Linear, Module, ModuleList, PosttrainError, Rng, geluTanh, tf, type CausalLM, type LinearLike, type ForwardOptions, type ForwardOutput } from '@posttrain/tensor-core';
 import { outputLogits } from './lm-head.js';
 import { LayerKVCache, attentionContext, scaledDotProductAttention, type AttentionContext } from './attention.js';
-import type { Gpt2Config } from './config.js';
+import type { Gpt2Config } from '@posttrain/tensor-core';
 
 class Gpt2Attention extends Module {
-  readonly cAttn: Conv1D;
-  readonly cProj: Conv1D;
+  readonly cAttn: LinearLike;
+  readonly cProj: LinearLike;
 
   constructor(private readonly config: Gpt2Config, rng: Rng) {
     super();
@@ -26,8 +26,8 @@ class Gpt2Attention extends Module {
 }
 
 class Gpt2Mlp extends Module {
-  readonly cFc: Conv1D;
-  readonly cProj: Conv1D;
+  readonly cFc: LinearLike;
+  readonly cProj: LinearLike;
 
   constructor(config: Gpt2Config, rng: Rng) {
     super();
@@ -91,7 +91,7 @@ class Gpt2Body extends Module {
  */
 export class Gpt2LMHeadModel extends Module implements CausalLM {
   readonly transformer: Gpt2Body;
-  readonly lmHead: Linear | undefined;
+  readonly lmHead: LinearLike | undefined;
 
   /** `initialize: false` fills weights with zeros instead of sampling them (a checkpoint will overwrite them). */
   constructor(readonly config: Gpt2Config, seed = 0, options: { initialize?: boolean } = {}) {

@@ -1,6 +1,6 @@
-import { Embedding, Linear, Module, ModuleList, RMSNorm, Rng, silu, tf, type CausalLM, type ForwardOptions, type ForwardOutput } from '@posttrain/tensor-core';
+import { Embedding, Linear, Module, ModuleList, RMSNorm, Rng, silu, tf, type CausalLM, type LinearLike, type ForwardOptions, type ForwardOutput } from '@posttrain/tensor-core';
 import { LayerKVCache, attentionContext, scaledDotProductAttention, type AttentionContext } from './attention.js';
-import type { LlamaConfig } from './config.js';
+import type { LlamaConfig } from '@posttrain/tensor-core';
 import { outputLogits } from './lm-head.js';
 import { applyRope, ropeInverseFrequencies, ropeTables } from './rope.js';
 
@@ -10,10 +10,10 @@ interface Rotary {
 }
 
 class LlamaAttention extends Module {
-  readonly qProj: Linear;
-  readonly kProj: Linear;
-  readonly vProj: Linear;
-  readonly oProj: Linear;
+  readonly qProj: LinearLike;
+  readonly kProj: LinearLike;
+  readonly vProj: LinearLike;
+  readonly oProj: LinearLike;
 
   constructor(private readonly config: LlamaConfig, rng: Rng) {
     super();
@@ -37,9 +37,9 @@ class LlamaAttention extends Module {
 }
 
 class LlamaMlp extends Module {
-  readonly gateProj: Linear;
-  readonly upProj: Linear;
-  readonly downProj: Linear;
+  readonly gateProj: LinearLike;
+  readonly upProj: LinearLike;
+  readonly downProj: LinearLike;
 
   constructor(config: LlamaConfig, rng: Rng) {
     super();
@@ -102,7 +102,7 @@ class LlamaBody extends Module {
  */
 export class LlamaForCausalLM extends Module implements CausalLM {
   readonly model: LlamaBody;
-  readonly lmHead: Linear | undefined;
+  readonly lmHead: LinearLike | undefined;
   private readonly inverseFrequencies: tf.Tensor;
 
   /** `initialize: false` fills weights with zeros instead of sampling them (a checkpoint will overwrite them). */
