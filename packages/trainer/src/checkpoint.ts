@@ -20,6 +20,12 @@ export interface TrainerState {
   /** Seconds of training before this checkpoint. */
   elapsed: number;
   seed: number;
+  /** Micro-batches per optimizer step of the run that wrote it (absent in checkpoints of older versions). */
+  gradientAccumulationSteps?: number;
+  /** Examples per micro-batch, when the run said (`batchSize`); absent otherwise and in older checkpoints. */
+  batchSize?: number;
+  /** Input tokens trained on before this checkpoint (the logged `num_tokens`), when the run counted them. */
+  numTokens?: number;
   /** The files of this checkpoint (model weights, then optimizer state). */
   files: string[];
 }
@@ -92,8 +98,76 @@ export async function findCheckpoint(path: string): Promise<string> {
 }
 
 /**
+ * Reads and checks `<dir>/trainer_state.json`. An unreadable file, one that is not JSON, or JSON
+ * that is not a trainer state throws `INVALID_ARGUMENT` naming the file, before any weight is read.
+ *
+ * @example
+ * ```ts
+ * const { step, epoch } = await readTrainerState('runs/a/step-20');
+ * ```
+ */
+export async function readTrainerState(dir: string): Promise<TrainerState> {
+  const file = `${dir}/${TRAINER_STATE_FILE}`;
+  const damaged = `the checkpoint ${dir} is damaged: resume from an earlier step-<N> directory, or delete ${dir} and resume from its parent`;
+  let text: string;
+  try {
+    text = await fileSource(dir).readText(TRAINER_STATE_FILE);
+  } catch (error) {
+    throw new PosttrainError('INVALID_ARGUMENT', `train: expected to read ${file}; reading it failed (${(error as Error).message.split('\n')[0]})`, { cause: error, help: 'check that the file exists and is readable' });
+  }
+  let state: TrainerState;
+  try {
+    state = JSON.parse(text) as TrainerState;
+  } catch (error) {
+    throw new PosttrainError('INVALID_ARGUMENT', `train: expected ${file} to be JSON; it does not parse (${(error as Error).message})`, { cause: error, help: damaged });
+  }
+  const counts = ['step', 'epoch', 'batchInEpoch'] as const;
+  if (state === null || typeof state !== 'object' || state.format !== 'posttrain-trainer' || counts.some((k) => !Number.isInteger(state[k]) || state[k] < 0)) {
+    throw new PosttrainError('INVALID_ARGUMENT', `train: expected ${file} to be a posttrain trainer state (format "posttrain-trainer", integer step, epoch and batchInEpoch); got ${JSON.stringify(state).slice(0, 200)}`, { help: damaged });
+  }
+  return state;
+}
+
+/** What a resumed run is about to do, checked against the checkpoint by {@link checkResume}. */
+export interface ResumePlan {
+  maxSteps: number | undefined;
+  gradientAccumulationSteps: number;
+  batchSize: number | undefined;
+}
+
+/**
+ * Refuses to resume from `state` (read from `dir`) when the run would do nothing or not continue
+ * the same run: `maxSteps` at or below the checkpoint's step, or another `gradientAccumulationSteps`
+ * or `batchSize` than the checkpoint's (the position in the data counts micro-batches, so either
+ * would skip the wrong examples). Checkpoints that do not record a value are not checked on it.
+ * Throws `INVALID_OPTION` naming both values.
+ *
+ * @example
+ * ```ts
+ * checkResume(await readTrainerState('runs/a/step-20'), 'runs/a/step-20', { maxSteps: 20, gradientAccumulationSteps: 1, batchSize: 8 });
+ * // throws "train: maxSteps 20 is at or below the step of the checkpoint …"
+ * ```
+ */
+export function checkResume(state: TrainerState, dir: string, plan: ResumePlan): void {
+  if (plan.maxSteps !== undefined && plan.maxSteps <= state.step) {
+    throw new PosttrainError('INVALID_OPTION', `train: expected maxSteps above the step of the checkpoint to resume from (${dir}, step ${state.step}); got maxSteps ${plan.maxSteps}, which would run no step`, {
+      help: `maxSteps counts every step of the run, those before the checkpoint included: pass maxSteps > ${state.step}, or use the checkpoint as it is`,
+    });
+  }
+  for (const key of ['gradientAccumulationSteps', 'batchSize'] as const) {
+    const saved = state[key];
+    if (saved !== undefined && plan[key] !== undefined && saved !== plan[key]) {
+      throw new PosttrainError('INVALID_OPTION', `train: expected ${key} ${saved}, as in the checkpoint to resume from (${dir}); got ${plan[key]}`, {
+        help: `the checkpoint's position in the data counts micro-batches of its ${key}: resume with ${key}: ${saved}, or start a new run without resumeFrom`,
+      });
+    }
+  }
+}
+
+/**
  * Loads a checkpoint written by {@link saveTrainerCheckpoint} (or the latest complete one under a
- * checkpoint root) into `parameters` and `optimizer`, and returns its trainer state.
+ * checkpoint root) into `parameters` and `optimizer`, and returns its trainer state. With `plan`,
+ * {@link checkResume} runs first, so a refused resume leaves the parameters untouched.
  *
  * @example
  * ```ts
@@ -101,13 +175,11 @@ export async function findCheckpoint(path: string): Promise<string> {
  * state.step; // 20
  * ```
  */
-export async function loadTrainerCheckpoint(path: string, parameters: ReadonlyMap<string, tf.Variable>, optimizer: Optimizer): Promise<TrainerState> {
+export async function loadTrainerCheckpoint(path: string, parameters: ReadonlyMap<string, tf.Variable>, optimizer: Optimizer, plan?: ResumePlan): Promise<TrainerState> {
   const dir = await findCheckpoint(path);
   const source = fileSource(dir);
-  const state = JSON.parse(await source.readText(TRAINER_STATE_FILE)) as TrainerState;
-  if (state.format !== 'posttrain-trainer' || !Number.isInteger(state.step) || !Number.isInteger(state.batchInEpoch)) {
-    throw new PosttrainError('INVALID_ARGUMENT', `train: expected ${dir}/${TRAINER_STATE_FILE} to be a posttrain trainer state; got ${JSON.stringify(state).slice(0, 200)}`);
-  }
+  const state = await readTrainerState(dir);
+  if (plan) checkResume(state, dir, plan); // before any parameter is overwritten
   const weights = await readCheckpoint(source);
   try {
     const problems: string[] = [];

@@ -12,7 +12,7 @@ describe('defaultFineTuneTrainerOptions', () => {
   it('is frozen and holds exactly the pass-through options', () => {
     expect(Object.isFrozen(defaultFineTuneTrainerOptions)).toBe(true);
     expect(Object.keys(defaultFineTuneTrainerOptions).sort()).toEqual(
-      ['callbacks', 'checkpointDir', 'checkpointEvery', 'epochs', 'evalEvery', 'gradientAccumulationSteps', 'logEvery', 'logFile', 'maxGradNorm', 'maxSteps', 'progress', 'progressStream', 'resumeFrom', 'signal'].sort(),
+      ['callbacks', 'checkpointDir', 'checkpointEvery', 'epochs', 'evalEvery', 'gradientAccumulationSteps', 'logEvery', 'logFile', 'maxGradNorm', 'maxSteps', 'progress', 'progressStream', 'resumeFrom', 'saveTotalLimit', 'signal'].sort(),
     );
     expect(defaultFineTuneTrainerOptions.maxGradNorm).toBe(1);
   });

@@ -16,7 +16,7 @@ import { defaultTrainOptions, type StepOutput, type TrainableModel, type TrainRe
  */
 export type FineTuneTrainerOptions = Pick<
   TrainTunables,
-  'gradientAccumulationSteps' | 'maxSteps' | 'epochs' | 'maxGradNorm' | 'evalEvery' | 'callbacks' | 'logFile' | 'progress' | 'progressStream' | 'logEvery' | 'checkpointDir' | 'checkpointEvery' | 'resumeFrom' | 'signal'
+  'gradientAccumulationSteps' | 'maxSteps' | 'epochs' | 'maxGradNorm' | 'evalEvery' | 'callbacks' | 'logFile' | 'progress' | 'progressStream' | 'logEvery' | 'checkpointDir' | 'checkpointEvery' | 'saveTotalLimit' | 'resumeFrom' | 'signal'
 >;
 
 /**
@@ -40,6 +40,7 @@ export const defaultFineTuneTrainerOptions: Readonly<FineTuneTrainerOptions> = O
   logEvery: defaultTrainOptions.logEvery,
   checkpointDir: defaultTrainOptions.checkpointDir,
   checkpointEvery: defaultTrainOptions.checkpointEvery,
+  saveTotalLimit: defaultTrainOptions.saveTotalLimit,
   resumeFrom: defaultTrainOptions.resumeFrom,
   signal: defaultTrainOptions.signal,
 });
@@ -75,7 +76,7 @@ export interface OptimizerTunables {
  * ```
  */
 export function checkFineTuneOptions(owner: string, o: FineTuneTrainerOptions & OptimizerTunables & { batchSize: number; seed: number; maxLength?: number | null }): void {
-  const int = (name: 'batchSize' | 'epochs' | 'warmupSteps' | 'gradientAccumulationSteps' | 'maxSteps' | 'evalEvery' | 'logEvery' | 'maxLength', min: number) =>
+  const int = (name: 'batchSize' | 'epochs' | 'warmupSteps' | 'gradientAccumulationSteps' | 'maxSteps' | 'evalEvery' | 'logEvery' | 'saveTotalLimit' | 'maxLength', min: number) =>
     checkNumber(owner, name, o[name], `an integer ≥ ${min}`, (v) => Number.isInteger(v) && v >= min);
   int('batchSize', 1);
   int('epochs', 1);
@@ -84,6 +85,7 @@ export function checkFineTuneOptions(owner: string, o: FineTuneTrainerOptions & 
   if (o.maxSteps !== undefined) int('maxSteps', 1);
   if (o.evalEvery !== undefined) int('evalEvery', 1);
   if (o.logEvery !== undefined) int('logEvery', 1);
+  if (o.saveTotalLimit !== undefined) int('saveTotalLimit', 1);
   if (o.maxLength !== undefined && o.maxLength !== null) int('maxLength', 2);
   checkNumber(owner, 'lr', o.lr, 'a number ≥ 0', (v) => v >= 0);
   checkNumber(owner, 'weightDecay', o.weightDecay, 'a number ≥ 0', (v) => v >= 0);
@@ -167,8 +169,8 @@ export interface FineTuneOptions<B> {
   step: (batch: B) => StepOutput;
   /** Held-out metrics; run every `options.evalEvery` steps (default: once, at the end). Undefined: no evaluation. */
   evaluate?: () => Promise<Record<string, number>> | Record<string, number>;
-  /** The trainer's resolved options: the pass-through ones, the optimisation ones and the seed. */
-  options: FineTuneTrainerOptions & OptimizerTunables & { seed: number };
+  /** The trainer's resolved options: the pass-through ones, the optimisation ones, the seed and the micro-batch size (recorded in checkpoints). */
+  options: FineTuneTrainerOptions & OptimizerTunables & { seed: number; batchSize?: number };
   /** Optimizer steps of the run (the schedule decays to 0 there). */
   totalSteps: number;
   /** Passes over the data to ask {@link train} for. */
@@ -209,7 +211,9 @@ export async function fineTune<B>({ model, batches, step, evaluate, options: o, 
       logEvery: o.logEvery,
       checkpointDir: o.checkpointDir,
       checkpointEvery: o.checkpointEvery,
+      saveTotalLimit: o.saveTotalLimit,
       resumeFrom: o.resumeFrom,
+      batchSize: o.batchSize,
       signal: o.signal,
       seed: o.seed,
     });

@@ -160,8 +160,18 @@ export interface TrainTunables {
   checkpointDir: string | undefined;
   /** Write a checkpoint every this many optimizer steps; the last step is always saved when `checkpointDir` is set. */
   checkpointEvery: number | undefined;
+  /**
+   * Keep only the last this many `step-<N>` checkpoints in `checkpointDir`, deleting older ones after
+   * each save (Hugging Face's `save_total_limit`); undefined keeps all.
+   */
+  saveTotalLimit: number | undefined;
   /** Resume from a checkpoint: a `step-<N>` directory, or a `checkpointDir` (its latest complete checkpoint). */
   resumeFrom: string | undefined;
+  /**
+   * Examples per micro-batch, when the caller builds batches of a fixed size: recorded in checkpoints,
+   * so that resuming with another is refused. `train` itself never reads or splits batches.
+   */
+  batchSize: number | undefined;
   /** Seed of the per-micro-batch {@link StepContext.rng} (default 0). */
   seed: number;
   /** Stops the run after the current step (a checkpoint is written if `checkpointDir` is set). */
@@ -191,7 +201,9 @@ export const defaultTrainOptions: Readonly<TrainTunables> = Object.freeze({
   logEvery: undefined,
   checkpointDir: undefined,
   checkpointEvery: undefined,
+  saveTotalLimit: undefined,
   resumeFrom: undefined,
+  batchSize: undefined,
   seed: 0,
   signal: undefined,
 });
@@ -239,7 +251,7 @@ export function resolveTrainOptions<B>(options: TrainOptions<B>): Required<Omit<
   checkNumber('train', 'gradientAccumulationSteps', o.gradientAccumulationSteps, 'an integer > 0', positiveInt);
   checkNumber('train', 'epochs', o.epochs, 'an integer > 0', positiveInt);
   checkNumber('train', 'seed', o.seed, 'an integer', Number.isInteger);
-  for (const key of ['maxSteps', 'evalEvery', 'checkpointEvery', 'logEvery'] as const) {
+  for (const key of ['maxSteps', 'evalEvery', 'checkpointEvery', 'logEvery', 'saveTotalLimit', 'batchSize'] as const) {
     if (o[key] !== undefined) checkNumber('train', key, o[key], 'an integer > 0', positiveInt);
   }
   if (o.maxGradNorm !== null) checkNumber('train', 'maxGradNorm', o.maxGradNorm, '> 0 (or null to disable clipping)', (v) => v > 0);
@@ -249,8 +261,10 @@ export function resolveTrainOptions<B>(options: TrainOptions<B>): Required<Omit<
   if (!['auto', 'bar', 'lines', 'none'].includes(o.progress)) {
     throw new PosttrainError('INVALID_OPTION', `train: expected progress to be 'auto', 'bar', 'lines' or 'none'; got ${JSON.stringify(o.progress)}`);
   }
-  if (o.checkpointEvery !== undefined && o.checkpointDir === undefined) {
-    throw new PosttrainError('INVALID_OPTION', 'train: checkpointEvery is set but checkpointDir is not', { help: 'set checkpointDir to the directory to write step-<N>/ checkpoints into' });
+  for (const key of ['checkpointEvery', 'saveTotalLimit'] as const) {
+    if (o[key] !== undefined && o.checkpointDir === undefined) {
+      throw new PosttrainError('INVALID_OPTION', `train: ${key} is set but checkpointDir is not`, { help: 'set checkpointDir to the directory to write step-<N>/ checkpoints into' });
+    }
   }
   return o as Required<Omit<TrainOptions<B>, keyof TrainTunables | 'model'>> & Pick<TrainOptions<B>, 'model'> & TrainTunables;
 }

@@ -1,6 +1,7 @@
 import { PosttrainError, Rng, clipGradNormAsync, tf, valueAndGrads, withDropoutRng } from '@posttrain/tensor-core';
 import { BatchReader } from './batches.js';
 import { loadTrainerCheckpoint, saveTrainerCheckpoint } from './checkpoint.js';
+import { lockCheckpointDir, rotateCheckpoints } from './checkpoint-dir.js';
 import { resolveTrainOptions, type StepContext, type StepOutput, type TrainOptions, type TrainRecord, type TrainResult } from './options.js';
 import { createProgress } from './progress.js';
 
@@ -31,7 +32,9 @@ interface StepTotals {
  * optimizer step and micro-batch. Records go to the progress display, the JSONL `logFile` and the
  * callbacks; `evaluate` runs every `evalEvery` steps; checkpoints (`checkpointDir`,
  * `checkpointEvery`) hold the parameters, the optimizer state and the position in the data, and
- * `resumeFrom` continues with the same losses as an uninterrupted run.
+ * `resumeFrom` continues with the same losses as an uninterrupted run. Before any step, `checkpointDir`
+ * is created and locked (one live run per directory; see `saveTotalLimit` to keep only the last N),
+ * and a resume that would run no step or change the batching is refused.
  *
  * Batches are pulled lazily, one before each use: an async generator can roll out with the current
  * parameters (RL's rollout-then-update) and dispose the tensors it yielded after its `yield`.
@@ -54,12 +57,22 @@ interface StepTotals {
  */
 export async function train<B>(options: TrainOptions<B>): Promise<TrainResult> {
   const o = resolveTrainOptions(options);
+  const lock = o.checkpointDir === undefined ? undefined : await lockCheckpointDir(o.checkpointDir);
+  try {
+    return await trainLocked(o);
+  } finally {
+    await lock?.release();
+  }
+}
+
+/** {@link train} once its options are resolved and its checkpoint directory locked. */
+async function trainLocked<B>(o: ReturnType<typeof resolveTrainOptions<B>>): Promise<TrainResult> {
   const { parameters, optimizer, gradientAccumulationSteps: accumulation } = o;
   let step = 0;
   let elapsedBefore = 0;
   let start = { epoch: 0, batchInEpoch: 0 };
   if (o.resumeFrom !== undefined) {
-    const state = await loadTrainerCheckpoint(o.resumeFrom, parameters, optimizer);
+    const state = await loadTrainerCheckpoint(o.resumeFrom, parameters, optimizer, { maxSteps: o.maxSteps, gradientAccumulationSteps: accumulation, batchSize: o.batchSize });
     step = state.step;
     elapsedBefore = state.elapsed;
     start = { epoch: state.epoch, batchInEpoch: state.batchInEpoch };
@@ -82,10 +95,11 @@ export async function train<B>(options: TrainOptions<B>): Promise<TrainResult> {
   const checkpoint = async () => {
     const path = await saveTrainerCheckpoint(
       o.checkpointDir as string,
-      { step, epoch: reader.epoch, batchInEpoch: reader.batchInEpoch, elapsed: elapsed(), seed: o.seed },
+      { step, epoch: reader.epoch, batchInEpoch: reader.batchInEpoch, elapsed: elapsed(), seed: o.seed, gradientAccumulationSteps: accumulation, batchSize: o.batchSize },
       parameters,
       optimizer,
     );
+    if (o.saveTotalLimit !== undefined) await rotateCheckpoints(o.checkpointDir as string, o.saveTotalLimit, path);
     savedStep = step;
     const record: TrainRecord = { kind: 'checkpoint', step, elapsed: elapsed(), path };
     await emit(record);
