@@ -1,7 +1,7 @@
 import { Conv1D, Embedding, LayerNorm, Linear, Module, ModuleList, PosttrainError, Rng, geluTanh, tf, type CausalLM, type LinearLike, type ForwardOptions, type ForwardOutput } from '@posttrain/tensor-core';
 import { outputLogits } from './lm-head.js';
 import { LayerKVCache, attentionContext, scaledDotProductAttention, type AttentionContext } from './attention.js';
-import type { Gpt2Config } from '@posttrain/tensor-core';
+import type { Gpt2Config } from './config.js';
 
 class Gpt2Attention extends Module {
   readonly cAttn: LinearLike;
