@@ -96,11 +96,36 @@ async function activate(name: string): Promise<void> {
 }
 
 async function initWasm(): Promise<BackendInfo> {
+  const before = processListeners();
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   installWasmKernels();
   await activate('wasm');
+  dropEmscriptenRethrowers(before);
   const threads = typeof wasm.getThreadsCount === 'function' ? wasm.getThreadsCount() : 1;
   return { name: 'wasm', threads, float16: false };
+}
+
+type ProcessEvent = 'uncaughtException' | 'unhandledRejection';
+type Listeners = Record<ProcessEvent, Function[]>;
+
+function processListeners(): Listeners | undefined {
+  if (!isNode || typeof process.listeners !== 'function') return undefined;
+  return { uncaughtException: process.listeners('uncaughtException'), unhandledRejection: process.listeners('unhandledRejection') };
+}
+
+/**
+ * The wasm backend's Emscripten glue adds `process.on('uncaughtException', e => { throw e })` and
+ * the same for rejections when it starts in Node. Rethrowing from inside the handler makes Node
+ * exit with code 7 and print the throwing line of the glue, 40 KB of minified source, above
+ * every uncaught error of the program. Dropping exactly those two listeners (added during the
+ * start, and written as Emscripten writes them) restores Node's own reporting and exit code 1.
+ */
+function dropEmscriptenRethrowers(before: Listeners | undefined): void {
+  if (!before) return;
+  const rethrows = /^function\s*\(\s*(ex|reason)\s*\)\s*\{\s*(if\s*\(\s*!\s*\(\s*ex instanceof ExitStatus\s*\)\s*\)\s*\{\s*)?throw (ex|reason);?\s*\}?\s*\}$/;
+  const added = (listeners: Function[], event: ProcessEvent) => listeners.filter((l) => !before[event].includes(l) && rethrows.test(String(l)));
+  for (const listener of added(process.listeners('uncaughtException'), 'uncaughtException')) process.removeListener('uncaughtException', listener as NodeJS.UncaughtExceptionListener);
+  for (const listener of added(process.listeners('unhandledRejection'), 'unhandledRejection')) process.removeListener('unhandledRejection', listener as NodeJS.UnhandledRejectionListener);
 }
 
 interface AdapterFacts {

@@ -8,6 +8,7 @@ export { initBackend, type BackendInfo, type BackendName } from './backend.js';
 // Errors and options
 export { PosttrainError, isPosttrainError, formatShape, type PosttrainErrorCode, type PosttrainErrorOptions } from './errors.js';
 export { resolveOptions, checkNumber } from './options.js';
+export { runMain, formatError, type RunMainOptions } from './run-main.js';
 
 // Modules and layers
 export { Module, ModuleList, type LoadStateDictOptions, type LoadStateDictResult } from './module.js';

@@ -7,4 +7,10 @@ import '@tensorflow/tfjs-backend-cpu';
 // augmentations in this file; the type-only import brings them in without loading it at run time.
 import type {} from '@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops';
 
+// tfjs-backend-cpu prints a "Hi, looks like you are running TensorFlow.js in Node.js … install our
+// node backend" banner on the first tensor in Node unless PROD is set (tfjs-core's
+// `enableProdMode()`; in 4.22 PROD only silences tfjs's own console warnings). posttrain does not
+// use tfjs-node (it cannot install without downloading libtensorflow), so the banner is noise.
+tf.env().set('PROD', true);
+
 export { tf };
