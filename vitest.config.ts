@@ -1,7 +1,7 @@
 import { readdirSync, existsSync } from 'node:fs';
 import { defineConfig } from 'vitest/config';
 
-// One process, every package's and example's tests, resolved from source through the `source`
+// One process, every package's and example's tests, resolved from source through the `@posttrain/source`
 // export condition.
 const dirs = (root: string) => (existsSync(root) ? readdirSync(root).filter((name) => existsSync(`${root}/${name}/src`)).map((name) => ({ root, name })) : []);
 const projects = [...dirs('packages'), ...dirs('examples')];
@@ -10,8 +10,8 @@ export default defineConfig({
   test: {
     reporters: ['default', './scripts/vitest-summary-reporter.ts'],
     projects: projects.map(({ root, name }) => ({
-      resolve: { conditions: ['source'] },
-      ssr: { resolve: { conditions: ['source'] } },
+      resolve: { conditions: ['@posttrain/source'] },
+      ssr: { resolve: { conditions: ['@posttrain/source'] } },
       test: {
         name: root === 'examples' ? `example-${name}` : name,
         root: `${root}/${name}`,

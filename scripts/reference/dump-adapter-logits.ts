@@ -1,7 +1,7 @@
 // Logits of the tiny base with a PEFT adapter, computed by posttrain, for peft_roundtrip.py to
 // compare with PEFT's. Run from the repository root:
 //
-//   npx tsx --conditions=source scripts/reference/dump-adapter-logits.ts ADAPTER_DIR OUT.json [--backend cpu|wasm] [--base DIR]
+//   npx tsx --conditions=@posttrain/source scripts/reference/dump-adapter-logits.ts ADAPTER_DIR OUT.json [--backend cpu|wasm] [--base DIR]
 //
 // Writes { backend, base, adapter, config, prompts: [{ text, ids, logits [T][V] }] }: each prompt
 // run alone (no padding) through loadModel(base) + loadAdapter(adapter), in eval mode.

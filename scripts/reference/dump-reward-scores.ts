@@ -1,7 +1,7 @@
 // Reward models on the tiny base, saved both ways, with the rewards posttrain computes, for
 // reward_hf_check.py to compare with Hugging Face's. Run from the repository root:
 //
-//   npx tsx --conditions=source scripts/reference/dump-reward-scores.ts [--full DIR] [--adapter DIR] [--out FILE] [--backend cpu|wasm] [--base DIR]
+//   npx tsx --conditions=@posttrain/source scripts/reference/dump-reward-scores.ts [--full DIR] [--adapter DIR] [--out FILE] [--backend cpu|wasm] [--base DIR]
 //
 // Writes (defaults) /tmp/rm-full (saveRewardModel, no adapters: config.json + model.safetensors),
 // /tmp/rm-adapter (saveRewardModel of a RewardModel with LoRA: adapter_config.json +

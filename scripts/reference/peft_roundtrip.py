@@ -80,7 +80,7 @@ def max_diff(a, b):
 
 
 def dump_ours(adapter_dir, backend, out):
-    cmd = ["npx", "tsx", "--conditions=source", "scripts/reference/dump-adapter-logits.ts", adapter_dir, out, "--backend", backend]
+    cmd = ["npx", "tsx", "--conditions=@posttrain/source", "scripts/reference/dump-adapter-logits.ts", adapter_dir, out, "--backend", backend]
     subprocess.run(cmd, cwd=ROOT, check=True)
     with open(out) as f:
         return json.load(f)

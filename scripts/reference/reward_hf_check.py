@@ -7,7 +7,7 @@ Needs torch, transformers, peft and safetensors (not for CI):
 
 Run from the repository root, after writing the two saves and posttrain's rewards with
 
-    npx tsx --conditions=source scripts/reference/dump-reward-scores.ts
+    npx tsx --conditions=@posttrain/source scripts/reference/dump-reward-scores.ts
     /tmp/hfenv/bin/python scripts/reference/reward_hf_check.py [--scores /tmp/rm-scores.json] [--tol 1e-5]
 
   full     AutoModelForSequenceClassification.from_pretrained(full_dir, dtype=float32,
