@@ -108,7 +108,14 @@ export const dispatchConv1D: LoraDispatcher = (target) => (target instanceof Con
  */
 export const dispatchLinearLike: LoraDispatcher = (target) => (isLinearLike(target) && !(target instanceof LoraLinear) ? new LoraLinear(target) : undefined);
 
-/** The built-in dispatchers {@link applyLora} tries, in order, after the ones its `dispatchers` option adds. */
+/**
+ * The built-in dispatchers {@link applyLora} tries, in order, after the ones its `dispatchers` option adds.
+ *
+ * @example
+ * ```ts
+ * const layer = [...myDispatchers, ...loraDispatchers].reduce<LoraLinear | undefined>((found, d) => found ?? d(module, path), undefined);
+ * ```
+ */
 export const loraDispatchers: readonly LoraDispatcher[] = Object.freeze([dispatchLinear, dispatchConv1D, dispatchLinearLike]);
 
 /** What {@link applyLora} remembers about each adapter of a model, for saving. */
@@ -246,12 +253,15 @@ function adapterSettings(o: LoraOptions): LoraAdapterSettings {
 /**
  * Adds a LoRA adapter to every module `targetModules` selects (PEFT's `get_peft_model` /
  * `add_adapter`), makes it the active adapter, freezes everything but its A and B, and reports the
- * trainable parameters. Modules already wrapped get the new adapter beside their others.
+ * trainable parameters. Modules already wrapped get the new adapter beside their others. Each
+ * target is wrapped by the first dispatcher that answers: the `dispatchers` option's, then
+ * {@link loraDispatchers}. Every check runs before the model changes, so a throw leaves it as it was.
  *
  * @example
  * ```ts
  * const report = applyLora(model, { r: 8, alpha: 16, targetModules: ['q_proj', 'v_proj'] });
  * console.log(`${report.trainableParameters} of ${report.totalParameters} (${report.trainablePercent.toFixed(2)}%)`);
+ * applyLora(quantisedModel, { targetModules: 'all-linear', dispatchers: [dispatchInt8], adapterName: 'qlora' });
  * ```
  */
 export function applyLora(model: Module, options: Partial<LoraOptions> & Pick<LoraOptions, 'targetModules'>): LoraReport {

@@ -56,6 +56,11 @@ export type LoraBaseLayer = LinearLike;
  * A base layer's dense weight, which {@link LoraLinear} reads and writes in place to merge, unmerge
  * and initialise PiSSA. A layer without one (quantised, sparse) can still train an adapter; only
  * those three refuse.
+ *
+ * @example
+ * ```ts
+ * const dense: LoraDenseWeight = { variable: conv1d.weight, fanInFanOut: true }; // stored [in, out]
+ * ```
  */
 export interface LoraDenseWeight {
   /** The weight variable the base layer's `forward` uses. */
@@ -64,7 +69,15 @@ export interface LoraDenseWeight {
   fanInFanOut: boolean;
 }
 
-/** Options of {@link LoraLinear}. */
+/**
+ * Options of {@link LoraLinear}.
+ *
+ * @example
+ * ```ts
+ * const options: Partial<LoraLinearOptions> = { denseWeight: { variable: layer.kernel, fanInFanOut: false } };
+ * new LoraLinear(layer, options);
+ * ```
+ */
 export interface LoraLinearOptions {
   /**
    * The base layer's dense weight, for merge, unmerge and PiSSA. Default: `weight` of a
@@ -74,9 +87,20 @@ export interface LoraLinearOptions {
   denseWeight: LoraDenseWeight | undefined;
 }
 
+/** The defaults of {@link LoraLinearOptions}: the dense weight found from the layer's type. */
 export const defaultLoraLinearOptions: Readonly<LoraLinearOptions> = Object.freeze({ denseWeight: undefined });
 
-/** True when `module` has the shape of a {@link LinearLike}: numeric `inFeatures`/`outFeatures` and a `forward`. */
+/**
+ * True when `module` has the shape of a {@link LinearLike}: a `Module` with integer `inFeatures`
+ * and `outFeatures` and a `forward`. This is what `'all-linear'` selects and what
+ * {@link LoraLinear} accepts.
+ *
+ * @example
+ * ```ts
+ * isLinearLike(new Linear(4, 2)); // true
+ * isLinearLike(new RMSNorm(4));   // false
+ * ```
+ */
 export function isLinearLike(module: unknown): module is LinearLike {
   const m = module as Partial<LinearLike> | null;
   return (
@@ -108,6 +132,8 @@ function defaultDenseWeight(layer: LinearLike): LoraDenseWeight | undefined {
  * const layer = new LoraLinear(new Linear(16, 32));
  * layer.addAdapter('default', { r: 4, alpha: 8, dropout: 0, rsLora: false, init: 'kaiming' });
  * const y = layer.forward(tf.ones([2, 16])); // [2, 32], equal to the base's output until B is trained
+ * // a layer type of your own, merging into the weight it exposes:
+ * const custom = new LoraLinear(myLayer, { denseWeight: { variable: myLayer.kernel, fanInFanOut: false } });
  * ```
  */
 export class LoraLinear extends Module implements LinearLike {
