@@ -48,7 +48,7 @@ export interface ByteTokenizerOptions {
  * new ByteTokenizer({ ...defaultByteTokenizerOptions, padToken: null });
  * ```
  */
-export const defaultByteTokenizerOptions: Required<ByteTokenizerOptions> = Object.freeze({
+export const defaultByteTokenizerOptions: Readonly<Required<ByteTokenizerOptions>> = Object.freeze({
   specialTokens: Object.freeze(['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<pad>']) as string[],
   bosToken: null,
   eosToken: '<|im_end|>',

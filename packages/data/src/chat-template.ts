@@ -81,8 +81,8 @@ export interface ApplyChatTemplateOptions {
  * applyChatTemplate(tokenizer, messages, { ...defaultApplyChatTemplateOptions, addGenerationPrompt: true });
  * ```
  */
-export const defaultApplyChatTemplateOptions: Required<Omit<ApplyChatTemplateOptions, 'chatTemplate' | 'tools'>> &
-  Pick<ApplyChatTemplateOptions, 'chatTemplate' | 'tools'> = Object.freeze({
+export const defaultApplyChatTemplateOptions: Readonly<Required<Omit<ApplyChatTemplateOptions, 'chatTemplate' | 'tools'>> &
+  Pick<ApplyChatTemplateOptions, 'chatTemplate' | 'tools'>> = Object.freeze({
   addGenerationPrompt: false,
   continueFinalMessage: false,
   tokenize: false,

@@ -74,7 +74,7 @@ export interface CollateOptions {
  * collateForTraining(examples, { ...defaultCollateOptions, padTokenId: tokenizer.padTokenId });
  * ```
  */
-export const defaultCollateOptions: CollateOptions = { padTokenId: null, padToMultipleOf: null };
+export const defaultCollateOptions: Readonly<CollateOptions> = Object.freeze({ padTokenId: null, padToMultipleOf: null });
 
 /**
  * Right-pads examples into a training batch: ids with `padTokenId`, attention mask 0 and labels

@@ -53,7 +53,7 @@ export interface ReadRecordsOptions {
  * readJsonl('train.jsonl', { ...defaultReadRecordsOptions, format: 'preference' });
  * ```
  */
-export const defaultReadRecordsOptions: ReadRecordsOptions = { format: 'auto', maxLineLength: 64 * 1024 * 1024 };
+export const defaultReadRecordsOptions: Readonly<ReadRecordsOptions> = Object.freeze({ format: 'auto', maxLineLength: 64 * 1024 * 1024 });
 
 const readFormats = ['auto', 'any', ...datasetFormats] as const;
 

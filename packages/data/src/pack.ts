@@ -60,7 +60,7 @@ export interface PackOptions {
  * pack(examples, { ...defaultPackOptions, rowLength: 1024, padTokenId: 0 });
  * ```
  */
-export const defaultPackOptions: PackOptions = { rowLength: null, padTokenId: null, strategy: 'best-fit', overflow: 'error' };
+export const defaultPackOptions: Readonly<PackOptions> = Object.freeze({ rowLength: null, padTokenId: null, strategy: 'best-fit', overflow: 'error' });
 
 /**
  * Packs unpadded examples into rows of `rowLength` tokens, whole examples only. Each example gets

@@ -114,7 +114,7 @@ export interface TokenizeOptions {
  * tokenizePromptCompletion(tokenizer, record, { ...defaultTokenizeOptions, maxLength: 512 });
  * ```
  */
-export const defaultTokenizeOptions: TokenizeOptions = {
+export const defaultTokenizeOptions: Readonly<TokenizeOptions> = Object.freeze({
   completionOnly: true,
   assistantOnly: true,
   appendEos: true,
@@ -123,7 +123,7 @@ export const defaultTokenizeOptions: TokenizeOptions = {
   truncation: 'right',
   chat: null,
   name: null,
-};
+});
 
 /**
  * Tokenizes a prompt-completion record so that the sequence is exactly what the model sees at

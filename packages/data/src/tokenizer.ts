@@ -38,7 +38,7 @@ export interface DecodeOptions {
  * defaultEncodeOptions.addSpecialTokens; // true
  * ```
  */
-export const defaultEncodeOptions: Required<EncodeOptions> = Object.freeze({ addSpecialTokens: true });
+export const defaultEncodeOptions: Readonly<Required<EncodeOptions>> = Object.freeze({ addSpecialTokens: true });
 
 /**
  * Defaults of {@link Tokenizer.decode}: special tokens kept.
@@ -48,7 +48,7 @@ export const defaultEncodeOptions: Required<EncodeOptions> = Object.freeze({ add
  * defaultDecodeOptions.skipSpecialTokens; // false
  * ```
  */
-export const defaultDecodeOptions: Required<DecodeOptions> = Object.freeze({ skipSpecialTokens: false });
+export const defaultDecodeOptions: Readonly<Required<DecodeOptions>> = Object.freeze({ skipSpecialTokens: false });
 
 /**
  * Token ids with the span of the input text each came from: `offsets[k] = [start, end)` in

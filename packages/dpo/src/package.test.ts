@@ -17,4 +17,8 @@ describe('public surface', () => {
       'simpoObjective',
     ]);
   });
+
+  it('freezes every default*Options object', () => {
+    for (const [name, value] of Object.entries(dpo)) if (/^default\w*Options$/.test(name)) expect(Object.isFrozen(value), name).toBe(true);
+  });
 });

@@ -1,12 +1,39 @@
-import { expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import * as lora from './index.js';
 
-it('has the intended public surface', () => {
-  expect(Object.keys(lora).sort()).toEqual([
-    'ADAPTER_CONFIG_FILE', 'ADAPTER_WEIGHTS_FILE', 'AdapterDict', 'LoraLinear', 'applyLora', 'defaultLoadAdapterOptions',
-    'defaultLoraLinearOptions', 'defaultLoraOptions',
-    'defaultSaveAdapterOptions', 'dispatchConv1D', 'dispatchLinear', 'dispatchLinearLike', 'isLinearLike', 'loadAdapter', 'loraAdapters', 'loraDispatchers', 'loraLayers', 'matchesTarget',
-    'mergeAdapter',
-      'mergeAndUnload', 'saveAdapter', 'setAdapter', 'topSingularTriplets', 'trainableReport', 'unmergeAdapter', 'withAdaptersDisabled',
-  ]);
+describe('public surface', () => {
+  it('exports exactly these names (changing the list is a visible decision)', () => {
+    expect(Object.keys(lora).sort()).toEqual([
+      'ADAPTER_CONFIG_FILE',
+      'ADAPTER_WEIGHTS_FILE',
+      'AdapterDict',
+      'LoraLinear',
+      'applyLora',
+      'defaultLoadAdapterOptions',
+      'defaultLoraLinearOptions',
+      'defaultLoraOptions',
+      'defaultSaveAdapterOptions',
+      'dispatchConv1D',
+      'dispatchLinear',
+      'dispatchLinearLike',
+      'isLinearLike',
+      'loadAdapter',
+      'loraAdapters',
+      'loraDispatchers',
+      'loraLayers',
+      'matchesTarget',
+      'mergeAdapter',
+      'mergeAndUnload',
+      'saveAdapter',
+      'setAdapter',
+      'topSingularTriplets',
+      'trainableReport',
+      'unmergeAdapter',
+      'withAdaptersDisabled',
+    ]);
+  });
+
+  it('freezes every default*Options object', () => {
+    for (const [name, value] of Object.entries(lora)) if (/^default\w*Options$/.test(name)) expect(Object.isFrozen(value), name).toBe(true);
+  });
 });

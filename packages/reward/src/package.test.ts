@@ -16,4 +16,8 @@ describe('public surface', () => {
       'saveRewardModel',
     ]);
   });
+
+  it('freezes every default*Options object', () => {
+    for (const [name, value] of Object.entries(reward)) if (/^default\w*Options$/.test(name)) expect(Object.isFrozen(value), name).toBe(true);
+  });
 });

@@ -45,7 +45,7 @@ export interface ReadCheckpointOptions {
  * defaultReadCheckpointOptions.fileName; // 'model.safetensors'
  * ```
  */
-export const defaultReadCheckpointOptions: Required<ReadCheckpointOptions> = Object.freeze({ fileName: 'model.safetensors' });
+export const defaultReadCheckpointOptions: Readonly<Required<ReadCheckpointOptions>> = Object.freeze({ fileName: 'model.safetensors' });
 
 /**
  * Options of {@link writeCheckpoint}: where to split, what to name, and how to store dtypes.
@@ -72,7 +72,7 @@ export interface WriteCheckpointOptions extends WriteSafetensorsOptions {
  * defaultWriteCheckpointOptions.maxShardBytes; // 2_000_000_000
  * ```
  */
-export const defaultWriteCheckpointOptions: Required<WriteCheckpointOptions> = Object.freeze({
+export const defaultWriteCheckpointOptions: Readonly<Required<WriteCheckpointOptions>> = Object.freeze({
   ...defaultWriteSafetensorsOptions,
   fileName: 'model.safetensors',
   // Below 2 GiB: one typed array holds a shard, and every runtime reads it back in one piece.

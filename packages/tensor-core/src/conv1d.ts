@@ -14,7 +14,7 @@ export interface Conv1DOptions {
   std: number;
 }
 
-export const defaultConv1DOptions: Conv1DOptions = { bias: true, rng: undefined, std: 0.02 };
+export const defaultConv1DOptions: Readonly<Conv1DOptions> = Object.freeze({ bias: true, rng: undefined, std: 0.02 });
 
 /**
  * A linear layer with its weight stored `[in, out]`: Hugging Face's `Conv1D`, which GPT-2's

@@ -59,7 +59,7 @@ export interface LinearOptions {
   std: number | undefined;
 }
 
-export const defaultLinearOptions: LinearOptions = { bias: true, rng: undefined, std: undefined };
+export const defaultLinearOptions: Readonly<LinearOptions> = Object.freeze({ bias: true, rng: undefined, std: undefined });
 
 /**
  * The interface every linear layer satisfies: the dense {@link Linear} and the LoRA, quantised
@@ -136,7 +136,7 @@ export interface EmbeddingOptions {
   std: number;
 }
 
-export const defaultEmbeddingOptions: EmbeddingOptions = { rng: undefined, std: 1 };
+export const defaultEmbeddingOptions: Readonly<EmbeddingOptions> = Object.freeze({ rng: undefined, std: 1 });
 
 /**
  * A lookup table `weight [numEmbeddings, dim]`; `forward(ids)` gathers rows. Its gradient is a

@@ -10,7 +10,7 @@ export interface LayerNormOptions {
   bias: boolean;
 }
 
-export const defaultLayerNormOptions: LayerNormOptions = { eps: 1e-5, bias: true };
+export const defaultLayerNormOptions: Readonly<LayerNormOptions> = Object.freeze({ eps: 1e-5, bias: true });
 
 /**
  * Layer normalisation over the last axis: `(x − mean) / √(var + eps) · weight + bias`, with the
@@ -53,7 +53,7 @@ export interface RMSNormOptions {
   eps: number;
 }
 
-export const defaultRMSNormOptions: RMSNormOptions = { eps: 1e-6 };
+export const defaultRMSNormOptions: Readonly<RMSNormOptions> = Object.freeze({ eps: 1e-6 });
 
 /**
  * Root-mean-square normalisation over the last axis (Zhang & Sennrich 2019), as Llama uses:

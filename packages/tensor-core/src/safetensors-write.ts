@@ -31,7 +31,7 @@ export interface WriteSafetensorsOptions {
  * defaultWriteSafetensorsOptions.floatDtype; // 'F32'
  * ```
  */
-export const defaultWriteSafetensorsOptions: Required<WriteSafetensorsOptions> = Object.freeze({
+export const defaultWriteSafetensorsOptions: Readonly<Required<WriteSafetensorsOptions>> = Object.freeze({
   floatDtype: 'F32',
   intDtype: 'I32',
   dtypes: {},
