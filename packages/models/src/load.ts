@@ -29,7 +29,7 @@ export interface CreateModelOptions {
   seed: number;
 }
 
-export const defaultCreateModelOptions: CreateModelOptions = { seed: 0 };
+export const defaultCreateModelOptions: Readonly<CreateModelOptions> = Object.freeze({ seed: 0 });
 
 /** Options of {@link saveModel}. */
 export interface SaveModelOptions {
@@ -39,7 +39,7 @@ export interface SaveModelOptions {
   floatDtype: 'F32' | 'F16' | 'BF16';
 }
 
-export const defaultSaveModelOptions: SaveModelOptions = { maxShardBytes: undefined, floatDtype: 'F32' };
+export const defaultSaveModelOptions: Readonly<SaveModelOptions> = Object.freeze({ maxShardBytes: undefined, floatDtype: 'F32' });
 
 /**
  * A randomly initialised model, as Hugging Face initialises it: weights normal with std
