@@ -1,4 +1,5 @@
-import { Conv1D, Embedding, LayerNorm, Linear, Module, ModuleList, PosttrainError, Rng, geluTanh, tf, type CausalLM, type LinearLike, type ForwardOptions, type ForwardOutput } from '@posttrain/tensor-core';
+import { Conv1D, Embedding, LayerNorm, Linear, Module, ModuleList, Rng, geluTanh, tf, type CausalLM, type LinearLike, type ForwardOptions, type ForwardOutput } from '@posttrain/tensor-core';
+import { checkForwardInputs } from './inputs.js';
 import { outputLogits } from './lm-head.js';
 import { LayerKVCache, attentionContext, scaledDotProductAttention, type AttentionContext } from './attention.js';
 import type { Gpt2Config } from './config.js';
@@ -106,14 +107,9 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
 
   forward(inputIds: tf.Tensor, options: ForwardOptions = {}): ForwardOutput {
     const { transformer: body, config } = this;
+    checkForwardInputs(inputIds, options, { architecture: 'GPT-2', vocabSize: config.vocabSize, maxPositions: config.maxPositions, positionsKey: 'n_positions' });
     let cache: LayerKVCache | undefined;
     const { logits, hidden } = tf.tidy(() => {
-      const end = (options.cache?.length ?? 0) + (inputIds.shape[1] as number);
-      if (end > config.maxPositions) {
-        throw new PosttrainError('INVALID_ARGUMENT', `forward: GPT-2 has learned positions up to n_positions = ${config.maxPositions}; got a sequence of ${end}`, {
-          help: 'shorten the prompt or generate fewer tokens',
-        });
-      }
       const context = attentionContext(inputIds, options, config.numLayers, this);
       cache = context.cache;
       let h = body.wte.forward(inputIds).add(body.wpe.forward(context.positions));

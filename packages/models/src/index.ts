@@ -21,10 +21,12 @@ export {
   createModel,
   defaultCreateModelOptions,
   defaultSaveModelOptions,
+  defaultLoadModelOptions,
   type PretrainedModel,
   type ModelConfigInput,
   type CreateModelOptions,
   type SaveModelOptions,
+  type LoadModelOptions,
 } from './load.js';
 
 // Generation

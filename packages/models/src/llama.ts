@@ -1,6 +1,7 @@
 import { Embedding, Linear, Module, ModuleList, RMSNorm, Rng, silu, tf, type CausalLM, type LinearLike, type ForwardOptions, type ForwardOutput } from '@posttrain/tensor-core';
 import { LayerKVCache, attentionContext, scaledDotProductAttention, type AttentionContext } from './attention.js';
 import type { LlamaConfig } from './config.js';
+import { checkForwardInputs } from './inputs.js';
 import { outputLogits } from './lm-head.js';
 import { applyRope, ropeInverseFrequencies, ropeTables } from './rope.js';
 
@@ -120,6 +121,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
 
   forward(inputIds: tf.Tensor, options: ForwardOptions = {}): ForwardOutput {
     const { model: body, config } = this;
+    checkForwardInputs(inputIds, options, { architecture: config.modelType, vocabSize: config.vocabSize, maxPositions: config.maxPositions, positionsKey: 'max_position_embeddings' });
     let cache: LayerKVCache | undefined;
     const { logits, hidden } = tf.tidy(() => {
       const context = attentionContext(inputIds, options, config.numLayers, this);

@@ -1,5 +1,6 @@
 import {
   PosttrainError,
+  isPosttrainError,
   fileSource,
   resolveOptions,
   fileTarget,
@@ -14,6 +15,7 @@ import {
 import { configFromHf, configToHf, type CausalLMConfig, type Gpt2Config, type LlamaConfig } from './config.js';
 import { Gpt2LMHeadModel } from './gpt2.js';
 import { LlamaForCausalLM } from './llama.js';
+import { checkFiniteWeights } from './finite.js';
 
 /** A model of `@posttrain/models`: GPT-2 or the Llama family, with its typed config. */
 export type PretrainedModel = Gpt2LMHeadModel | LlamaForCausalLM;
@@ -110,6 +112,35 @@ function completeLlama(c: Partial<LlamaConfig> & Pick<LlamaConfig, 'modelType' |
   };
 }
 
+/**
+ * Options of {@link loadModel}.
+ *
+ * @example
+ * ```ts
+ * const options: Partial<LoadModelOptions> = { strict: false };
+ * ```
+ */
+export interface LoadModelOptions {
+  /**
+   * true (the default): the checkpoint holds exactly the architecture's weights. false: as
+   * transformers' `from_pretrained`, a missing weight keeps its random initialisation and an
+   * unexpected one is skipped, each listed in a warning. A mis-shaped weight is always an error.
+   */
+  strict: boolean;
+  /** false (the default): a NaN or infinite weight is a `NON_FINITE` error naming the tensor; true loads it as it is. */
+  allowNonFinite: boolean;
+}
+
+/**
+ * The defaults of {@link loadModel}: strict keys, finite weights.
+ *
+ * @example
+ * ```ts
+ * const model = await loadModel('./tiny', { ...defaultLoadModelOptions, strict: false });
+ * ```
+ */
+export const defaultLoadModelOptions: Readonly<LoadModelOptions> = Object.freeze({ strict: true, allowNonFinite: false });
+
 function build(config: CausalLMConfig, seed: number, initialize = true): PretrainedModel {
   return config.modelType === 'gpt2' ? new Gpt2LMHeadModel(config, seed, { initialize }) : new LlamaForCausalLM(config, seed, { initialize });
 }
@@ -125,16 +156,23 @@ function toSource(from: FileSource | FileSourceInput): FileSource {
  * Loads a Hugging Face model directory — `config.json` plus `model.safetensors` or a sharded
  * `model.safetensors.index.json` (F32, F16 or BF16, upcast to float32) — from a directory path, a
  * URL or an in-memory map. Keys are matched strictly: a missing, unexpected or mis-shaped weight
- * is an error listing every one. Old GPT-2 checkpoints without the `transformer.` prefix, their
+ * is an error listing every one (`strict: false` keeps a random initialisation for missing weights
+ * and skips unexpected ones, with a warning). A NaN or infinite weight is a `NON_FINITE` error
+ * naming the tensor (`allowNonFinite: true` loads it). Old GPT-2 checkpoints without the `transformer.` prefix, their
  * `attn.bias` mask buffers, and a stored `lm_head.weight` of a tied model are accepted.
  *
  * @example
  * ```ts
  * const model = await loadModel('./SmolLM2-135M');          // Node directory
  * const model2 = await loadModel(new URL('https://example.com/models/tiny/'));
+ * const partial = await loadModel('./with-value-head', { strict: false }); // warns about v_head.weight
  * ```
  */
-export async function loadModel(from: FileSource | FileSourceInput): Promise<PretrainedModel> {
+export async function loadModel(from: FileSource | FileSourceInput, options: Partial<LoadModelOptions> = {}): Promise<PretrainedModel> {
+  const { strict, allowNonFinite } = resolveOptions('loadModel', options, defaultLoadModelOptions);
+  for (const [name, value] of Object.entries({ strict, allowNonFinite })) {
+    if (typeof value !== 'boolean') throw new PosttrainError('INVALID_OPTION', `loadModel: expected ${name} to be true or false; got ${JSON.stringify(value)}`);
+  }
   const source = toSource(from);
   let json: Record<string, unknown>;
   try {
@@ -147,9 +185,14 @@ export async function loadModel(from: FileSource | FileSourceInput): Promise<Pre
   }
   const config = configFromHf(json);
   const tensors = await readCheckpoint(source);
-  const model = build(config, 0, false); // zeros: the checkpoint overwrites every weight
+  const model = build(config, 0, !strict); // strict: zeros, as the checkpoint overwrites every weight
   try {
-    model.loadStateDict(normaliseKeys(tensors, model));
+    const named = normaliseKeys(tensors, model);
+    if (!allowNonFinite) checkFiniteWeights(named, source.describe());
+    const { missingKeys, unexpectedKeys } = loadWeights(model, named, strict, source.describe());
+    const list = (keys: string[]) => `${keys.slice(0, 8).join(', ')}${keys.length > 8 ? `, … (${keys.length} in all)` : ''}`;
+    if (missingKeys.length > 0) console.warn(`loadModel: ${missingKeys.length} weight(s) of the ${config.modelType} architecture are not in ${source.describe()} and keep their random initialisation: ${list(missingKeys)}`);
+    if (unexpectedKeys.length > 0) console.warn(`loadModel: ${unexpectedKeys.length} tensor(s) in ${source.describe()} are not weights of the ${config.modelType} architecture and were skipped: ${list(unexpectedKeys)}`);
   } catch (error) {
     model.dispose();
     throw error;
@@ -157,6 +200,19 @@ export async function loadModel(from: FileSource | FileSourceInput): Promise<Pre
     tf.dispose(Object.values(tensors));
   }
   return model;
+}
+
+/** `loadStateDict`, with loadModel's own help when the keys do not match. */
+function loadWeights(model: PretrainedModel, tensors: Record<string, tf.Tensor>, strict: boolean, where: string): { missingKeys: string[]; unexpectedKeys: string[] } {
+  try {
+    return model.loadStateDict(tensors, { strict });
+  } catch (error) {
+    if (!isPosttrainError(error) || error.code !== 'STATE_DICT_MISMATCH' || /mis-shaped keys/.test(error.message)) throw error;
+    throw new PosttrainError('STATE_DICT_MISMATCH', `loadModel: the weights in ${where} do not match its config.json; ${error.message.split('\nhelp: ')[0]}`, {
+      cause: error,
+      help: "check that config.json and the weights come from the same model; loadModel(source, { strict: false }) loads them anyway, keeping a random initialisation for missing weights and skipping unexpected ones (with a warning), as transformers' from_pretrained does",
+    });
+  }
 }
 
 /** Adds GPT-2's `transformer.` prefix when a checkpoint lacks it and drops keys transformers also ignores. */

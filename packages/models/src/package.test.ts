@@ -12,6 +12,7 @@ describe('public surface', () => {
         "configToHf",
         "createModel",
         "defaultCreateModelOptions",
+        "defaultLoadModelOptions",
         "defaultGenerateOptions",
         "defaultSaveModelOptions",
         "generate",
