@@ -190,7 +190,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
  */
 export function detectFormat(record: unknown, where: RecordLocation = {}): DatasetFormat {
   if (!isObject(record)) throw new RecordError(where, null, 'a JSON object (one record)', describeValue(record));
-  const has = (key: string) => Object.prototype.hasOwnProperty.call(record, key);
+  const has = (key: string) => Object.hasOwn(record, key);
   if (has('chosen') || has('rejected')) return 'preference';
   if (has('completion') || has('label')) return has('label') ? 'unpaired-preference' : 'prompt-completion';
   if (has('text') || has('messages')) return 'language-modeling';

@@ -312,11 +312,12 @@ export function decodeSafetensorsTensor(info: SafetensorsTensorInfo, data: Uint8
       return tf.tensor(Int32Array.from(data), shape, 'int32');
     case 'BOOL':
       return tf.tensor(Uint8Array.from(data, (b) => (b ? 1 : 0)), shape, 'bool');
-    default:
+    default: {
       const supported = 'F32, F16, BF16, I64, I32, I8, U8, BOOL';
       throw new PosttrainError('NOT_SUPPORTED', `tensor "${info.name}": expected one of the dtypes tfjs can hold (${supported}); got ${info.dtype}`, {
         help: 'convert it before saving (torch: t.to(torch.float32) or t.to(torch.int32))',
       });
+    }
   }
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Rng, isPosttrainError } from '@posttrain/tensor-core';
+import { Rng } from '@posttrain/tensor-core';
 import { additionTask } from './addition.js';
 import { reversalTask } from './reversal.js';
 import { sortingTask } from './sorting.js';

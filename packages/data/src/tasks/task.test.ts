@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Rng, isPosttrainError } from '@posttrain/tensor-core';
+import { Rng } from '@posttrain/tensor-core';
 import { defineVerifiableTask, trimCompletion, type VerifiableTaskSpec } from './task.js';
 import { thrown } from '../testing/assert.js';
 
