@@ -1,7 +1,8 @@
 // Model benchmarks: decoding tokens/s with and without the KV cache, and the forward pass of a
 // ~30M-parameter Llama, through @posttrain/models.
 import { Rng, tf } from '@posttrain/tensor-core';
-import { createModel, generate, type ModelConfigInput } from '@posttrain/models';
+import { createModel, type ModelConfigInput } from '@posttrain/models';
+import { generate } from '@posttrain/policy';
 import { median, timeSteps, type Run } from './timing.js';
 
 /** A Llama of ~34M parameters (vocab 32000, d 384, 6 layers, 6 heads over 2 key/value heads, untied output). */

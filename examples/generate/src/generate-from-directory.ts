@@ -1,7 +1,8 @@
 // Load a Hugging Face model directory (config.json + model.safetensors, or a sharded index) and
 // continue a batch of prompts: greedy for the first, sampled for the second, left-padded together.
 import { initBackend, tf, type BackendName } from '@posttrain/tensor-core';
-import { generate, loadModel } from '@posttrain/models';
+import { loadModel } from '@posttrain/models';
+import { generate } from '@posttrain/policy';
 
 export interface Continuation {
   prompt: number[];

@@ -1,7 +1,8 @@
 // A reward model on the shipped tiny base: rank held-out reversal answers, save, reload, score a few pairs.
 import { fileURLToPath } from 'node:url';
 import { ByteTokenizer, generateSplit, reversalTask, type StringTaskOptions } from '@posttrain/data';
-import { configFromHf, createModel, loadModel } from '@posttrain/models';
+import { configFromHf } from '@posttrain/tensor-core';
+import { createModel, loadModel } from '@posttrain/models';
 import { RewardModel, evaluateRewardModel, loadRewardModel, rewardTrain, saveRewardModel, type RewardEvaluation, type RewardResult } from '@posttrain/reward';
 
 /** The base: examples/sft's tiny Llama, which sorts strings and has never seen reversal. */

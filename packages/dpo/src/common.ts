@@ -54,12 +54,6 @@ export function checkCommon(owner: string, o: OptimizationTunables & { model: Ca
   if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, { help: "for example lora: { r: 8, alpha: 16, targetModules: 'all-linear' }" });
 }
 
-/** The pad id of the collators: the tokenizer's pad token, else EOS, else 0. @internal */
-export function padIdOf(tokenizer: TokenizerLike): number {
-  const eos = tokenizer.eosTokenId as number | number[] | null | undefined;
-  return (tokenizer as { padTokenId?: number | null }).padTokenId ?? (Array.isArray(eos) ? eos[0] : eos) ?? 0;
-}
-
 /** Total optimizer steps and the epochs to ask the trainer for. @internal */
 export function stepPlan(records: number, o: OptimizationTunables): { totalSteps: number; epochs: number } {
   const batchesPerEpoch = Math.ceil(records / o.batchSize);

@@ -5,10 +5,11 @@ import { tokenizePreference, type PreferenceRecord, type TokenizerLike } from '@
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { sequenceLogprobs } from '@posttrain/losses';
 import { defaultFineTuneTrainerOptions, fineTune, shuffledBatches, type StepOutput, type TrainResult } from '@posttrain/trainer';
-import { checkCommon, padIdOf, stepPlan, type OptimizationTunables } from './common.js';
-import { completionStats, concatenatePairs, meanLogit, sequenceLogpsOf, type ConcatenatedBatch, type TokenizedPair } from './concatenated.js';
+import { checkCommon, stepPlan, type OptimizationTunables } from './common.js';
+import { collatePairs, exampleLogps, padTokenIdOf, type PairBatch, type Reference, type ReferenceOption, type TokenizedPair } from '@posttrain/policy';
+import { completionStats, meanLogit } from './completion-stats.js';
 import { toObjective, type ObjectiveInputs, type ObjectiveOutput, type PreferenceLossFn, type PreferenceObjective } from './objective.js';
-import { resolveReference, type Reference, type ReferenceOption } from './reference.js';
+import { resolveReference } from './reference.js';
 
 /**
  * A training record: TRL's preference format, `{ prompt, chosen, rejected }` (strings; without
@@ -103,7 +104,7 @@ export interface DpoResult extends TrainResult {
 }
 
 /** One micro-batch: B pairs as [2B, T] (chosen rows first) and the reference's [2B] log-probs. */
-interface DpoBatch extends ConcatenatedBatch {
+interface DpoBatch extends PairBatch {
   refLogps: tf.Tensor1D | undefined;
 }
 
@@ -181,8 +182,8 @@ function tokenizePairs(tokenizer: TokenizerLike, records: readonly DpoRecord[], 
 /** Reference log-probs of every pair, `[chosen…]` and `[rejected…]`, computed once (eval mode, no tape). */
 async function precompute(reference: Reference, pairs: readonly TokenizedPair[], batchSize: number, average: boolean, padTokenId: number): Promise<{ chosen: Float32Array; rejected: Float32Array }> {
   return reference.run(async (m) => ({
-    chosen: await sequenceLogpsOf(m, pairs.map((p) => p.chosen), { batchSize, average, padTokenId }),
-    rejected: await sequenceLogpsOf(m, pairs.map((p) => p.rejected), { batchSize, average, padTokenId }),
+    chosen: await exampleLogps(m, pairs.map((p) => p.chosen), { batchSize, average, padTokenId }),
+    rejected: await exampleLogps(m, pairs.map((p) => p.rejected), { batchSize, average, padTokenId }),
   }));
 }
 
@@ -214,7 +215,7 @@ export async function dpoTrain(options: DpoOptions): Promise<DpoResult> {
   const owner = 'dpoTrain';
   const o = resolveDpoOptions(options);
   const { model, tokenizer, objective } = o;
-  const padTokenId = padIdOf(tokenizer);
+  const padTokenId = padTokenIdOf(tokenizer);
   const pairs = tokenizePairs(tokenizer, o.train, o.maxLength, 'train');
   if (o.eval !== undefined && !Array.isArray(o.eval)) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected eval to be an array of { prompt, chosen, rejected } records; got ${typeof o.eval}`);
@@ -230,7 +231,7 @@ export async function dpoTrain(options: DpoOptions): Promise<DpoResult> {
 
   /** The batch of `indices` of `source`, with its reference log-probs (from the cache or a forward outside the tape). */
   const makeBatch = (source: readonly TokenizedPair[], indices: number[], cached: typeof cache): DpoBatch => {
-    const batch = concatenatePairs(indices.map((i) => source[i]), padTokenId);
+    const batch = collatePairs(indices.map((i) => source[i]), { padTokenId });
     let refLogps: tf.Tensor1D | undefined;
     if (reference && cached) refLogps = tf.tensor1d([...indices.map((i) => cached.chosen[i]), ...indices.map((i) => cached.rejected[i])]);
     else if (reference) refLogps = reference.run((m) => tf.tidy(() => sequenceLogprobs(m.forward(batch.inputIds, { attentionMask: batch.attentionMask }).logits, batch.labels, batch.attentionMask, { average: objective.averageLogps }).logps));

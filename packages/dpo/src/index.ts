@@ -13,7 +13,7 @@ export {
 } from './objective.js';
 
 // Reference log-probs
-export { type ReferenceOption } from './reference.js';
+export { type ReferenceOption } from '@posttrain/policy';
 export { preferenceLogps, defaultPreferenceLogpsOptions, type PreferenceLogpsOptions, type PreferenceLogpsResult } from './preference-logps.js';
 
 // Unpaired preferences

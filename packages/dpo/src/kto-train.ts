@@ -3,11 +3,12 @@
 import { PosttrainError, Rng, checkNumber, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
 import { collateForTraining, tokenizePromptCompletion, type TokenizedExample, type TokenizerLike, type UnpairedPreferenceRecord } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
-import { ktoLoss, sequenceLogprobs } from '@posttrain/losses';
+import { ktoLoss } from '@posttrain/losses';
 import { defaultFineTuneTrainerOptions, fineTune, shuffledBatches, type StepOutput, type TrainResult } from '@posttrain/trainer';
-import { checkCommon, padIdOf, stepPlan, type OptimizationTunables } from './common.js';
-import { completionStats, meanLogit, sequenceLogpsOf } from './concatenated.js';
-import { resolveReference, type Reference, type ReferenceOption } from './reference.js';
+import { checkCommon, stepPlan, type OptimizationTunables } from './common.js';
+import { exampleLogps, padTokenIdOf, sequenceLogps, type Reference, type ReferenceOption, type ScoredBatch } from '@posttrain/policy';
+import { completionStats, meanLogit } from './completion-stats.js';
+import { resolveReference } from './reference.js';
 
 /**
  * A training record: TRL's unpaired preference format, `{ prompt, completion, label }` (strings;
@@ -211,7 +212,7 @@ export async function ktoTrain(options: KtoOptions): Promise<KtoResult> {
   const owner = 'ktoTrain';
   const o = resolveKtoOptions(options);
   const { model, tokenizer } = o;
-  const padTokenId = padIdOf(tokenizer);
+  const padTokenId = padTokenIdOf(tokenizer);
   const examples = tokenizeRecords(tokenizer, o.train, o.maxLength, o.seed, 'train');
   const evalExamples = o.eval?.length ? tokenizeRecords(tokenizer, o.eval, o.maxLength, o.seed, 'eval') : [];
   const reference = resolveReference(owner, model, o.reference, true, 'ktoLoss', o.lora !== false || loraLayers(model).size > 0) as Reference;
@@ -220,14 +221,13 @@ export async function ktoTrain(options: KtoOptions): Promise<KtoResult> {
 
   const settings = { batchSize: o.batchSize, average: false, padTokenId };
   const precompute = (list: KtoExample[]) =>
-    reference.run(async (m) => ({ completion: await sequenceLogpsOf(m, list.map((e) => e.example), settings), kl: await sequenceLogpsOf(m, list.map((e) => e.kl), settings) }));
+    reference.run(async (m) => ({ completion: await exampleLogps(m, list.map((e) => e.example), settings), kl: await exampleLogps(m, list.map((e) => e.kl), settings) }));
   const t0 = performance.now();
   const cache = reference.precomputed ? await precompute(examples) : undefined;
   const evalCache = reference.precomputed && evalExamples.length ? await precompute(evalExamples) : undefined;
   const precomputeSeconds = cache ? (performance.now() - t0) / 1000 : 0;
 
-  const logpsOf = (m: CausalLM, b: { inputIds: tf.Tensor2D; attentionMask: tf.Tensor2D; labels: tf.Tensor2D }) =>
-    tf.tidy(() => sequenceLogprobs(m.forward(b.inputIds, { attentionMask: b.attentionMask }).logits, b.labels, b.attentionMask).logps);
+  const logpsOf = (m: CausalLM, b: ScoredBatch) => tf.tidy(() => sequenceLogps(m, b).logps);
   /** The batch of `indices`, with the policy's KL log-probs and the reference's, all computed here, outside the tape. */
   const makeBatch = (source: KtoExample[], indices: number[], cached: typeof cache): KtoBatch => {
     const main = collateForTraining(indices.map((i) => source[i].example), { padTokenId });

@@ -2,8 +2,7 @@
 // or to measure how often a model already prefers the chosen answer.
 import { checkNumber, resolveOptions, type CausalLM } from '@posttrain/tensor-core';
 import { tokenizePreference, type PreferenceRecord, type TokenizerLike } from '@posttrain/data';
-import { padIdOf } from './common.js';
-import { sequenceLogpsOf } from './concatenated.js';
+import { exampleLogps, padTokenIdOf } from '@posttrain/policy';
 
 /**
  * Options of {@link preferenceLogps}.
@@ -67,12 +66,12 @@ export async function preferenceLogps(model: CausalLM, tokenizer: TokenizerLike,
   checkNumber(owner, 'batchSize', o.batchSize, 'an integer ≥ 1', (v) => Number.isInteger(v) && v >= 1);
   if (o.maxLength !== null) checkNumber(owner, 'maxLength', o.maxLength, 'an integer ≥ 2 or null', (v) => Number.isInteger(v) && v >= 2);
   const pairs = records.map((r, i) => tokenizePreference(tokenizer, r, { maxLength: o.maxLength, name: `record ${i}` }));
-  const settings = { batchSize: o.batchSize, average: o.average === true, padTokenId: padIdOf(tokenizer) };
+  const settings = { batchSize: o.batchSize, average: o.average === true, padTokenId: padTokenIdOf(tokenizer) };
   const training = model.training;
   model.eval();
   try {
-    const chosen = await sequenceLogpsOf(model, pairs.map((p) => p.chosen), settings);
-    const rejected = await sequenceLogpsOf(model, pairs.map((p) => p.rejected), settings);
+    const chosen = await exampleLogps(model, pairs.map((p) => p.chosen), settings);
+    const rejected = await exampleLogps(model, pairs.map((p) => p.rejected), settings);
     const right = chosen.reduce((n, c, i) => n + (c > rejected[i] ? 1 : 0), 0);
     return { chosen, rejected, accuracy: records.length ? right / records.length : 0 };
   } finally {

@@ -19,7 +19,7 @@ describe('reference memory', () => {
     const ids = tf.tensor2d([[1, 2, 3]], [1, 3], 'int32');
     tf.tidy(() => void model.forward(ids)); // fills the model's own caches (RoPE tables) first
     const before = tf.memory();
-    const reference = resolveReference('test', model, 'adapters-disabled', true, 'dpoSigmoidLoss')!;
+    const reference = resolveReference('test', model, 'adapters-disabled', true, 'dpoSigmoidLoss', true)!;
     expect(tf.memory().numBytes).toBe(before.numBytes);
     expect(tf.memory().numTensors).toBe(before.numTensors);
     // Running it leaves nothing behind either, and switches the adapters back on.

@@ -2,7 +2,7 @@ import { Conv1D, Embedding, LayerNorm, Linear, Module, ModuleList, Rng, geluTanh
 import { checkForwardInputs } from './inputs.js';
 import { outputLogits } from './lm-head.js';
 import { LayerKVCache, attentionContext, scaledDotProductAttention, type AttentionContext } from './attention.js';
-import type { Gpt2Config } from './config.js';
+import type { Gpt2Config } from '@posttrain/tensor-core';
 
 class Gpt2Attention extends Module {
   readonly cAttn: LinearLike;

@@ -1,6 +1,6 @@
 import { Embedding, Linear, Module, ModuleList, RMSNorm, Rng, silu, tf, type CausalLM, type LinearLike, type ForwardOptions, type ForwardOutput } from '@posttrain/tensor-core';
 import { LayerKVCache, attentionContext, scaledDotProductAttention, type AttentionContext } from './attention.js';
-import type { LlamaConfig } from './config.js';
+import type { LlamaConfig } from '@posttrain/tensor-core';
 import { checkForwardInputs } from './inputs.js';
 import { outputLogits } from './lm-head.js';
 import { applyRope, ropeInverseFrequencies, ropeTables } from './rope.js';

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { initBackend, readSafetensors, tf, writeSafetensors } from '@posttrain/tensor-core';
-import { configFromHf, configToHf, loadModel, saveModel, type PretrainedModel } from './index.js';
+import { configFromHf, configToHf } from '@posttrain/tensor-core';
+import { loadModel, saveModel, type PretrainedModel } from './index.js';
 import { expectPosttrainError, rejection, thrown } from './testing/assert.js';
 import { fixtureDir, referenceModels } from './testing/reference.js';
 

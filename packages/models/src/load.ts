@@ -11,8 +11,12 @@ import {
   type FileSource,
   type FileSourceInput,
   type FileTarget,
+  configFromHf,
+  configToHf,
+  type CausalLMConfig,
+  type Gpt2Config,
+  type LlamaConfig,
 } from '@posttrain/tensor-core';
-import { configFromHf, configToHf, type CausalLMConfig, type Gpt2Config, type LlamaConfig } from './config.js';
 import { Gpt2LMHeadModel } from './gpt2.js';
 import { LlamaForCausalLM } from './llama.js';
 import { checkFiniteWeights } from './finite.js';

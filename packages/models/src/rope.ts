@@ -1,7 +1,7 @@
 // Rotary position embeddings (Su et al. 2021, "RoFormer", eq. 34) in Hugging Face's layout: the
 // head dimension is split in halves (`rotate_half`), not interleaved pairs.
 import { tf } from '@posttrain/tensor-core';
-import type { Llama3RopeScaling } from './config.js';
+import type { Llama3RopeScaling } from '@posttrain/tensor-core';
 
 /**
  * The `headDim / 2` inverse frequencies `θ^(−2i/d)`, computed in float32 as transformers does,

@@ -3,7 +3,8 @@ import { PosttrainError, checkNumber, resolveOptions, tf } from '@posttrain/tens
 import type { TokenizerLike } from '@posttrain/data';
 import { bradleyTerryLoss } from '@posttrain/losses';
 import { RewardModel } from './reward-model.js';
-import { collatePairs, disposeBatch, padTokenOf, pairRewards, tokenizePair, type RewardRecord, type TokenizedPair } from './pairs.js';
+import { padTokenIdOf } from '@posttrain/policy';
+import { collateRewardBatch, disposeBatch, pairRewards, tokenizePair, type RewardRecord, type TokenizedPair } from './pairs.js';
 
 /**
  * What {@link evaluateRewardModel} measured over a set of pairs.
@@ -65,7 +66,7 @@ export async function evaluatePairs(model: RewardModel, pairs: readonly Tokenize
   try {
     for (let start = 0; start < pairs.length; start += batchSize) {
       const slice = pairs.slice(start, start + batchSize);
-      const batch = collatePairs(slice, padTokenId, true);
+      const batch = collateRewardBatch(slice, padTokenId, true);
       try {
         const stacked = tf.tidy(() => {
           const { chosen, rejected } = pairRewards(model, batch);
@@ -114,5 +115,5 @@ export async function evaluateRewardModel(model: RewardModel, tokenizer: Tokeniz
   if (!(model instanceof RewardModel)) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected a RewardModel; got ${(model as object)?.constructor?.name ?? typeof model}`);
   if (!Array.isArray(records) || records.length === 0) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected a non-empty array of preference records; got ${Array.isArray(records) ? 'an empty array' : typeof records}`);
   const pairs = records.map((r, i) => tokenizePair(tokenizer, r, i, o.maxLength, owner));
-  return evaluatePairs(model, pairs, padTokenOf(tokenizer), o.batchSize);
+  return evaluatePairs(model, pairs, padTokenIdOf(tokenizer), o.batchSize);
 }

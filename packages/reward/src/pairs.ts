@@ -1,6 +1,7 @@
 // Preference pairs → tokens → one batch of chosen then rejected sequences → their rewards.
 import { PosttrainError, tf } from '@posttrain/tensor-core';
-import { collateForTraining, tokenizePreference, type PreferenceRecord, type TokenizedExample, type TokenizerLike } from '@posttrain/data';
+import { tokenizePreference, type PreferenceRecord, type TokenizerLike } from '@posttrain/data';
+import { collatePairs, type TokenizedPair as PolicyPair } from '@posttrain/policy';
 import type { RewardModel } from './reward-model.js';
 
 /**
@@ -20,10 +21,8 @@ export interface RewardRecord {
   margin?: number;
 }
 
-/** A tokenized pair. */
-export interface TokenizedPair {
-  chosen: TokenizedExample;
-  rejected: TokenizedExample;
+/** A tokenized pair with its margin. */
+export interface TokenizedPair extends PolicyPair {
   margin: number;
 }
 
@@ -51,9 +50,9 @@ export function tokenizePair(tokenizer: TokenizerLike, record: RewardRecord, ind
   return { ...pair, margin };
 }
 
-/** One padded batch of 2B sequences: the chosen completions, then the rejected ones. */
-export function collatePairs(pairs: readonly TokenizedPair[], padTokenId: number, withMargin: boolean): RewardBatch {
-  const batch = collateForTraining([...pairs.map((p) => p.chosen), ...pairs.map((p) => p.rejected)], { padTokenId });
+/** One padded batch of 2B sequences (`collatePairs`: the chosen completions, then the rejected ones) with the margins. */
+export function collateRewardBatch(pairs: readonly TokenizedPair[], padTokenId: number, withMargin: boolean): RewardBatch {
+  const batch = collatePairs(pairs, { padTokenId });
   batch.labels.dispose();
   return { inputIds: batch.inputIds, attentionMask: batch.attentionMask, margin: withMargin ? tf.tensor1d(pairs.map((p) => p.margin), 'float32') : undefined, pairs: pairs.length };
 }
@@ -70,9 +69,4 @@ export function pairRewards(model: RewardModel, batch: RewardBatch): { chosen: t
     hidden.dispose();
     return { chosen: rewards.slice(0, batch.pairs) as tf.Tensor1D, rejected: rewards.slice(batch.pairs, batch.pairs) as tf.Tensor1D };
   });
-}
-
-/** The tokenizer's pad token, else its EOS. */
-export function padTokenOf(tokenizer: TokenizerLike): number {
-  return (tokenizer as { padTokenId?: number | null }).padTokenId ?? tokenizer.eosTokenId ?? 0;
 }

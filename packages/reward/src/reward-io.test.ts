@@ -2,10 +2,10 @@ import { mkdtemp, readFile, readdir, rm as remove } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fileSource, initBackend, isPosttrainError, readCheckpoint, tf } from '@posttrain/tensor-core';
+import { configFromHf, configToHf, fileSource, initBackend, isPosttrainError, readCheckpoint, tf } from '@posttrain/tensor-core';
 import { ByteTokenizer } from '@posttrain/data';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, applyLora, loraLayers } from '@posttrain/lora';
-import { configFromHf, configToHf, createModel, type ModelConfigInput } from '@posttrain/models';
+import { createModel, type ModelConfigInput } from '@posttrain/models';
 import { RewardModel, loadRewardModel, rewardTrain, saveRewardModel, type RewardRecord } from './index.js';
 
 const tokenizer = new ByteTokenizer();

@@ -2,6 +2,7 @@
 // model.safetensors with `score.weight`), or a PEFT adapter whose head is saved as PEFT's modules_to_save.
 import {
   PosttrainError,
+  configToHf,
   fileSource,
   fileTarget,
   formatShape,
@@ -13,13 +14,13 @@ import {
   writeCheckpoint,
   writeSafetensors,
   type CausalLM,
+  type CausalLMConfig,
   type FileSource,
   type FileSourceInput,
   type FileTarget,
 } from '@posttrain/tensor-core';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, loadAdapter, loraLayers, saveAdapter } from '@posttrain/lora';
 import { RewardModel } from './reward-model.js';
-import { rewardConfig } from './hf-config.js';
 
 /** The config file of a full save. */
 const CONFIG_FILE = 'config.json';
@@ -45,7 +46,7 @@ export interface SaveRewardModelOptions {
    * `save_pretrained`.
    */
   adapterOnly: boolean | undefined;
-  /** Fields written over the derived `config.json` of a full save (e.g. `configToHf(backbone.config)` of `@posttrain/models`, `id2label`). */
+  /** Fields written over the derived `config.json` of a full save (e.g. `configToHf(backbone.config)` of `@posttrain/tensor-core`, `id2label`). */
   config: Json | undefined;
   /** Store float weights of a full save as F32 (default), F16 or BF16. */
   floatDtype: 'F32' | 'F16' | 'BF16';
@@ -242,7 +243,7 @@ export async function loadRewardModel(from: string | FileSource | FileSourceInpu
   const o = resolveOptions<LoadRewardModelOptions>(owner, options, { backbone: undefined as unknown as CausalLM });
   if (o.backbone === undefined || (typeof o.backbone !== 'function' && typeof (o.backbone as CausalLM).forward !== 'function')) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected backbone to be a CausalLM or a function (config) → CausalLM; got ${o.backbone === undefined ? 'undefined' : typeof o.backbone}`, {
-      help: "@posttrain/reward does not build models: pass backbone: (config) => createModel(configFromHf(config)) with @posttrain/models, or the base model of an adapter save",
+      help: "@posttrain/reward does not build models: pass backbone: (config) => createModel(configFromHf(config)) (createModel from @posttrain/models, configFromHf from @posttrain/tensor-core), or the base model of an adapter save",
     });
   }
   const source = toSource(from);
@@ -314,4 +315,21 @@ function checkShapes(model: RewardModel, tensors: Record<string, tf.Tensor>, whe
       help: 'load it onto a backbone of the configuration it was saved from (hidden size, layers, vocabulary)',
     });
   }
+}
+
+/**
+ * The `config.json` of a full save: the backbone's Hugging Face fields (`configToHf`), the
+ * sequence-classification class of its architecture and one label (a scalar reward), then `overrides`.
+ */
+function rewardConfig(model: RewardModel, overrides: Record<string, unknown> | undefined): Record<string, unknown> {
+  const { architectures, ...backbone } = configToHf(model.config as CausalLMConfig);
+  const causal = (architectures as string[])[0]; // LlamaForCausalLM, Qwen2ForCausalLM, GPT2LMHeadModel, …
+  return {
+    architectures: [causal.replace(/(ForCausalLM|LMHeadModel)$/, 'ForSequenceClassification')],
+    ...backbone,
+    num_labels: 1,
+    id2label: { '0': 'LABEL_0' },
+    label2id: { LABEL_0: 0 },
+    ...overrides,
+  };
 }

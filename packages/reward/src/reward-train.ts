@@ -16,7 +16,8 @@ import {
 import { bradleyTerryLoss } from '@posttrain/losses';
 import { RewardModel } from './reward-model.js';
 import { evaluatePairs } from './evaluate.js';
-import { collatePairs, disposeBatch, padTokenOf, pairRewards, tokenizePair, type RewardBatch, type RewardRecord } from './pairs.js';
+import { padTokenIdOf } from '@posttrain/policy';
+import { collateRewardBatch, disposeBatch, pairRewards, tokenizePair, type RewardBatch, type RewardRecord } from './pairs.js';
 
 /**
  * The trainer's options that {@link rewardTrain} passes through unchanged, with the trainer's defaults.
@@ -198,7 +199,7 @@ export async function rewardTrain(options: RewardTrainOptions): Promise<RewardRe
   const o = resolveRewardOptions(options);
   const owner = 'rewardTrain';
   const { model, tokenizer } = o;
-  const padTokenId = padTokenOf(tokenizer);
+  const padTokenId = padTokenIdOf(tokenizer);
   const pairs = o.train.map((r, i) => tokenizePair(tokenizer, r, i, o.maxLength, owner));
   const evalPairs = (o.eval ?? []).map((r, i) => tokenizePair(tokenizer, r, i, o.maxLength, `${owner}: eval`));
   const withMargin = o.train.some((r) => r.margin !== undefined);
@@ -208,7 +209,7 @@ export async function rewardTrain(options: RewardTrainOptions): Promise<RewardRe
   const totalSteps = o.maxSteps ?? Math.ceil((batchesPerEpoch * o.epochs) / o.gradientAccumulationSteps);
   const epochs = o.maxSteps === undefined ? o.epochs : Math.ceil((o.maxSteps * o.gradientAccumulationSteps) / batchesPerEpoch);
   // One order per (seed, epoch), so resuming rebuilds it.
-  const batches = (epoch: number) => shuffledBatches<RewardBatch>(o.seed, epoch, pairs.length, o.batchSize, (ix) => collatePairs(ix.map((i) => pairs[i]), padTokenId, withMargin), disposeBatch);
+  const batches = (epoch: number) => shuffledBatches<RewardBatch>(o.seed, epoch, pairs.length, o.batchSize, (ix) => collateRewardBatch(ix.map((i) => pairs[i]), padTokenId, withMargin), disposeBatch);
   const step = (batch: RewardBatch): StepOutput => {
     const { chosen, rejected } = pairRewards(model, batch);
     const out = bradleyTerryLoss(chosen, rejected, { margin: batch.margin, centerCoefficient: o.centerCoefficient });

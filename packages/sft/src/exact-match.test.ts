@@ -9,22 +9,26 @@ const EOS = tokenizer.eosTokenId!;
 
 /**
  * A stand-in CausalLM that answers `answer(prompt)` then EOS, by reading its own input: the prompt
- * is everything up to and including '>', the rest is what it has generated so far.
+ * is everything up to and including '>', the rest is what it has generated so far. Its KV cache
+ * holds the rows seen so far, so `generate` can feed it one new token at a time.
  */
 function scriptedModel(answer: (prompt: string) => number[], calls: number[][] = []): CausalLM {
+  type RowsCache = { rows: number[][]; readonly length: number; dispose(): void };
   return {
-    config: { modelType: 'scripted', vocabSize: V } as CausalLM['config'],
-    forward(inputIds: tf.Tensor) {
-      const rows = inputIds.arraySync() as number[][];
-      calls.push(rows.map((r) => r.length));
+    config: { modelType: 'scripted', vocabSize: V, maxPositions: 64 } as CausalLM['config'],
+    forward(inputIds: tf.Tensor, options: { cache?: RowsCache; useCache?: boolean } = {}) {
+      const fed = inputIds.arraySync() as number[][];
+      calls.push(fed.map((r) => r.length));
+      const rows = fed.map((r, i) => [...(options.cache?.rows[i] ?? []), ...r]);
       const next = rows.map((row) => {
         const end = row.indexOf(62) + 1; // '>'
         const script = [...answer(tokenizer.decode(row.slice(0, end))), EOS];
         return script[Math.min(row.length - end, script.length - 1)];
       });
-      const T = rows[0].length;
+      const T = fed[0].length;
       const logits = tf.tidy(() => tf.tile(tf.expandDims(tf.oneHot(tf.tensor1d(next, 'int32'), V), 1), [1, T, 1])) as tf.Tensor3D;
-      return { logits, hidden: tf.zeros([rows.length, T, 1]) as tf.Tensor3D };
+      const cache: RowsCache | undefined = options.useCache ? { rows, length: rows[0].length, dispose() {} } : undefined;
+      return { logits, hidden: tf.zeros([rows.length, T, 1]) as tf.Tensor3D, cache };
     },
     eval() {},
     train() {},
@@ -37,7 +41,7 @@ describe('exactMatch', () => {
   });
   const examples = reversalTask.generate(0, 12, { minLength: 2, maxLength: 5 });
 
-  it('scores a model that reverses as 1 and stops at EOS, batching prompts of equal length', async () => {
+  it('scores a model that reverses as 1 and stops at EOS, batching prompts of equal length and feeding one token a step (KV cache)', async () => {
     const calls: number[][] = [];
     const reverse = (prompt: string) => [...prompt.slice(0, -1)].reverse().map((c) => c.charCodeAt(0));
     const before = tf.memory().numTensors;
@@ -49,6 +53,7 @@ describe('exactMatch', () => {
       expect(rows.length).toBeLessThanOrEqual(3);
       expect(new Set(rows).size).toBe(1); // one prompt length per batch, so no padding
     }
+    expect(calls.filter((rows) => rows[0] === 1).length, 'after the prompt, one new token per forward').toBeGreaterThan(calls.length / 2);
   });
 
   it('counts wrong answers and cuts generation at maxNewTokens', async () => {

@@ -1,14 +1,21 @@
-// Held-out exact match of a causal LM on a verifiable task, by greedy decoding.
+// Held-out exact match of a causal LM on a verifiable task, by greedy decoding with a KV cache.
 import { checkNumber, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
 import type { TokenizerLike } from '@posttrain/data';
-
+import { generate } from '@posttrain/policy';
 
 /** The parts of a verifiable task (from `@posttrain/data`) {@link exactMatch} uses. */
 export interface ExactMatchTask<E> {
   verify(example: E, completion: string): { correct: boolean };
 }
 
-/** Options of {@link exactMatch}. */
+/**
+ * Options of {@link exactMatch}.
+ *
+ * @example
+ * ```ts
+ * const options: Partial<ExactMatchOptions> = { maxNewTokens: 8, batchSize: 32 };
+ * ```
+ */
 export interface ExactMatchOptions {
   /** Tokens to generate after each prompt (default 16). */
   maxNewTokens: number;
@@ -18,9 +25,25 @@ export interface ExactMatchOptions {
   addSpecialTokens: boolean;
 }
 
+/**
+ * The defaults of {@link exactMatch}.
+ *
+ * @example
+ * ```ts
+ * defaultExactMatchOptions.maxNewTokens; // 16
+ * ```
+ */
 export const defaultExactMatchOptions: Readonly<ExactMatchOptions> = Object.freeze({ maxNewTokens: 16, batchSize: 64, addSpecialTokens: true });
 
-/** What {@link exactMatch} returns. */
+/**
+ * What {@link exactMatch} returns.
+ *
+ * @example
+ * ```ts
+ * const { accuracy, samples } = await exactMatch(model, tokenizer, reversalTask, test);
+ * samples[0]; // { prompt: 'abc>', completion: 'cba', correct: true }
+ * ```
+ */
 export interface ExactMatchResult {
   /** correct / total, in [0, 1]. */
   accuracy: number;
@@ -31,10 +54,10 @@ export interface ExactMatchResult {
 }
 
 /**
- * Greedy-decodes each example's prompt and checks the completion with `task.verify`. Prompts of
- * the same token length are decoded together, so no padding is needed; each step runs a full
- * forward pass without a KV cache (simple and exact; fine for the short prompts of synthetic
- * tasks). Generation stops at EOS or `maxNewTokens`. The model is put in eval mode and left there.
+ * Greedy-decodes each example's prompt with `generate` from `@posttrain/policy` (KV cache) and
+ * checks the completion with `task.verify`. Prompts of the same token length are decoded together,
+ * so no padding is needed. Generation stops at the tokenizer's EOS (not part of the completion) or
+ * after `maxNewTokens`. The model is put in eval mode and left there.
  *
  * @example
  * ```ts
@@ -54,6 +77,7 @@ export async function exactMatch<E extends { prompt: string }>(
   checkNumber('exactMatch', 'batchSize', o.batchSize, 'an integer ≥ 1', (v) => Number.isInteger(v) && v >= 1);
   model.eval();
   const eos = tokenizer.eosTokenId;
+  const stopTokenIds = eos === null ? [] : [eos];
   const encoded = examples.map((e) => tokenizer.encode(e.prompt, { addSpecialTokens: o.addSpecialTokens }));
   const byLength = new Map<number, number[]>();
   encoded.forEach((ids, i) => byLength.set(ids.length, [...(byLength.get(ids.length) ?? []), i]));
@@ -61,22 +85,14 @@ export async function exactMatch<E extends { prompt: string }>(
   for (const indices of byLength.values()) {
     for (let start = 0; start < indices.length; start += o.batchSize) {
       const chunk = indices.slice(start, start + o.batchSize);
-      const rows = chunk.map((i) => [...encoded[i]]);
-      const done = chunk.map(() => false);
-      for (let t = 0; t < o.maxNewTokens && done.some((d) => !d); t++) {
-        const next = tf.tidy(() => {
-          const { logits } = model.forward(tf.tensor2d(rows, undefined, 'int32')); // [B, T, V]
-          const [B, T, V] = logits.shape;
-          return tf.argMax(tf.reshape(tf.slice(logits, [0, T - 1, 0], [B, 1, V]), [B, V]), -1); // [B]
+      const prompt = tf.tensor2d(chunk.map((i) => encoded[i]), undefined, 'int32');
+      try {
+        const { tokens, finishReasons } = await generate(model, prompt, { greedy: true, maxNewTokens: o.maxNewTokens, stopTokenIds, padTokenId: eos ?? 0 });
+        chunk.forEach((example, j) => {
+          completions[example] = finishReasons[j] === 'stop' ? tokens[j].slice(0, -1) : tokens[j];
         });
-        const ids = Array.from(await next.data());
-        next.dispose();
-        ids.forEach((id, j) => {
-          rows[j].push(id);
-          if (done[j]) return;
-          if (eos !== null && id === eos) done[j] = true;
-          else completions[chunk[j]].push(id);
-        });
+      } finally {
+        prompt.dispose();
       }
     }
   }

@@ -22,6 +22,7 @@ import {
   type TrainResult,
 } from '@posttrain/trainer';
 import { causalLmLoss } from '@posttrain/losses';
+import { padTokenIdOf } from '@posttrain/policy';
 
 /** A training record: TRL prompt-completion (`{ prompt, completion }`) or language modeling (`{ text }`), strings. */
 export type SftRecord = { prompt: string; completion: string } | { text: string };
@@ -153,7 +154,7 @@ function tokenize(tokenizer: TokenizerLike, record: SftRecord, index: number, co
 export async function sftTrain(options: SftOptions): Promise<SftResult> {
   const o = resolveSftOptions(options);
   const { model, tokenizer } = o;
-  const padTokenId = (tokenizer as { padTokenId?: number | null }).padTokenId ?? tokenizer.eosTokenId ?? 0;
+  const padTokenId = padTokenIdOf(tokenizer);
   const examples = o.train.map((r, i) => tokenize(tokenizer, r, i, o.completionOnlyLoss, o.maxLength));
   const evalExamples = (o.eval ?? []).map((r, i) => tokenize(tokenizer, r, i, o.completionOnlyLoss, o.maxLength));
   const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });

@@ -7,7 +7,7 @@ export { initBackend, type BackendInfo, type BackendName } from './backend.js';
 
 // Errors and options
 export { PosttrainError, isPosttrainError, formatShape, type PosttrainErrorCode, type PosttrainErrorOptions } from './errors.js';
-export { resolveOptions, checkNumber } from './options.js';
+export { resolveOptions, checkNumber, describe as describeValue } from './options.js';
 export { runMain, formatError, type RunMainOptions } from './run-main.js';
 
 // Modules and layers
@@ -74,3 +74,12 @@ export {
 
 // Model contract
 export type { CausalLM, ModelConfig, ForwardOptions, ForwardOutput, KVCache } from './causal-lm.js';
+export {
+  configFromHf,
+  configToHf,
+  supportedModelTypes,
+  type CausalLMConfig,
+  type Gpt2Config,
+  type LlamaConfig,
+  type Llama3RopeScaling,
+} from './hf-config.js';

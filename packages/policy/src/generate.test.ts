@@ -1,8 +1,8 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { initBackend, tf } from '@posttrain/tensor-core';
-import { createModel, generate, loadModel, type GenerateOptions, type GenerateResult, type PretrainedModel } from './index.js';
-import { expectClose, expectPosttrainError, int2d, logitsOf, rejection } from './testing/assert.js';
-import { fixtureDir, readReference } from './testing/reference.js';
+import { initBackend, tf, type CausalLM } from '@posttrain/tensor-core';
+import { createModel, loadModel, type PretrainedModel } from '@posttrain/models';
+import { generate, type GenerateOptions, type GenerateResult } from './index.js';
+import { expectClose, expectPosttrainError, failure, fixtureDir, greedyReference, int2d, logitsOf } from './testing/helpers.js';
 
 // What generate promises: seeded sampling, the greedy equivalences (temperature 0, topK 1, a tiny
 // topP), stop tokens per row, left-padded batches decoding each row as if alone, logprobs that are
@@ -40,7 +40,7 @@ afterEach(() => {
 
 describe('generate on the llama fixture', () => {
   let model: PretrainedModel;
-  const prompt = readReference('llama').greedy.prompt; // 5 tokens, greedy margins ≥ 0.046
+  const prompt = greedyReference('llama').prompt; // 5 tokens, greedy margins ≥ 0.046
   const short = [23, 71];
 
   beforeAll(async () => {
@@ -87,7 +87,7 @@ describe('generate on the llama fixture', () => {
     const stopped = await run(model, [prompt, short], { ...options, stopTokenIds: [stop] });
     expect(stopped.tokens[0]).toEqual(free.tokens[0].slice(0, i + 1));
     expect(stopped.tokens[0].at(-1)).toBe(stop);
-    expect(stopped.logprobs[0]).toHaveLength(i + 1);
+    expect(stopped.tokens[0]).toHaveLength(i + 1);
     expect(stopped.tokens[1], 'the stopped row does not disturb the other').toEqual(free.tokens[1]);
     expect(stopped.finishReasons).toEqual(['stop', 'length']);
   });
@@ -112,13 +112,18 @@ describe('generate on the llama fixture', () => {
 
   it('logprobs are ≤ 0 and equal the log-softmax of the full forward at each position (sampled, padded batch, within 1e-4)', async () => {
     // temperature and topK change what is sampled, not the reported log p (temperature 1, unfiltered).
-    const result = await run(model, [prompt, short], { maxNewTokens: 6, temperature: 0.8, topK: 10, seed: 5, stopTokenIds: [] });
+    const result = await run(model, [prompt, short], { maxNewTokens: 6, temperature: 0.8, topK: 10, seed: 5, stopTokenIds: [], returnLogprobs: true });
+    const logprobs = result.logprobs as number[][];
     [prompt, short].forEach((p, row) => {
       const full = logitsOf(model, [[...p, ...result.tokens[row]]])[0];
       const expected = result.tokens[row].map((token, i) => logSoftmaxAt(full[p.length - 1 + i], token));
-      for (const lp of result.logprobs[row]) expect(lp).toBeLessThanOrEqual(0);
-      expectClose(result.logprobs[row], expected, TOL, `row ${row} logprobs`);
+      expect(logprobs[row]).toHaveLength(result.tokens[row].length);
+      for (const lp of logprobs[row]) expect(lp).toBeLessThanOrEqual(0);
+      expectClose(logprobs[row], expected, TOL, `row ${row} logprobs`);
     });
+    const without = await run(model, [prompt, short], { maxNewTokens: 6, temperature: 0.8, topK: 10, seed: 5, stopTokenIds: [] });
+    expect(without.logprobs, 'log-probs only on request').toBeUndefined();
+    expect(without.tokens, 'asking for log-probs does not change the draws').toEqual(result.tokens);
   });
 
   it.each([
@@ -126,10 +131,13 @@ describe('generate on the llama fixture', () => {
     ['topP', { topP: 0 }],
     ['temperature', { temperature: -1 }],
     ['topK', { topK: 1.5 }],
+    ['minP', { minP: 1.5 }],
+    ['numReturnSequences', { numReturnSequences: 0 }],
+    ['returnLogprobs', { returnLogprobs: 'yes' }],
     ['maxTokens', { maxTokens: 4 }],
   ])('an invalid option (%s) rejects with INVALID_OPTION naming it', async (option, options) => {
     const ids = int2d([prompt]);
-    const error = await rejection(generate(model, ids, options as Partial<GenerateOptions>));
+    const error = await failure(() => generate(model, ids, options as Partial<GenerateOptions>));
     ids.dispose();
     expectPosttrainError(error, 'INVALID_OPTION', option);
     if (option === 'maxTokens') expect(error.message).toContain('maxNewTokens'); // lists the known options
@@ -137,9 +145,95 @@ describe('generate on the llama fixture', () => {
 
   it('float inputIds reject with SHAPE_MISMATCH naming inputIds', async () => {
     const ids = tf.tensor2d([prompt]);
-    const error = await rejection(generate(model, ids, { maxNewTokens: 2 }));
+    const error = await failure(() => generate(model, ids, { maxNewTokens: 2 }));
     ids.dispose();
     expectPosttrainError(error, 'SHAPE_MISMATCH', 'inputIds');
+  });
+
+
+  it('token ids outside the vocabulary reject with INVALID_ARGUMENT naming the vocabulary size', async () => {
+    const vocab = model.config.vocabSize;
+    for (const bad of [vocab, -1]) {
+      const ids = int2d([[...prompt.slice(0, 2), bad]]);
+      const error = await failure(() => generate(model, ids, { maxNewTokens: 2 }));
+      ids.dispose();
+      expectPosttrainError(error, 'INVALID_ARGUMENT', `[0, ${vocab})`, String(bad), 'vocabSize');
+    }
+  });
+
+  it('numReturnSequences n gives n rows per prompt, prompt i at rows i·n … i·n + n − 1, each decoding that prompt', async () => {
+    const options = { maxNewTokens: 5, stopTokenIds: [], seed: 4 };
+    const greedy = await run(model, [prompt, short], { ...options, greedy: true, numReturnSequences: 3 });
+    const alone = await run(model, [prompt, short], { ...options, greedy: true });
+    expect(greedy.tokens).toEqual([alone.tokens[0], alone.tokens[0], alone.tokens[0], alone.tokens[1], alone.tokens[1], alone.tokens[1]]);
+    const sampled = await run(model, [prompt, short], { ...options, numReturnSequences: 3, returnLogprobs: true });
+    expect(sampled.tokens).toHaveLength(6);
+    expect(new Set(sampled.tokens.slice(0, 3).map((t) => t.join(','))).size, 'three samples of one prompt differ').toBeGreaterThan(1);
+    // Each sample's log-probs are its own prompt's: row 4 belongs to `short`.
+    const full = logitsOf(model, [[...short, ...sampled.tokens[4]]])[0];
+    expectClose((sampled.logprobs as number[][])[4], sampled.tokens[4].map((t, i) => logSoftmaxAt(full[short.length - 1 + i], t)), TOL, 'row 4 logprobs');
+  });
+});
+
+describe.each(['gpt2', 'llama', 'qwen2'] as const)('generate against PyTorch on the %s fixture', (name) => {
+  let model: PretrainedModel;
+  beforeAll(async () => {
+    await initBackend('cpu');
+    model = await loadModel(fixtureDir(name));
+  });
+  afterAll(() => model?.dispose());
+
+  it('greedy continuation equals PyTorch token for token, log-probs within 1e-4, with and without the cache', async () => {
+    const reference = greedyReference(name);
+    const n = reference.new_tokens.length;
+    for (const useCache of [true, false]) {
+      const result = await run(model, [reference.prompt], { greedy: true, maxNewTokens: n, stopTokenIds: [], useCache, returnLogprobs: true });
+      expect(result.tokens[0]).toEqual(reference.new_tokens);
+      expectClose((result.logprobs as number[][])[0], reference.logprobs, TOL, `logprobs (useCache ${useCache})`);
+      expect(result.finishReasons).toEqual(['length']);
+    }
+  });
+});
+
+describe('generate within the context and with bad inputs', () => {
+  const tinyGpt2 = { modelType: 'gpt2', vocabSize: 16, hiddenSize: 8, numLayers: 1, numHeads: 2, maxPositions: 6 } as const;
+  let model: PretrainedModel;
+
+  beforeAll(async () => {
+    await initBackend('cpu');
+    model = createModel(tinyGpt2);
+  });
+  afterAll(() => model?.dispose());
+
+  it('a prompt longer than the context rejects with INVALID_OPTION naming maxPositions; a full context stops rows with "length"', async () => {
+    const long = int2d([[1, 2, 3, 4, 5, 6, 7]]);
+    expectPosttrainError(await failure(() => generate(model, long, { maxNewTokens: 2 })), 'INVALID_OPTION', 'maxPositions = 6', 'prompts of 7');
+    long.dispose();
+    const prompt = int2d([[1, 2, 3, 4]]);
+    // Positions 0–3 are the prompt; new tokens 1 and 2 are fed at positions 4 and 5; the third is the last one predicted.
+    const result = await generate(model, prompt, { greedy: true, maxNewTokens: 5, stopTokenIds: [] });
+    prompt.dispose();
+    expect(result.tokens[0]).toHaveLength(3);
+    expect(result.finishReasons).toEqual(['length']);
+  });
+
+  it('checks the types of stopTokenIds, padTokenId, greedy and the mask shape', async () => {
+    const prompt = int2d([[1, 2]]);
+    const mask = int2d([[1, 1, 1]]);
+    expectPosttrainError(await failure(() => generate(model, prompt, { stopTokenIds: 5 as never })), 'INVALID_OPTION', 'stopTokenIds');
+    expectPosttrainError(await failure(() => generate(model, prompt, { padTokenId: 1.5 })), 'INVALID_OPTION', 'padTokenId');
+    expectPosttrainError(await failure(() => generate(model, prompt, { greedy: 'yes' as never })), 'INVALID_OPTION', 'greedy');
+    expectPosttrainError(await failure(() => generate(model, prompt, { attentionMask: mask })), 'SHAPE_MISMATCH', 'attentionMask [1, 2]', 'got [1, 3]');
+    tf.dispose([prompt, mask]);
+  });
+
+  it('a model that returns no cache is NOT_SUPPORTED with useCache, and decodes with useCache: false', async () => {
+    const withoutCache = { config: model.config, forward: (ids: tf.Tensor) => model.forward(ids) } as unknown as CausalLM;
+    const prompt = int2d([[1, 2]]);
+    expectPosttrainError(await failure(() => generate(withoutCache, prompt, { maxNewTokens: 2 })), 'NOT_SUPPORTED', 'no KV cache', 'useCache: false');
+    const result = await generate(withoutCache, prompt, { maxNewTokens: 2, useCache: false, greedy: true, stopTokenIds: [] });
+    expect(result.tokens[0]).toHaveLength(2);
+    prompt.dispose();
   });
 });
 
@@ -156,8 +250,8 @@ describe('sampling on a random model', () => {
   afterAll(() => model?.dispose());
 
   it('the same seed gives the same tokens and logprobs', async () => {
-    const first = await run(model, prompts, { ...options, seed: 11 });
-    const second = await run(model, prompts, { ...options, seed: 11 });
+    const first = await run(model, prompts, { ...options, seed: 11, returnLogprobs: true });
+    const second = await run(model, prompts, { ...options, seed: 11, returnLogprobs: true });
     expect(second.tokens).toEqual(first.tokens);
     expect(second.logprobs).toEqual(first.logprobs);
     expect(first.tokens.map((t) => t.length)).toEqual([16, 16]);
@@ -173,8 +267,8 @@ describe('sampling on a random model', () => {
 
   it('sampled tokens follow the model: their mean logprob is far above that of uniform choice', async () => {
     // Uniform over 64 tokens would give ln(1/64) ≈ −4.16 on average.
-    const result = await run(model, prompts, { ...options, seed: 3 });
-    const all = result.logprobs.flat();
+    const result = await run(model, prompts, { ...options, seed: 3, returnLogprobs: true });
+    const all = (result.logprobs as number[][]).flat();
     const mean = all.reduce((s, v) => s + v, 0) / all.length;
     expect(mean).toBeGreaterThan(Math.log(1 / 64) + 1);
   });

@@ -1,4 +1,7 @@
-import { PosttrainError, type ModelConfig } from '@posttrain/tensor-core';
+// Hugging Face `config.json` ⇄ ModelConfig for the architectures posttrain builds (GPT-2 and the
+// Llama family): the one codec, read by models (load/save) and reward (sequence-classification saves).
+import { PosttrainError } from './errors.js';
+import type { ModelConfig } from './causal-lm.js';
 
 /** The `llama3` RoPE frequency scaling (Llama 3.1/3.2), as Hugging Face's `rope_scaling`. */
 export interface Llama3RopeScaling {
@@ -35,7 +38,15 @@ export interface LlamaConfig extends ModelConfig {
 /** Every configuration `@posttrain/models` builds. */
 export type CausalLMConfig = Gpt2Config | LlamaConfig;
 
-export const supportedModelTypes = ['gpt2', 'llama', 'qwen2', 'mistral'] as const;
+/**
+ * The `model_type`s {@link configFromHf} reads.
+ *
+ * @example
+ * ```ts
+ * supportedModelTypes.includes('qwen2'); // true
+ * ```
+ */
+export const supportedModelTypes = Object.freeze(['gpt2', 'llama', 'qwen2', 'mistral'] as const);
 
 type Json = Record<string, unknown>;
 
@@ -196,6 +207,9 @@ function llamaFromHf(json: Json, modelType: LlamaConfig['modelType']): LlamaConf
  * ```
  */
 export function configToHf(config: CausalLMConfig): Json {
+  if (!(supportedModelTypes as readonly string[]).includes(config?.modelType)) {
+    throw notSupported(`cannot write model_type ${JSON.stringify(config?.modelType)}; supported: ${supportedModelTypes.join(', ')}`);
+  }
   const common = {
     vocab_size: config.vocabSize,
     bos_token_id: config.bosTokenId,

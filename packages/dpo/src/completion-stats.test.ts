@@ -2,7 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '@posttrain/tensor-core';
 import { collateForTraining, tokenizePreference } from '@posttrain/data';
 import { dpoSigmoidLoss, sequenceLogprobs } from '@posttrain/losses';
-import { concatenatePairs } from './concatenated.js';
+import { collatePairs } from '@posttrain/policy';
 import { preferenceStep } from './dpo-train.js';
 import type { ObjectiveInputs, PreferenceObjective } from './objective.js';
 import { tinyModel, tokenizer } from './testing/fixtures.js';
@@ -18,22 +18,6 @@ const PAD = tokenizer.padTokenId!;
 describe('the concatenated [2B, T] forward', () => {
   beforeAll(async () => {
     await initBackend('wasm');
-  });
-
-  it('puts the B chosen sequences in rows 0 … B − 1 and the rejected ones in rows B … 2B − 1, right-padded to one length', () => {
-    const batch = concatenatePairs(tokenized, PAD);
-    expect(batch.pairs).toBe(3);
-    const longest = Math.max(...tokenized.flatMap((p) => [p.chosen.inputIds.length, p.rejected.inputIds.length]));
-    expect(batch.inputIds.shape).toEqual([6, longest]);
-    const ids = batch.inputIds.arraySync();
-    const labels = batch.labels.arraySync();
-    tokenized.forEach((p, i) => {
-      expect(ids[i].slice(0, p.chosen.inputIds.length)).toEqual(p.chosen.inputIds);
-      expect(ids[3 + i].slice(0, p.rejected.inputIds.length)).toEqual(p.rejected.inputIds);
-      expect(labels[i].slice(0, p.chosen.labels.length)).toEqual(p.chosen.labels);
-      expect(labels[3 + i].slice(p.rejected.labels.length)).toEqual(new Array(longest - p.rejected.labels.length).fill(-100));
-    });
-    tf.dispose([batch.inputIds, batch.attentionMask, batch.labels]);
   });
 
   it('splits the log-probs back into pairs: each equals the sequence scored alone, and the logits metrics are the mean over completion positions and vocabulary', () => {
@@ -55,7 +39,7 @@ describe('the concatenated [2B, T] forward', () => {
         return { ...dpoSigmoidLoss(inputs as Required<ObjectiveInputs>), metrics: {} };
       },
     };
-    const batch = concatenatePairs(tokenized, PAD);
+    const batch = collatePairs(tokenized, { padTokenId: PAD });
     const refLogps = tf.tensor1d([10, 11, 12, 20, 21, 22]); // [2B]: chosen refs, then rejected refs
     const metrics = tf.tidy(() => {
       const { metrics: m } = preferenceStep(model, capturing, { ...batch, refLogps });

@@ -1,0 +1,21 @@
+// Generation
+export { generate, defaultGenerateOptions, type GenerateOptions, type GenerateResult, type FinishReason } from './generate.js';
+export { samplingDistribution, type SamplingFilters } from './sampling.js';
+
+// Log-probs of sequences
+export {
+  sequenceLogps,
+  exampleLogps,
+  defaultSequenceLogpsOptions,
+  type SequenceLogpsOptions,
+  type SequenceLogpsResult,
+  type ScoredBatch,
+  type ExampleLogpsOptions,
+} from './sequence-logps.js';
+
+// Reference models
+export { createReference, type Reference, type ReferenceOption, type ReferenceContext } from './reference.js';
+
+// Batches
+export { padTokenIdOf } from './pad.js';
+export { collatePairs, type PairBatch, type TokenizedPair } from './pairs.js';

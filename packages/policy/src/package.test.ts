@@ -1,0 +1,22 @@
+import { describe, expect, it } from 'vitest';
+import * as policy from './index.js';
+
+describe('public surface', () => {
+  it('exports exactly these names (changing the list is a visible decision)', () => {
+    expect(Object.keys(policy).sort()).toEqual([
+      'collatePairs',
+      'createReference',
+      'defaultGenerateOptions',
+      'defaultSequenceLogpsOptions',
+      'exampleLogps',
+      'generate',
+      'padTokenIdOf',
+      'samplingDistribution',
+      'sequenceLogps',
+    ]);
+  });
+
+  it('freezes every default*Options object', () => {
+    for (const [name, value] of Object.entries(policy)) if (/^default\w*Options$/.test(name)) expect(Object.isFrozen(value), name).toBe(true);
+  });
+});
