@@ -22,4 +22,8 @@ describe('public surface', () => {
       'train',
     ]);
   });
+
+  it('freezes every default*Options object', () => {
+    for (const [name, value] of Object.entries(trainer)) if (/^default\w*Options$/.test(name)) expect(Object.isFrozen(value), name).toBe(true);
+  });
 });
