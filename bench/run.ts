@@ -18,7 +18,7 @@ import { cpus, totalmem } from 'node:os';
 import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AdamW, Rng, initBackend, tf, valueAndGrads, type BackendInfo } from '@posttrain/tensor-core';
+import { AdamW, Rng, initBackend, runMain, tf, valueAndGrads, type BackendInfo } from '@posttrain/tensor-core';
 import { TinyGpt, type TinyGptConfig } from '../packages/tensor-core/src/testing/tiny-gpt.js';
 import { installWasmKernels } from '../packages/tensor-core/src/wasm-kernels.js';
 import { benchDecode, benchForward } from './models.js';
@@ -169,4 +169,4 @@ function round(x: number, digits = 2): number {
   return Math.round(x * f) / f;
 }
 
-await main();
+await runMain(main);

@@ -86,7 +86,10 @@ export async function runDpoStage(options: DpoStageOptions): Promise<DpoStageRes
     preferenceAccuracy: (await preferenceLogps(model, tokenizer, heldOut)).accuracy,
   });
   const before = await measure();
-  log(`before DPO: held-out exact match ${percent(before.exactMatch.accuracy)}, prefers the chosen answer on ${percent(before.preferenceAccuracy)} of held-out pairs`);
+  // Two different held-out measures: the likelihood preference (log π(chosen) > log π(rejected)),
+  // and DPO's implicit-reward accuracy (rewards/accuracies: β·log π/π_ref higher for the chosen
+  // answer), which is 0 before training because the policy is the reference and every reward is 0.
+  log(`before DPO: held-out exact match ${percent(before.exactMatch.accuracy)}; the chosen answer more likely than the rejected one on ${percent(before.preferenceAccuracy)} of held-out pairs`);
 
   const result = await dpoTrain({
     model,
@@ -111,6 +114,10 @@ export async function runDpoStage(options: DpoStageOptions): Promise<DpoStageRes
     log(`  step ${e.step}: held-out rewards/accuracies ${Number(e['eval_rewards/accuracies']).toFixed(3)}, rewards/margins ${Number(e['eval_rewards/margins']).toFixed(3)}, logps/chosen ${Number(e['eval_logps/chosen']).toFixed(2)}, logps/rejected ${Number(e['eval_logps/rejected']).toFixed(2)}`);
   }
   const after = await measure();
-  log(`after DPO (${result.steps} steps, ${result.elapsed.toFixed(1)} s): held-out exact match ${percent(before.exactMatch.accuracy)} → ${percent(after.exactMatch.accuracy)}, prefers the chosen answer ${percent(before.preferenceAccuracy)} → ${percent(after.preferenceAccuracy)}, rewards/accuracies ${rewardAccuracy.toFixed(3)}`);
+  log(
+    `after DPO (${result.steps} steps, ${result.elapsed.toFixed(1)} s), on held-out pairs: exact match ${percent(before.exactMatch.accuracy)} → ${percent(after.exactMatch.accuracy)}; ` +
+      `chosen more likely than rejected ${percent(before.preferenceAccuracy)} → ${percent(after.preferenceAccuracy)}; ` +
+      `implicit reward (β·log π/π_ref) higher for the chosen answer, rewards/accuracies, 0 → ${rewardAccuracy.toFixed(3)} (0 before DPO: the policy starts as its reference)`,
+  );
   return { before, after, rewardAccuracy, rewardMargin, train: result, seconds: (performance.now() - t0) / 1000 };
 }

@@ -1,4 +1,7 @@
+import { runMain } from '@posttrain/tensor-core';
 import { quickstart } from './quickstart.js';
 
-const result = await quickstart({ log: console.log });
-console.log(`${result.backend}: loss ${result.firstLoss.toFixed(3)} → ${result.lastLoss.toFixed(3)}, next-token accuracy ${(result.accuracy * 100).toFixed(0)}%`);
+await runMain(async () => {
+  const result = await quickstart({ log: console.log });
+  console.log(`${result.backend}: loss ${result.firstLoss.toFixed(3)} → ${result.lastLoss.toFixed(3)}, next-token accuracy ${(result.accuracy * 100).toFixed(0)}%`);
+});
