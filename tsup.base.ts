@@ -1,5 +1,7 @@
 // The one tsup configuration of every published package: ESM + CJS + declarations from
-// src/index.ts. tsup leaves a package's dependencies and peer dependencies external by itself.
+// src/index.ts (dist/index.d.ts for `import`, dist/index.d.cts for `require`: each package.json's
+// `exports` names both, and scripts/check-packages.mjs checks the packed result). tsup leaves a
+// package's dependencies and peer dependencies external by itself.
 import { defineConfig, type Options } from 'tsup';
 
 export function packageConfig(overrides: Options = {}) {
