@@ -123,3 +123,24 @@ describe('collateForGeneration', () => {
     expect(thrown(() => collateForGeneration([[1], []], { padTokenId: 0 })).message).toContain('prompt 1: expected a non-empty list of non-negative integer token ids; got an empty list');
   });
 });
+
+describe('vocabSize: token ids range-checked on the host', () => {
+  it("an id at or above the model's vocabSize is INVALID_ARGUMENT naming the example, the position and the size; no tensor is made", () => {
+    const examples = [
+      { inputIds: [1, 2, 3], labels: [1, 2, 3] },
+      { inputIds: [4, 504, 5], labels: [4, 504, 5] },
+    ];
+    const error = thrown(() => collateForTraining(examples, { padTokenId: 0, vocabSize: 260 }));
+    expect(error.code).toBe('INVALID_ARGUMENT');
+    expect(error.message).toContain("collateForTraining: example 1: expected token ids below the model's vocabSize 260; got id 504 at position 1");
+    expect(error.message).toMatch(/help: .*tokenizer\.vocabSize.*model\.config\.vocabSize/);
+    expect(thrown(() => collateForGeneration([[1], [2, 260]], { padTokenId: 0, vocabSize: 260 })).message).toContain('prompt 1: expected token ids below the model\'s vocabSize 260; got id 260 at position 1');
+  });
+
+  it('ids below vocabSize pass; a pad id outside it and a bad vocabSize are INVALID_OPTION; null (the default) checks nothing', () => {
+    expect(values(collateForTraining([{ inputIds: [259, 1], labels: [259, 1] }], { padTokenId: 0, vocabSize: 260 })).inputIds).toEqual([[259, 1]]);
+    expect(thrown(() => collateForTraining([{ inputIds: [1], labels: [1] }], { padTokenId: 260, vocabSize: 260 })).message).toContain('expected padTokenId below vocabSize 260; got 260');
+    expect(thrown(() => collateForTraining([{ inputIds: [1], labels: [1] }], { padTokenId: 0, vocabSize: 0 })).message).toContain('expected vocabSize to be a positive integer or null; got 0');
+    expect(values(collateForGeneration([[100_000]], { padTokenId: 0 })).inputIds).toEqual([[100_000]]);
+  });
+});

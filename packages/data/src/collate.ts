@@ -64,6 +64,11 @@ export interface CollateOptions {
   padTokenId: number | null;
   /** Pad the length up to a multiple of this (e.g. 8 for aligned kernels); `null`: the longest example. */
   padToMultipleOf: number | null;
+  /**
+   * The model's vocabulary size (`model.config.vocabSize`): an id at or above it is an error naming
+   * the example, the position and the size, checked on the host before any tensor is made; `null`: not checked.
+   */
+  vocabSize: number | null;
 }
 
 /**
@@ -74,7 +79,7 @@ export interface CollateOptions {
  * collateForTraining(examples, { ...defaultCollateOptions, padTokenId: tokenizer.padTokenId });
  * ```
  */
-export const defaultCollateOptions: Readonly<CollateOptions> = Object.freeze({ padTokenId: null, padToMultipleOf: null });
+export const defaultCollateOptions: Readonly<CollateOptions> = Object.freeze({ padTokenId: null, padToMultipleOf: null, vocabSize: null });
 
 /**
  * Right-pads examples into a training batch: ids with `padTokenId`, attention mask 0 and labels
@@ -89,7 +94,7 @@ export const defaultCollateOptions: Readonly<CollateOptions> = Object.freeze({ p
  */
 export function collateForTraining(examples: readonly LabeledExample[], options: Partial<CollateOptions> & { padTokenId: number }): TrainingBatch {
   const o = resolveCollate('collateForTraining', options);
-  checkExamples('collateForTraining', examples);
+  checkExamples('collateForTraining', examples, 'example', o.vocabSize);
   const b = examples.length;
   const t = paddedLength(longest(examples.map((e) => e.inputIds.length)), o.padToMultipleOf);
   const ids = new Int32Array(b * t).fill(o.padTokenId);
@@ -116,7 +121,7 @@ export function collateForTraining(examples: readonly LabeledExample[], options:
  */
 export function collateForGeneration(prompts: readonly (readonly number[])[], options: Partial<CollateOptions> & { padTokenId: number }): GenerationBatch {
   const o = resolveCollate('collateForGeneration', options);
-  checkExamples('collateForGeneration', Array.isArray(prompts) ? prompts.map((inputIds) => ({ inputIds, labels: inputIds ?? [] })) : (prompts as unknown as LabeledExample[]), 'prompt');
+  checkExamples('collateForGeneration', Array.isArray(prompts) ? prompts.map((inputIds) => ({ inputIds, labels: inputIds ?? [] })) : (prompts as unknown as LabeledExample[]), 'prompt', o.vocabSize);
   const b = prompts.length;
   const t = paddedLength(longest(prompts.map((p) => p.length)), o.padToMultipleOf);
   const ids = new Int32Array(b * t).fill(o.padTokenId);
@@ -136,6 +141,10 @@ function resolveCollate(owner: string, options: Partial<CollateOptions>): Collat
   }
   checkNumber(owner, 'padTokenId', o.padTokenId, 'a non-negative integer', (v) => Number.isInteger(v) && v >= 0);
   if (o.padToMultipleOf !== null) checkNumber(owner, 'padToMultipleOf', o.padToMultipleOf, 'a positive integer or null', (v) => Number.isInteger(v) && v > 0);
+  if (o.vocabSize !== null) {
+    checkNumber(owner, 'vocabSize', o.vocabSize, 'a positive integer or null', (v) => Number.isInteger(v) && v > 0);
+    if (o.padTokenId >= o.vocabSize) throw new PosttrainError('INVALID_OPTION', `${owner}: expected padTokenId below vocabSize ${o.vocabSize}; got ${o.padTokenId}`, { help: "pad with an id of the model's vocabulary (its pad or EOS token)" });
+  }
   return o as CollateOptions & { padTokenId: number };
 }
 
@@ -145,9 +154,9 @@ function paddedLength(longest: number, multiple: number | null): number {
 
 /**
  * Throws unless `examples` is a non-empty list of non-empty, unpadded examples of integer ids
- * with labels of the same length. Shared with {@link pack}.
+ * (below `vocabSize` when given) with labels of the same length. Shared with {@link pack}.
  */
-export function checkExamples(owner: string, examples: readonly LabeledExample[], what = 'example'): void {
+export function checkExamples(owner: string, examples: readonly LabeledExample[], what = 'example', vocabSize: number | null = null): void {
   if (!Array.isArray(examples) || examples.length === 0) {
     throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected a non-empty list of ${what}s; got ${Array.isArray(examples) ? 'an empty list' : typeof examples}`);
   }
@@ -158,6 +167,12 @@ export function checkExamples(owner: string, examples: readonly LabeledExample[]
     }
     if (!Array.isArray(example.labels) || example.labels.length !== ids.length || !example.labels.every((l: number) => Number.isInteger(l))) {
       throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${what} ${i}: expected labels, ${ids.length} integers like its inputIds; got ${Array.isArray(example.labels) ? `${example.labels.length}` : typeof example.labels}`);
+    }
+    const over = vocabSize === null ? -1 : ids.findIndex((id) => id >= vocabSize);
+    if (over >= 0) {
+      throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${what} ${i}: expected token ids below the model's vocabSize ${vocabSize}; got id ${ids[over]} at position ${over}`, {
+        help: 'the tokenizer does not belong to the model (compare tokenizer.vocabSize with model.config.vocabSize): tokenize with the tokenizer saved with the model',
+      });
     }
     if (example.attentionMask !== undefined && !example.attentionMask.every((m: number) => m === 1)) {
       throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${what} ${i}: expected an unpadded example (attentionMask all 1); got zeros in its attentionMask`, { help: 'collate or pack the unpadded examples the tokenize functions return' });

@@ -103,6 +103,16 @@ export interface TokenizeOptions {
   chat: ChatEncoder | null;
   /** Names the record in errors (`'line 12'`); default: the start of its prompt or text. */
   name: string | null;
+  /**
+   * The model's vocabulary size: a token id at or above it (a tokenizer larger than the model's) is
+   * an error naming the record and both vocabulary sizes; `null`: not checked.
+   */
+  vocabSize: number | null;
+  /**
+   * Refuse an example that trains on nothing: no label after its first token (labels are shifted by
+   * one, so the first token is never a target), as `{ text: '' }` tokenized to its EOS alone.
+   */
+  requireLabels: boolean;
 }
 
 /**
@@ -123,6 +133,8 @@ export const defaultTokenizeOptions: Readonly<TokenizeOptions> = Object.freeze({
   truncation: 'right',
   chat: null,
   name: null,
+  vocabSize: null,
+  requireLabels: false,
 });
 
 /**
@@ -159,7 +171,7 @@ export function tokenizePromptCompletion(tokenizer: TokenizerLike, record: Promp
   checkPrefix(tokenizer, promptIds, ids, name);
   const p = promptIds.length;
   const labels = ids.map((id, i) => (o.completionOnly && i < p ? IGNORE_INDEX : id));
-  return truncate({ inputIds: ids, labels, attentionMask: [], promptLength: p }, o, 'tokenizePromptCompletion', name);
+  return checkTokenized(tokenizer, truncate({ inputIds: ids, labels, attentionMask: [], promptLength: p }, o, 'tokenizePromptCompletion', name), o, 'tokenizePromptCompletion', name);
 }
 
 /**
@@ -200,7 +212,7 @@ export function tokenizeLanguageModeling(tokenizer: TokenizerLike, record: Langu
   } else {
     throw new PosttrainError('INVALID_ARGUMENT', `tokenizeLanguageModeling: ${name}: expected "text" (a string) or "messages" (a list); got ${kind(record.text ?? record.messages)}`);
   }
-  return truncate({ inputIds: ids, labels, attentionMask: [], promptLength: 0 }, o, 'tokenizeLanguageModeling', name);
+  return checkTokenized(tokenizer, truncate({ inputIds: ids, labels, attentionMask: [], promptLength: 0 }, o, 'tokenizeLanguageModeling', name), o, 'tokenizeLanguageModeling', name);
 }
 
 /**
@@ -270,6 +282,33 @@ function checkTokenizeOptions(owner: string, o: TokenizeOptions): void {
   checkOneOf(owner, 'truncation', o.truncation, ['right', 'left', 'error']);
   if (o.chat !== null && typeof o.chat !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected chat to be a function (a chat encoder) or null; got ${typeof o.chat}`);
   if (o.name !== null && typeof o.name !== 'string') throw new PosttrainError('INVALID_OPTION', `${owner}: expected name to be a string or null; got ${typeof o.name}`);
+  if (o.vocabSize !== null) checkNumber(owner, 'vocabSize', o.vocabSize, 'a positive integer or null', (v) => Number.isInteger(v) && v > 0);
+  checkBoolean(owner, 'requireLabels', o.requireLabels);
+}
+
+/**
+ * The checks of a finished example that need the model or the trainer: ids within the model's
+ * `vocabSize` (naming the tokenizer's too, when it has one), and with `requireLabels` a label
+ * after the first token.
+ */
+function checkTokenized(tokenizer: TokenizerLike, example: TokenizedExample, o: TokenizeOptions, owner: string, name: string): TokenizedExample {
+  const { inputIds, labels } = example;
+  if (o.vocabSize !== null) {
+    const at = inputIds.findIndex((id) => id >= (o.vocabSize as number));
+    if (at >= 0) {
+      const tokenizerSize = (tokenizer as { vocabSize?: unknown }).vocabSize;
+      const sizes = typeof tokenizerSize === 'number' ? `the tokenizer's vocabulary has ${tokenizerSize} ids, the model's ${o.vocabSize}` : `the model's vocabulary has ${o.vocabSize} ids`;
+      throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${name}: expected token ids below the model's vocabSize ${o.vocabSize}; got id ${inputIds[at]} at token ${at} (${sizes})`, {
+        help: 'the tokenizer does not belong to the model: load the tokenizer saved with the model (its tokenizer.json), or a model whose vocab_size covers this tokenizer',
+      });
+    }
+  }
+  if (o.requireLabels && !labels.some((label, t) => t > 0 && label !== IGNORE_INDEX)) {
+    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${name}: expected a label to train on after the first token (token t is the target of position t − 1); got ${inputIds.length} token${inputIds.length === 1 ? '' : 's'} [${inputIds.slice(0, 8).join(', ')}${inputIds.length > 8 ? ', …' : ''}] with none`, {
+      help: 'the record is empty, or its completion is masked or cut away: fix or drop it',
+    });
+  }
+  return example;
 }
 
 /** Applies `maxLength` on the stated side, never cutting a prompt (right) or a completion (left). */

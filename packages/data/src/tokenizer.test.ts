@@ -149,6 +149,16 @@ describe('loadTokenizer sources', () => {
     await expectReject(loadTokenizer({ ...files, 'tokenizer.json': '[1, 2]' }), 'INVALID_ARGUMENT', 'expected tokenizer.json in in-memory files to hold a JSON object; got an array of length 2');
     await expectReject(loadTokenizer({ ...files, 'tokenizer.json': '{"model": {"type": "Nonsense"}}' }), 'NOT_SUPPORTED', 'expected tokenizer.json in in-memory files to describe a tokenizer');
   });
+
+  it('refuses a model type @huggingface/tokenizers does not implement, naming it and the supported ones (not a silent fallback)', async () => {
+    const files = new ByteTokenizer().toHuggingFaceFiles();
+    const json = JSON.parse(files['tokenizer.json']);
+    const wordLevel = { ...json, model: { type: 'WordLevel', vocab: { '[UNK]': 0, hello: 1 }, unk_token: '[UNK]' } };
+    const error = await expectReject(loadTokenizer({ ...files, 'tokenizer.json': JSON.stringify(wordLevel) }), 'NOT_SUPPORTED', 'of a supported model type (BPE, WordPiece, Unigram); got model type "WordLevel"');
+    expect(error.message).toMatch(/help: /);
+    const untyped = { ...json, model: Object.fromEntries(Object.entries(json.model).filter(([k]) => k !== 'type')) };
+    expect((await loadTokenizer({ ...files, 'tokenizer.json': JSON.stringify(untyped) })).encode('hi')).toEqual((await loadTokenizer(files)).encode('hi')); // inferred, as before
+  });
 });
 
 describe('loadTokenizer special tokens from the config', () => {

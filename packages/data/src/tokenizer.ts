@@ -358,13 +358,30 @@ function configTemplate(config: Json, where: string): string | undefined {
   throw new PosttrainError('INVALID_ARGUMENT', `loadTokenizer: expected chat_template in tokenizer_config.json to be a string or a list holding a {"name": "default", "template": …}; got ${describeValue(template)} (${where})`);
 }
 
+/** The `model.type`s of tokenizer.json that @huggingface/tokenizers implements. */
+const SUPPORTED_MODEL_TYPES = ['BPE', 'WordPiece', 'Unigram'] as const;
+
+/**
+ * Throws `NOT_SUPPORTED` when tokenizer.json names a model type @huggingface/tokenizers does not
+ * implement (it would otherwise fall back, silently, to a lookup that maps unknown words to
+ * `undefined`). A file without a type is left to the library, which infers it from the fields.
+ */
+function checkModelType(json: Json, where: string): void {
+  const model = json.model;
+  const type = isObject(model) ? model.type : undefined;
+  if (type === undefined || (SUPPORTED_MODEL_TYPES as readonly unknown[]).includes(type)) return;
+  throw new PosttrainError('NOT_SUPPORTED', `loadTokenizer: expected tokenizer.json in ${where} to describe a tokenizer of a supported model type (${SUPPORTED_MODEL_TYPES.join(', ')}); got model type ${describeValue(type)}`, {
+    help: 'convert the tokenizer to one of these (tokenizer.json as transformers saves it for GPT-2, Llama, Qwen, BERT or T5), or implement the Tokenizer interface for it',
+  });
+}
+
 /**
  * Loads a Hugging Face tokenizer: `tokenizer.json` and `tokenizer_config.json` from a directory
  * (Node), a base URL, an in-memory map or any {@link FileSource}, tokenized through
  * @huggingface/tokenizers. BOS/EOS/PAD/UNK come from the config (as strings or `{content: …}`),
  * and must be in the vocabulary; the chat template comes from the config's `chat_template` or a
  * `chat_template.jinja` beside it. A missing file names the file and the source; malformed JSON
- * names the file.
+ * names the file. A model type other than BPE, WordPiece or Unigram is `NOT_SUPPORTED`.
  *
  * @example
  * ```ts
@@ -381,13 +398,14 @@ export async function loadTokenizer(source: FileSource | FileSourceInput): Promi
   const where = files.describe();
   let template = configTemplate(config, where);
   if (template === undefined && (await files.exists('chat_template.jinja'))) template = await files.readText('chat_template.jinja');
+  checkModelType(json, where);
   let hf: HfTokenizer;
   try {
     hf = new HfTokenizer(json, config);
   } catch (error) {
     throw new PosttrainError('NOT_SUPPORTED', `loadTokenizer: expected tokenizer.json in ${where} to describe a tokenizer @huggingface/tokenizers can build; it failed: ${(error as Error).message}`, {
       cause: error,
-      help: 'supported models are BPE, WordPiece, Unigram and Legacy with the normalizers, pre-tokenizers and decoders listed in the @huggingface/tokenizers README',
+      help: 'supported models are BPE, WordPiece and Unigram with the normalizers, pre-tokenizers and decoders listed in the @huggingface/tokenizers README',
     });
   }
   return new HuggingFaceTokenizer(hf, json, config, template, where);
