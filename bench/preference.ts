@@ -4,7 +4,7 @@
 // and DPO with precomputed reference log-probs.
 import { Rng, tf } from '@posttrain/tensor-core';
 import { ByteTokenizer } from '@posttrain/data';
-import { dpoTrain, type DpoOptions } from '@posttrain/dpo';
+import { dpoTrain, type DpoTrainOptions } from '@posttrain/dpo';
 import { createModel, type ModelConfigInput } from '@posttrain/models';
 import { sftTrain } from '@posttrain/sft';
 import { median, type Run } from './timing.js';
@@ -50,8 +50,8 @@ async function runMode(mode: Mode, steps: number): Promise<{ seconds: number[]; 
     const result =
       mode === 'sft'
         ? await sftTrain({ ...common, train: data.map((r) => ({ prompt: r.prompt, completion: r.chosen })) })
-        : await dpoTrain({ ...common, train: data, reference: (copy ? { model: copy } : mode) as DpoOptions['reference'] });
-    return { seconds: result.history.map((r) => (r.tokens ?? 0) / Math.max(r.tokensPerSec ?? 1, 1e-9)), loss: result.loss, weightBytes };
+        : await dpoTrain({ ...common, train: data, reference: (copy ? { model: copy } : mode) as DpoTrainOptions['reference'] });
+    return { seconds: result.history.map((r) => (r.pairs ?? 0) / Math.max(r.pairs_per_second ?? 1, 1e-9)), loss: result.loss, weightBytes };
   } finally {
     model.dispose();
     copy?.dispose();
@@ -69,7 +69,7 @@ async function peakOf(mode: Mode): Promise<{ peak: number; before: number }> {
     const common = { model, tokenizer, lora: LORA, lr: 1e-3, batchSize: batchOf(mode), maxSteps: 2, progress: 'none' as const };
     const profile = await tf.profile(async () => {
       if (mode === 'sft') await sftTrain({ ...common, train: data.map((r) => ({ prompt: r.prompt, completion: r.chosen })) });
-      else await dpoTrain({ ...common, train: data, reference: (copy ? { model: copy } : mode) as DpoOptions['reference'] });
+      else await dpoTrain({ ...common, train: data, reference: (copy ? { model: copy } : mode) as DpoTrainOptions['reference'] });
     });
     return { peak: profile.peakBytes, before };
   } finally {

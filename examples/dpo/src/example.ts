@@ -1,7 +1,7 @@
 // The example: brief LoRA SFT of the shipped tiny base on string reversal, then a DPO stage.
 import { ByteTokenizer, generateSplit, reversalTask } from '@posttrain/data';
 import { loadModel } from '@posttrain/models';
-import { sftTrain, type SftResult } from '@posttrain/sft';
+import { sftTrain, type SftTrainResult } from '@posttrain/sft';
 import { runDpoStage, type DpoStageOptions, type DpoStageResult } from './stage.js';
 import { STRING_OPTIONS, TINY_BASE_DIR } from './tiny-base.js';
 
@@ -17,7 +17,7 @@ export interface ExampleOptions extends Omit<DpoStageOptions, 'model' | 'tokeniz
 
 /** What {@link runExample} measured. */
 export interface ExampleResult {
-  sft: SftResult;
+  sft: SftTrainResult;
   dpo: DpoStageResult;
   seconds: number;
 }

@@ -2,7 +2,7 @@
 // learns from reversal preference pairs, and held-out pairs and prompts measure it before and after.
 import type { CausalLM } from '@posttrain/tensor-core';
 import { generateSplit, reversalTask, type StringTaskOptions, type TokenizerLike } from '@posttrain/data';
-import { dpoObjective, dpoTrain, preferenceLogps, type DpoResult } from '@posttrain/dpo';
+import { dpoObjective, dpoTrain, preferenceLogps, type DpoTrainResult } from '@posttrain/dpo';
 import { dpoSigmoidLoss } from '@posttrain/losses';
 import { exactMatch, type ExactMatchResult } from '@posttrain/sft';
 import { mergeAndUnload } from '@posttrain/lora';
@@ -51,7 +51,7 @@ export interface DpoStageResult {
   rewardAccuracy: number;
   /** Held-out `rewards/margins` after DPO. */
   rewardMargin: number;
-  train: DpoResult;
+  train: DpoTrainResult;
   seconds: number;
 }
 

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { ByteTokenizer, generateSplit, reversalTask, type StringTaskOptions } from '@posttrain/data';
 import { configFromHf } from '@posttrain/tensor-core';
 import { createModel, loadModel } from '@posttrain/models';
-import { RewardModel, evaluateRewardModel, loadRewardModel, rewardTrain, saveRewardModel, type RewardEvaluation, type RewardResult } from '@posttrain/reward';
+import { RewardModel, evaluateRewardModel, loadRewardModel, rewardTrain, saveRewardModel, type RewardEvaluation, type RewardTrainResult } from '@posttrain/reward';
 
 /** The base: examples/sft's tiny Llama, which sorts strings and has never seen reversal. */
 export const TINY_BASE_DIR = fileURLToPath(new URL('../../sft/tiny-base/', import.meta.url));
@@ -45,7 +45,7 @@ export interface RewardDemoResult {
   after: RewardEvaluation;
   /** The saved model loaded back onto a freshly built backbone (equals `after`). */
   reloaded: RewardEvaluation;
-  train: RewardResult;
+  train: RewardTrainResult;
   files: string[];
   seconds: number;
 }

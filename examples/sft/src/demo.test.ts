@@ -35,9 +35,9 @@ describe('the SFT demo (the README main job)', () => {
       expect(result.reloaded.accuracy).toBe(result.after.accuracy);
       const history = result.train.history;
       expect(history).toHaveLength(600);
-      const mean = (key: 'loss' | 'meanTokenAccuracy', records: typeof history) => records.reduce((s, r) => s + Number(r[key]), 0) / records.length;
+      const mean = (key: 'loss' | 'mean_token_accuracy', records: typeof history) => records.reduce((s, r) => s + Number(r[key]), 0) / records.length;
       expect(mean('loss', history.slice(-50))).toBeLessThan(mean('loss', history.slice(0, 10)) / 20);
-      expect(mean('meanTokenAccuracy', history.slice(-50))).toBeGreaterThan(0.95);
+      expect(mean('mean_token_accuracy', history.slice(-50))).toBeGreaterThan(0.95);
       expect(result.train.lora?.trainablePercent).toBeGreaterThan(0);
 
       expect(result.adapterFiles.sort()).toEqual([ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE].sort());

@@ -2,7 +2,7 @@
 import { ByteTokenizer, generateSplit, reversalTask } from '@posttrain/data';
 import { loadAdapter, saveAdapter } from '@posttrain/lora';
 import { loadModel } from '@posttrain/models';
-import { exactMatch, sftTrain, type ExactMatchResult, type SftResult } from '@posttrain/sft';
+import { exactMatch, sftTrain, type ExactMatchResult, type SftTrainResult } from '@posttrain/sft';
 import { STRING_OPTIONS, TINY_BASE_DIR } from './tiny-base.js';
 import { runDpoStage, type DpoStageResult } from '../../dpo/src/stage.js';
 
@@ -37,7 +37,7 @@ export interface DemoResult {
   after: ExactMatchResult;
   /** Exact match of a fresh copy of the base with the saved adapter loaded (equals `after`). */
   reloaded: ExactMatchResult;
-  train: SftResult;
+  train: SftTrainResult;
   /** The DPO stage after SFT; undefined when `dpoSteps` is 0. */
   dpo: DpoStageResult | undefined;
   adapterFiles: string[];

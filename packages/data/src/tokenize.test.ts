@@ -123,6 +123,24 @@ describe('tokenizePromptCompletion', () => {
       expect(thrown(() => tokenizePromptCompletion(tokenizer, long, { maxLength: 9, truncation: 'left' })).message).toContain('left truncation cuts only the prompt, and would leave none');
     });
 
+    it("maxPromptLength keeps the prompt's last tokens (cut on the left) and maxCompletionLength the completion's first (cut on the right), before maxLength", () => {
+      const completion = tokenizer.encode(long.completion, { addSpecialTokens: false });
+      const prompt = tokenizePromptCompletion(tokenizer, long, { maxPromptLength: 2 });
+      expect(prompt.inputIds).toEqual([SKY, IS, ...completion, EOS]);
+      expect(prompt.labels).toEqual([X, X, ...completion, EOS]);
+      expect(prompt.promptLength).toBe(2);
+      const both = tokenizePromptCompletion(tokenizer, long, { maxPromptLength: 3, maxCompletionLength: 2 });
+      expect(both.inputIds).toEqual([THE, SKY, IS, BLUE, DOT]); // EOS cut with the completion's end, as TRL
+      expect(both.labels).toEqual([X, X, X, BLUE, DOT]);
+      expect(both.promptLength).toBe(3);
+      expect(tokenizePromptCompletion(tokenizer, long, { maxPromptLength: 3, maxCompletionLength: 4, maxLength: 5 }).inputIds).toEqual([THE, SKY, IS, BLUE, DOT]);
+      expect(tokenizePromptCompletion(tokenizer, long, { maxPromptLength: 4, maxCompletionLength: 9 }).inputIds).toHaveLength(13); // at the limits: untouched
+      const pair = tokenizePreference(tokenizer, { prompt: 'The sky is', chosen: ' blue.', rejected: ' green.' }, { maxPromptLength: 1, maxCompletionLength: 1 });
+      expect(pair.chosen.inputIds).toEqual([IS, BLUE]);
+      expect(thrown(() => tokenizePromptCompletion(tokenizer, long, { maxPromptLength: 0 })).message).toContain('expected maxPromptLength to be a positive integer or null; got 0');
+      expect(thrown(() => tokenizePromptCompletion(tokenizer, long, { maxCompletionLength: 1.5 })).message).toContain('expected maxCompletionLength to be a positive integer or null; got 1.5');
+    });
+
     it("'error' throws instead of cutting; a short example is never touched", () => {
       expect(thrown(() => tokenizePromptCompletion(tokenizer, long, { maxLength: 12, truncation: 'error' })).message).toContain("13 tokens exceed maxLength 12; truncation is 'error'");
       expect(tokenizePromptCompletion(tokenizer, long, { maxLength: 13, truncation: 'error' }).inputIds).toHaveLength(13);

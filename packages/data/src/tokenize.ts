@@ -93,6 +93,17 @@ export interface TokenizeOptions {
   /** Longest example in tokens; `null`: no limit. */
   maxLength: number | null;
   /**
+   * Longest prompt in tokens (TRL's `max_prompt_length`): a longer prompt of a prompt-completion (or
+   * preference) record loses its start, BOS included, so the tokens next to the completion stay
+   * (cut on the left). Applied before `maxLength`; `null`: no limit. Language-modelling records have no prompt.
+   */
+  maxPromptLength: number | null;
+  /**
+   * Longest completion in tokens (TRL's `max_completion_length`): a longer completion loses its end,
+   * EOS included (cut on the right). Applied before `maxLength`; `null`: no limit.
+   */
+  maxCompletionLength: number | null;
+  /**
    * Which side an example over `maxLength` loses. `'right'` cuts the end (of a prompt-completion,
    * the completion's end, EOS included; never the prompt: a prompt that leaves no room for the
    * completion is an error). `'left'` cuts the start (of a prompt-completion, the prompt's start,
@@ -130,6 +141,8 @@ export const defaultTokenizeOptions: Readonly<TokenizeOptions> = Object.freeze({
   appendEos: true,
   addSpecialTokens: true,
   maxLength: null,
+  maxPromptLength: null,
+  maxCompletionLength: null,
   truncation: 'right',
   chat: null,
   name: null,
@@ -169,7 +182,13 @@ export function tokenizePromptCompletion(tokenizer: TokenizerLike, record: Promp
     throw new PosttrainError('INVALID_ARGUMENT', `tokenizePromptCompletion: ${name}: expected prompt and completion both strings or both message lists; got ${kind(prompt)} and ${kind(completion)}`);
   }
   checkPrefix(tokenizer, promptIds, ids, name);
-  const p = promptIds.length;
+  let p = promptIds.length;
+  // TRL's per-part limits: the prompt keeps its last maxPromptLength tokens, the completion its first maxCompletionLength.
+  const cutPrompt = o.maxPromptLength !== null && p > o.maxPromptLength ? p - o.maxPromptLength : 0;
+  if (cutPrompt > 0 || (o.maxCompletionLength !== null && ids.length - p > o.maxCompletionLength)) {
+    ids = [...ids.slice(cutPrompt, p), ...ids.slice(p, o.maxCompletionLength === null ? ids.length : p + o.maxCompletionLength)];
+    p -= cutPrompt;
+  }
   const labels = ids.map((id, i) => (o.completionOnly && i < p ? IGNORE_INDEX : id));
   return checkTokenized(tokenizer, truncate({ inputIds: ids, labels, attentionMask: [], promptLength: p }, o, 'tokenizePromptCompletion', name), o, 'tokenizePromptCompletion', name);
 }
@@ -278,7 +297,10 @@ function checkPrefix(tokenizer: TokenizerLike, prompt: number[], joint: number[]
 /** Throws unless every option value is of its type (enums against their lists). */
 function checkTokenizeOptions(owner: string, o: TokenizeOptions): void {
   for (const key of ['completionOnly', 'assistantOnly', 'appendEos', 'addSpecialTokens'] as const) checkBoolean(owner, key, o[key]);
-  if (o.maxLength !== null) checkNumber(owner, 'maxLength', o.maxLength, 'a positive integer or null', (v) => Number.isInteger(v) && v > 0);
+  for (const key of ['maxLength', 'maxPromptLength', 'maxCompletionLength'] as const) {
+    const v = o[key];
+    if (v !== null) checkNumber(owner, key, v, 'a positive integer or null', (x) => Number.isInteger(x) && x > 0);
+  }
   checkOneOf(owner, 'truncation', o.truncation, ['right', 'left', 'error']);
   if (o.chat !== null && typeof o.chat !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected chat to be a function (a chat encoder) or null; got ${typeof o.chat}`);
   if (o.name !== null && typeof o.name !== 'string') throw new PosttrainError('INVALID_OPTION', `${owner}: expected name to be a string or null; got ${typeof o.name}`);

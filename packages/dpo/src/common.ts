@@ -1,20 +1,9 @@
 // What dpoTrain and ktoTrain share beyond @posttrain/trainer's fine-tuning blocks: the optimisation
-// tunables with LoRA, their checks, the pad id and the step plan.
+// and truncation tunables with LoRA, their checks, and the check that a record's texts are strings.
 import { PosttrainError, type CausalLM } from '@posttrain/tensor-core';
 import type { TokenizerLike } from '@posttrain/data';
 import type { LoraOptions } from '@posttrain/lora';
 import { checkFineTuneOptions, type FineTuneTrainerOptions, type OptimizerTunables } from '@posttrain/trainer';
-
-/**
- * The trainer's options that {@link dpoTrain} and {@link ktoTrain} pass through unchanged, with the
- * trainer's defaults (`@posttrain/trainer`).
- *
- * @example
- * ```ts
- * const passThrough: Partial<PreferenceTrainerOptions> = { maxSteps: 200, checkpointDir: 'out/dpo', logFile: 'out/dpo/metrics.jsonl' };
- * ```
- */
-export type PreferenceTrainerOptions = FineTuneTrainerOptions;
 
 /**
  * The optimisation tunables shared by {@link dpoTrain} and {@link ktoTrain}.
@@ -24,7 +13,7 @@ export type PreferenceTrainerOptions = FineTuneTrainerOptions;
  * const shared: Partial<OptimizationTunables> = { lora: { r: 16, alpha: 32 }, lr: 1e-3, batchSize: 16, schedule: 'cosine' };
  * ```
  */
-export interface OptimizationTunables extends PreferenceTrainerOptions, OptimizerTunables {
+export interface OptimizationTunables extends FineTuneTrainerOptions, OptimizerTunables {
   /** LoRA options (`applyLora`; `targetModules` defaults to 'all-linear'): only the adapters train. `false`: train the model's trainable parameters as they are. */
   lora: Partial<LoraOptions> | false;
   /** Records per micro-batch: preference pairs for dpoTrain (a [2B, T] forward), examples for ktoTrain. */
@@ -37,8 +26,12 @@ export interface OptimizationTunables extends PreferenceTrainerOptions, Optimize
   schedule: 'constant' | 'linear' | 'cosine';
   /** Steps of linear warm-up (default 0). */
   warmupSteps: number;
-  /** Longest prompt + completion in tokens (the completion is cut on the right); null: no limit. */
+  /** Longest prompt + completion in tokens, TRL's `max_length`: a longer sequence loses the completion's end (cut on the right, TRL's `keep_start`), after the two limits below. null: no limit. */
   maxLength: number | null;
+  /** Longest prompt in tokens, TRL's `max_prompt_length`: a longer prompt loses its start, BOS included (cut on the left). null: no limit. */
+  maxPromptLength: number | null;
+  /** Longest completion in tokens, TRL's `max_completion_length`: a longer completion loses its end, EOS included (cut on the right). null: no limit. */
+  maxCompletionLength: number | null;
   /** Seed of the shuffling, of dropout masks and of LoRA's initialisation unless `lora.seed` is set (default 0). */
   seed: number;
 }
@@ -54,10 +47,15 @@ export function checkCommon(owner: string, o: OptimizationTunables & { model: Ca
   if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, { help: "for example lora: { r: 8, alpha: 16, targetModules: 'all-linear' }" });
 }
 
-/** Total optimizer steps and the epochs to ask the trainer for. @internal */
-export function stepPlan(records: number, o: OptimizationTunables): { totalSteps: number; epochs: number } {
-  const batchesPerEpoch = Math.ceil(records / o.batchSize);
-  const totalSteps = o.maxSteps ?? Math.ceil((batchesPerEpoch * o.epochs) / o.gradientAccumulationSteps);
-  const epochs = o.maxSteps === undefined ? o.epochs : Math.ceil((o.maxSteps * o.gradientAccumulationSteps) / batchesPerEpoch);
-  return { totalSteps, epochs };
+/**
+ * Throws INVALID_ARGUMENT when one of `fields` of `record` is a message list: the trainers take
+ * text records only (their record types say so), and the error says how to render a conversation.
+ * @internal
+ */
+export function refuseConversational(owner: string, where: string, record: object, fields: readonly string[]): void {
+  const lists = fields.filter((f) => Array.isArray((record as Record<string, unknown>)[f]));
+  if (lists.length === 0) return;
+  throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${where}: expected ${fields.join(', ')} to be strings; got message lists for ${lists.join(' and ')} (a conversational record)`, {
+    help: 'conversational records are not supported: render each conversation to a string first (applyChatTemplate from @posttrain/data)',
+  });
 }

@@ -1,10 +1,10 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
 import { dpoSigmoidLoss, ipoLoss } from '@posttrain/losses';
-import { dpoObjective, dpoTrain, defaultDpoOptions, orpoObjective, simpoObjective, type DpoOptions } from './index.js';
+import { dpoObjective, dpoTrain, defaultDpoOptions, orpoObjective, simpoObjective, type DpoTrainOptions } from './index.js';
 import { rejected, reversalPairs, tinyModel, tokenizer } from './testing/fixtures.js';
 
 const TRL_METRICS = ['rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins', 'logps/chosen', 'logps/rejected', 'logits/chosen', 'logits/rejected'];
@@ -20,7 +20,7 @@ describe('dpoTrain', () => {
 
   // A random tiny model learns little through LoRA; the learning tests fine-tune it fully (the LoRA
   // learning proof is examples/dpo's, from an SFT checkpoint).
-  it("logs TRL's metric names every step and on eval (prefixed eval_), counts pairs as tokens, and learns the pairs with no tensor leak between steps", async () => {
+  it("logs TRL's metric names every step and on eval (prefixed eval_), counts pairs (pairs, pairs_per_second), and learns the pairs with no tensor leak between steps", async () => {
     const model = tinyModel();
     const counts: number[] = [];
     const result = await dpoTrain({
@@ -39,7 +39,9 @@ describe('dpoTrain', () => {
     expect(result).toMatchObject({ objective: 'dpoSigmoidLoss', reference: 'policy before training, precomputed', steps: 40 });
     for (const record of result.history) {
       expect(Object.keys(record).filter((k) => k.includes('/')).sort()).toEqual([...TRL_METRICS].sort());
-      expect(record.tokens).toBe(8); // pairs
+      expect(record.pairs).toBe(8);
+      expect(record.tokens).toBeUndefined();
+      expect(record.pairs_per_second).toBeGreaterThan(0);
     }
     expect(result.evals.map((r) => r.step)).toEqual([20, 40]);
     for (const record of result.evals) expect(Object.keys(record).filter((k) => k.startsWith('eval_')).sort()).toEqual(['eval_loss', ...TRL_METRICS.map((k) => `eval_${k}`)].sort());
@@ -58,10 +60,10 @@ describe('dpoTrain', () => {
 
   it('gives the same losses and metrics with a frozen copy, the adapters disabled, and precomputed log-probs (within 1e-5)', async () => {
     const options = { tokenizer, train: pairs.slice(0, 24), lora: { r: 4, alpha: 8, seed: 3 }, lr: 1e-2, batchSize: 8, maxSteps: 3, progress: 'none' as const, seed: 2 };
-    const run = async (reference: DpoOptions['reference'] | 'copy' | 'copy-precomputed') => {
+    const run = async (reference: DpoTrainOptions['reference'] | 'copy' | 'copy-precomputed') => {
       const model = tinyModel(5);
       const copy = reference === 'copy' || reference === 'copy-precomputed' ? tinyModel(5) : undefined;
-      const ref = copy ? { model: copy, precompute: reference === 'copy-precomputed' } : (reference as DpoOptions['reference']);
+      const ref = copy ? { model: copy, precompute: reference === 'copy-precomputed' } : (reference as DpoTrainOptions['reference']);
       const result = await dpoTrain({ ...options, model, reference: ref });
       model.dispose();
       copy?.dispose();
@@ -101,7 +103,7 @@ describe('dpoTrain', () => {
       const counts: number[] = [];
       const result = await dpoTrain({ model, tokenizer, train: pairs.slice(0, 16), loss, lr, schedule: 'constant', batchSize: 8, maxSteps: 40, progress: 'none', callbacks: { onStep: () => void counts.push(tf.memory().numTensors) } });
       expect(result).toMatchObject({ objective: loss.name, reference: 'none' });
-      expect(Object.keys(result.history[0]).filter((k) => k.includes('/') || k.includes('_')).sort()).toEqual([...TRL_METRICS, ...extra].sort());
+      expect(Object.keys(result.history[0]).filter((k) => k.includes('/') || k.includes('_')).sort()).toEqual([...TRL_METRICS, ...extra, 'grad_norm', 'learning_rate', 'num_tokens', 'pairs_per_second'].sort());
       const before = mean(series(result.history.slice(0, 3), 'loss'));
       const after = mean(series(result.history.slice(-5), 'loss'));
       expect(after, loss.name).toBeLessThan(before * 0.5);
@@ -150,11 +152,38 @@ describe('dpoTrain', () => {
     }
   });
 
+  it("writes TRL's keys to logFile, eval_-prefixed on evaluation, and cuts prompts on the left and completions on the right", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'dpo-log-'));
+    try {
+      const logFile = join(dir, 'metrics.jsonl');
+      const model = tinyModel();
+      const options = { tokenizer, train: pairs.slice(0, 8), eval: heldOut.slice(0, 4), lr: 1e-2, batchSize: 4, maxSteps: 2, progress: 'none' as const };
+      const full = await dpoTrain({ ...options, model, logFile });
+      const lines = (await readFile(logFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+      const trainKeys = ['kind', 'step', 'epoch', 'elapsed', 'loss', 'grad_norm', 'learning_rate', 'num_tokens', 'pairs', 'pairs_per_second', ...TRL_METRICS];
+      for (const line of lines.filter((l) => l.kind === 'train')) expect(Object.keys(line).sort()).toEqual([...trainKeys].sort());
+      const evals = lines.filter((l) => l.kind === 'eval');
+      expect(evals).toHaveLength(1);
+      expect(Object.keys(evals[0]).sort()).toEqual(['kind', 'step', 'epoch', 'elapsed', 'eval_loss', ...TRL_METRICS.map((k) => `eval_${k}`)].sort());
+      expect(lines.filter((l) => l.kind === 'train').map((l) => l.epoch)).toEqual([0.5, 1]);
+      // num_tokens: the non-padding tokens of both sides of every pair, a running total.
+      const [a, b] = lines.filter((l) => l.kind === 'train').map((l) => l.num_tokens);
+      expect(b).toBeGreaterThan(a);
+      // One prompt token and one completion token per side: 2 × 2 tokens a pair.
+      const cut = await dpoTrain({ ...options, model: tinyModel(), eval: undefined, maxPromptLength: 1, maxCompletionLength: 1 });
+      expect(cut.history.map((r) => r.num_tokens)).toEqual([16, 32]);
+      expect(full.history[1].num_tokens).toBeGreaterThan(32);
+      model.dispose();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('rejects bad options and records by name, before touching the model', async () => {
     const model = tinyModel();
     const other = tinyModel();
-    const base: DpoOptions = { model, tokenizer, train: pairs.slice(0, 8), progress: 'none' };
-    const message = async (options: Partial<DpoOptions>) => (await rejected(dpoTrain({ ...base, ...options } as DpoOptions))).message;
+    const base: DpoTrainOptions = { model, tokenizer, train: pairs.slice(0, 8), progress: 'none' };
+    const message = async (options: Partial<DpoTrainOptions>) => (await rejected(dpoTrain({ ...base, ...options } as DpoTrainOptions))).message;
     expect(await message({ lr: -1 })).toBe('dpoTrain: expected lr to be a number ≥ 0; got -1');
     expect(await message({ beta: 0 })).toBe('dpoTrain: expected beta to be a number > 0; got 0');
     expect(await message({ batchSize: 1.5 })).toBe('dpoTrain: expected batchSize to be an integer ≥ 1; got 1.5');
@@ -162,6 +191,11 @@ describe('dpoTrain', () => {
     expect(await message({ train: [] })).toMatch(/^dpoTrain: expected train to be a non-empty array of records; got an empty array/);
     expect(await message({ eval: 'pairs' as never })).toBe('dpoTrain: expected eval to be an array of { prompt, chosen, rejected } records; got string');
     expect(await message({ train: [pairs[0], { prompt: 'ab>', chosen: 'ba' } as never] })).toBe('dpoTrain: train record 1: expected { prompt, chosen, rejected }; got keys [prompt, chosen]');
+    expect(await message({ maxCompletionLength: 0 })).toBe('dpoTrain: expected maxCompletionLength to be an integer ≥ 1; got 0');
+    const chat = { prompt: [{ role: 'user', content: 'ab>' }], chosen: [{ role: 'assistant', content: 'ba' }], rejected: [{ role: 'assistant', content: 'ab' }] };
+    expect(await message({ eval: [chat] as never })).toMatch(
+      /^dpoTrain: eval record 0: expected prompt, chosen, rejected to be strings; got message lists for prompt and chosen and rejected \(a conversational record\)\nhelp: conversational records are not supported: render each conversation to a string first \(applyChatTemplate from @posttrain\/data\)$/,
+    );
     expect(await message({ reference: 'adapters-disabled' })).toMatch(/^dpoTrain: expected a model with LoRA adapters for reference 'adapters-disabled'; got a model without LoRA layers\nhelp: /);
     expect(await message({ reference: 'frozen' as never })).toMatch(/^dpoTrain: expected reference to be \{ model: frozenCopy \}, 'adapters-disabled' or 'precomputed'; got "frozen"/);
     expect(await message({ reference: { model } })).toMatch(/^dpoTrain: expected reference.model to be a separate frozen copy; got the policy itself/);

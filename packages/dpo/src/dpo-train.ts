@@ -4,23 +4,24 @@ import { PosttrainError, checkNumber, resolveOptions, tf, type CausalLM } from '
 import { tokenizePreference, type PreferenceRecord, type TokenizerLike } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { sequenceLogprobs } from '@posttrain/losses';
-import { defaultFineTuneTrainerOptions, fineTune, shuffledBatches, type StepOutput, type TrainResult } from '@posttrain/trainer';
-import { checkCommon, stepPlan, type OptimizationTunables } from './common.js';
+import { checkEvalRecords, defaultFineTuneTrainerOptions, fineTune, type StepOutput, type TrainResult } from '@posttrain/trainer';
+import { checkCommon, refuseConversational, type OptimizationTunables } from './common.js';
 import { collatePairs, exampleLogps, padTokenIdOf, type PairBatch, type Reference, type ReferenceOption, type TokenizedPair } from '@posttrain/policy';
 import { completionStats, meanLogit } from './completion-stats.js';
 import { toObjective, type ObjectiveInputs, type ObjectiveOutput, type PreferenceLossFn, type PreferenceObjective } from './objective.js';
 import { resolveReference } from './reference.js';
 
 /**
- * A training record: TRL's preference format, `{ prompt, chosen, rejected }` (strings; without
- * `prompt`, the shared start of both answers is the prompt).
+ * A training record: TRL's preference format, `{ prompt, chosen, rejected }`, as strings (without
+ * `prompt`, the shared start of both answers is the prompt). Conversational records (message lists)
+ * are refused: render them to strings first.
  *
  * @example
  * ```ts
  * const record: DpoRecord = { prompt: 'abc>', chosen: 'cba', rejected: 'abc' };
  * ```
  */
-export type DpoRecord = PreferenceRecord;
+export type DpoRecord = { prompt?: string; chosen: string; rejected: string };
 
 /**
  * The tunable options of {@link dpoTrain}, each with its default in {@link defaultDpoOptions}.
@@ -50,10 +51,10 @@ export interface DpoTunables extends OptimizationTunables {
  *
  * @example
  * ```ts
- * const options: DpoOptions = { model, tokenizer, train: pairs, lora: { r: 8 }, reference: 'adapters-disabled' };
+ * const options: DpoTrainOptions = { model, tokenizer, train: pairs, lora: { r: 8 }, reference: 'adapters-disabled' };
  * ```
  */
-export interface DpoOptions extends Partial<DpoTunables> {
+export interface DpoTrainOptions extends Partial<DpoTunables> {
   /** The policy: any causal LM (`@posttrain/models`' `loadModel`, or your own), usually an SFT checkpoint. */
   model: CausalLM;
   tokenizer: TokenizerLike;
@@ -81,6 +82,8 @@ export const defaultDpoOptions: Readonly<DpoTunables> = Object.freeze({
   schedule: 'linear',
   warmupSteps: 0,
   maxLength: null,
+  maxPromptLength: null,
+  maxCompletionLength: null,
   seed: 0,
 });
 
@@ -92,7 +95,7 @@ export const defaultDpoOptions: Readonly<DpoTunables> = Object.freeze({
  * const { history, evals, objective, reference } = await dpoTrain(options); // objective 'dpoSigmoidLoss', reference 'adapters disabled'
  * ```
  */
-export interface DpoResult extends TrainResult {
+export interface DpoTrainResult extends TrainResult {
   /** Trainable-parameter report of `applyLora`; undefined without the `lora` option. */
   lora: LoraReport | undefined;
   /** The objective's loss function, e.g. 'dpoSigmoidLoss'. */
@@ -106,6 +109,8 @@ export interface DpoResult extends TrainResult {
 /** One micro-batch: B pairs as [2B, T] (chosen rows first) and the reference's [2B] log-probs. */
 interface DpoBatch extends PairBatch {
   refLogps: tf.Tensor1D | undefined;
+  /** Non-padding tokens of the [2B, T] batch (TRL's `num_tokens` counts them). */
+  inputTokens: number;
 }
 
 /** The preference metrics under TRL's names, plus the objective's own. @internal */
@@ -128,7 +133,7 @@ export function preferenceMetrics(out: ObjectiveOutput, inputs: ObjectiveInputs,
  * chosen and rejected halves, the loss and the metrics. Runs inside the tape in training, in a tidy
  * in evaluation. @internal
  */
-export function preferenceStep(model: CausalLM, objective: PreferenceObjective, batch: DpoBatch): { losses: tf.Tensor1D; metrics: Record<string, tf.Scalar> } {
+export function preferenceStep(model: CausalLM, objective: PreferenceObjective, batch: Omit<DpoBatch, 'inputTokens'>): { losses: tf.Tensor1D; metrics: Record<string, tf.Scalar> } {
   const B = batch.pairs;
   const { logits } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask }); // [2B, T, V]
   const stats = completionStats(logits, batch.labels, batch.attentionMask, objective.averageLogps);
@@ -155,27 +160,32 @@ export function preferenceStep(model: CausalLM, objective: PreferenceObjective, 
  * o.objective.name; // 'dpoSigmoidLoss'
  * ```
  */
-export function resolveDpoOptions(options: DpoOptions): DpoTunables & Pick<DpoOptions, 'model' | 'tokenizer' | 'train'> & { objective: PreferenceObjective } {
+export function resolveDpoOptions(options: DpoTrainOptions): DpoTunables & Pick<DpoTrainOptions, 'model' | 'tokenizer' | 'train'> & { objective: PreferenceObjective } {
   const owner = 'dpoTrain';
-  const given = (options ?? {}) as DpoOptions;
-  const o = resolveOptions<DpoTunables & Pick<DpoOptions, 'model' | 'tokenizer' | 'train'>>(owner, given, {
+  const given = (options ?? {}) as DpoTrainOptions;
+  const o = resolveOptions<DpoTunables & Pick<DpoTrainOptions, 'model' | 'tokenizer' | 'train'>>(owner, given, {
     model: undefined as unknown as CausalLM,
     tokenizer: undefined as unknown as TokenizerLike,
     train: undefined as unknown as DpoRecord[],
     ...defaultDpoOptions,
   });
   checkCommon(owner, o, "for example [{ prompt: 'ab>', chosen: 'ba', rejected: 'ab' }]");
+  checkEvalRecords(owner, o.eval, { shape: '{ prompt, chosen, rejected }' });
   checkNumber(owner, 'beta', o.beta, 'a number > 0', (v) => v > 0);
   const objective = toObjective(owner, o.loss, o.beta, given.beta !== undefined);
   return { ...o, objective };
 }
 
-function tokenizePairs(tokenizer: TokenizerLike, records: readonly DpoRecord[], maxLength: number | null, what: string): TokenizedPair[] {
+/** The truncation options, as `tokenizePreference` takes them (TRL's sides: prompt cut on the left, completion and whole sequence on the right). */
+type Lengths = Pick<DpoTunables, 'maxLength' | 'maxPromptLength' | 'maxCompletionLength'>;
+
+function tokenizePairs(tokenizer: TokenizerLike, records: readonly DpoRecord[], lengths: Lengths, what: string): TokenizedPair[] {
   return records.map((record, i) => {
     if (!record || typeof record !== 'object' || !('chosen' in record) || !('rejected' in record)) {
       throw new PosttrainError('INVALID_ARGUMENT', `dpoTrain: ${what} record ${i}: expected { prompt, chosen, rejected }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`);
     }
-    return tokenizePreference(tokenizer, record, { maxLength, name: `${what} record ${i}` });
+    refuseConversational('dpoTrain', `${what} record ${i}`, record, ['prompt', 'chosen', 'rejected']);
+    return tokenizePreference(tokenizer, record as PreferenceRecord, { ...lengths, name: `${what} record ${i}` });
   });
 }
 
@@ -199,10 +209,12 @@ async function precompute(reference: Reference, pairs: readonly TokenizedPair[],
  * Reference log-probs come from a frozen copy, the policy with its LoRA adapters disabled, or a
  * cache filled once before training ({@link ReferenceOption}); reference forwards run in eval mode
  * when the batch is pulled, outside the gradient tape, so they hold no activations for the backward
- * pass. Logged each step under TRL's names: `rewards/chosen`, `rewards/rejected`,
+ * pass. Logged each step under TRL's keys (docs/metrics.md): `rewards/chosen`, `rewards/rejected`,
  * `rewards/accuracies`, `rewards/margins`, `logps/chosen`, `logps/rejected`, `logits/chosen`,
- * `logits/rejected` (means over the pairs), plus loss, learning rate and grad norm; held-out pairs
- * give the same under `eval_` (TRL's `eval_rewards/accuracies`). `tokens` counts pairs.
+ * `logits/rejected` (means over the pairs), `loss`, `learning_rate`, `grad_norm`, `epoch`,
+ * `num_tokens`, and `pairs` with `pairs_per_second`; held-out pairs give the same under `eval_`
+ * (TRL's `eval_rewards/accuracies`). `maxPromptLength` cuts a prompt's start, `maxCompletionLength`
+ * and then `maxLength` a completion's end, as TRL.
  *
  * @example
  * ```ts
@@ -211,16 +223,14 @@ async function precompute(reference: Reference, pairs: readonly TokenizedPair[],
  * result.evals.at(-1)?.['eval_rewards/accuracies']; // ≥ 0.9 on the reversal pairs
  * ```
  */
-export async function dpoTrain(options: DpoOptions): Promise<DpoResult> {
+export async function dpoTrain(options: DpoTrainOptions): Promise<DpoTrainResult> {
   const owner = 'dpoTrain';
   const o = resolveDpoOptions(options);
   const { model, tokenizer, objective } = o;
   const padTokenId = padTokenIdOf(tokenizer);
-  const pairs = tokenizePairs(tokenizer, o.train, o.maxLength, 'train');
-  if (o.eval !== undefined && !Array.isArray(o.eval)) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected eval to be an array of { prompt, chosen, rejected } records; got ${typeof o.eval}`);
-  }
-  const evalPairs = tokenizePairs(tokenizer, o.eval ?? [], o.maxLength, 'eval');
+  const lengths: Lengths = { maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, maxCompletionLength: o.maxCompletionLength };
+  const pairs = tokenizePairs(tokenizer, o.train, lengths, 'train');
+  const evalPairs = tokenizePairs(tokenizer, o.eval ?? [], lengths, 'eval');
   const reference = resolveReference(owner, model, o.reference, objective.usesReference, objective.name, o.lora !== false || loraLayers(model).size > 0);
   const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
 
@@ -235,15 +245,13 @@ export async function dpoTrain(options: DpoOptions): Promise<DpoResult> {
     let refLogps: tf.Tensor1D | undefined;
     if (reference && cached) refLogps = tf.tensor1d([...indices.map((i) => cached.chosen[i]), ...indices.map((i) => cached.rejected[i])]);
     else if (reference) refLogps = reference.run((m) => tf.tidy(() => sequenceLogprobs(m.forward(batch.inputIds, { attentionMask: batch.attentionMask }).logits, batch.labels, batch.attentionMask, { average: objective.averageLogps }).logps));
-    return { ...batch, refLogps };
+    return { ...batch, refLogps, inputTokens: indices.reduce((n, i) => n + source[i].chosen.inputIds.length + source[i].rejected.inputIds.length, 0) };
   };
   const disposeBatch = (b: DpoBatch) => tf.dispose([b.inputIds, b.attentionMask, b.labels, ...(b.refLogps ? [b.refLogps] : [])]);
 
-  const { totalSteps, epochs } = stepPlan(pairs.length, o);
-  const batches = (epoch: number) => shuffledBatches<DpoBatch>(o.seed, epoch, pairs.length, o.batchSize, (ix) => makeBatch(pairs, ix, cache), disposeBatch);
   const step = (batch: DpoBatch): StepOutput => {
     const { losses, metrics } = preferenceStep(model, objective, batch);
-    return { lossSum: tf.sum(losses) as tf.Scalar, tokens: batch.pairs, metrics };
+    return { lossSum: tf.sum(losses) as tf.Scalar, pairs: batch.pairs, inputTokens: batch.inputTokens, metrics };
   };
   const evaluate = async (): Promise<Record<string, number>> => {
     model.eval();
@@ -262,10 +270,11 @@ export async function dpoTrain(options: DpoOptions): Promise<DpoResult> {
       names.forEach((name, k) => (sums[name] = (sums[name] ?? 0) + read[k] * indices.length));
     }
     model.train(true);
-    return Object.fromEntries(Object.entries(sums).map(([name, sum]) => [`eval_${name}`, sum / evalPairs.length]));
+    // The trainer logs each as eval_<name> (TRL's eval_loss, eval_rewards/accuracies, …).
+    return Object.fromEntries(Object.entries(sums).map(([name, sum]) => [name, sum / evalPairs.length]));
   };
 
-  const result = await fineTune<DpoBatch>({ model, batches, step, evaluate: evalPairs.length ? evaluate : undefined, options: o, totalSteps, epochs });
+  const result = await fineTune<DpoBatch>({ model, records: pairs.length, makeBatch: (ix) => makeBatch(pairs, ix, cache), disposeBatch, step, evaluate: evalPairs.length ? evaluate : undefined, options: o });
   const referenceName = reference ? `${reference.source}${reference.precomputed ? ', precomputed' : ''}` : 'none';
   return { ...result, lora: report, objective: objective.name, reference: referenceName, precomputeSeconds };
 }

@@ -1,5 +1,5 @@
 // Preference optimisation: DPO and its family, SimPO and ORPO through one trainer
-export { dpoTrain, resolveDpoOptions, defaultDpoOptions, type DpoOptions, type DpoTunables, type DpoRecord, type DpoResult } from './dpo-train.js';
+export { dpoTrain, resolveDpoOptions, defaultDpoOptions, type DpoTrainOptions, type DpoTunables, type DpoRecord, type DpoTrainResult } from './dpo-train.js';
 
 // Objectives
 export {
@@ -17,7 +17,7 @@ export { type ReferenceOption } from '@posttrain/policy';
 export { preferenceLogps, defaultPreferenceLogpsOptions, type PreferenceLogpsOptions, type PreferenceLogpsResult } from './preference-logps.js';
 
 // Unpaired preferences
-export { ktoTrain, resolveKtoOptions, defaultKtoOptions, type KtoOptions, type KtoTunables, type KtoRecord, type KtoResult } from './kto-train.js';
+export { ktoTrain, resolveKtoOptions, defaultKtoOptions, type KtoTrainOptions, type KtoTunables, type KtoRecord, type KtoTrainResult } from './kto-train.js';
 
 // Shared options
-export { type OptimizationTunables, type PreferenceTrainerOptions } from './common.js';
+export { type OptimizationTunables } from './common.js';

@@ -4,22 +4,23 @@ import { PosttrainError, Rng, checkNumber, resolveOptions, tf, type CausalLM } f
 import { collateForTraining, tokenizePromptCompletion, type TokenizedExample, type TokenizerLike, type UnpairedPreferenceRecord } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { ktoLoss } from '@posttrain/losses';
-import { defaultFineTuneTrainerOptions, fineTune, shuffledBatches, type StepOutput, type TrainResult } from '@posttrain/trainer';
-import { checkCommon, stepPlan, type OptimizationTunables } from './common.js';
+import { checkEvalRecords, defaultFineTuneTrainerOptions, fineTune, type StepOutput, type TrainResult } from '@posttrain/trainer';
+import { checkCommon, refuseConversational, type OptimizationTunables } from './common.js';
 import { exampleLogps, padTokenIdOf, sequenceLogps, type Reference, type ReferenceOption, type ScoredBatch } from '@posttrain/policy';
 import { completionStats, meanLogit } from './completion-stats.js';
 import { resolveReference } from './reference.js';
 
 /**
  * A training record: TRL's unpaired preference format, `{ prompt, completion, label }` (strings;
- * label true = desirable).
+ * label true = desirable). Conversational records (message lists) are refused: render them to
+ * strings first.
  *
  * @example
  * ```ts
  * const records: KtoRecord[] = [{ prompt: 'abc>', completion: 'cba', label: true }, { prompt: 'abc>', completion: 'acb', label: false }];
  * ```
  */
-export type KtoRecord = UnpairedPreferenceRecord;
+export type KtoRecord = { prompt: string; completion: string; label: boolean };
 
 /**
  * The tunable options of {@link ktoTrain}, each with its default in {@link defaultKtoOptions}.
@@ -47,10 +48,10 @@ export interface KtoTunables extends OptimizationTunables {
  *
  * @example
  * ```ts
- * const options: KtoOptions = { model, tokenizer, train: records, lora: { r: 8 }, undesirableWeight: 1.33 };
+ * const options: KtoTrainOptions = { model, tokenizer, train: records, lora: { r: 8 }, undesirableWeight: 1.33 };
  * ```
  */
-export interface KtoOptions extends Partial<KtoTunables> {
+export interface KtoTrainOptions extends Partial<KtoTunables> {
   model: CausalLM;
   tokenizer: TokenizerLike;
   train: readonly KtoRecord[];
@@ -78,6 +79,8 @@ export const defaultKtoOptions: Readonly<KtoTunables> = Object.freeze({
   schedule: 'linear',
   warmupSteps: 0,
   maxLength: null,
+  maxPromptLength: null,
+  maxCompletionLength: null,
   seed: 0,
 });
 
@@ -89,7 +92,7 @@ export const defaultKtoOptions: Readonly<KtoTunables> = Object.freeze({
  * const { history, reference } = await ktoTrain(options); // history[i].kl, history[i]['rewards/margins']
  * ```
  */
-export interface KtoResult extends TrainResult {
+export interface KtoTrainResult extends TrainResult {
   lora: LoraReport | undefined;
   /** 'frozen copy', 'adapters disabled' or 'policy before training', each maybe precomputed. */
   reference: string;
@@ -115,6 +118,8 @@ interface KtoBatch {
   refLogps: tf.Tensor1D;
   refKlLogps: tf.Tensor1D;
   size: number;
+  /** Non-padding tokens of the completions' batch (TRL's `num_tokens` counts them; the KL pairs are not counted). */
+  inputTokens: number;
 }
 
 /**
@@ -124,12 +129,7 @@ interface KtoBatch {
  */
 export function klPartners(records: readonly KtoRecord[], seed: number): number[] {
   const n = records.length;
-  const rng = new Rng((seed ^ 0x6b43a9b5) | 0);
-  const order = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = rng.int(i + 1);
-    [order[i], order[j]] = [order[j], order[i]];
-  }
+  const order = new Rng((seed ^ 0x6b43a9b5) | 0).shuffle(Array.from({ length: n }, (_, i) => i));
   const key = (i: number) => JSON.stringify(records[i].prompt);
   const partners = new Array<number>(n);
   order.forEach((i, position) => {
@@ -146,16 +146,17 @@ export function klPartners(records: readonly KtoRecord[], seed: number): number[
   return partners;
 }
 
-function tokenizeRecords(tokenizer: TokenizerLike, records: readonly KtoRecord[], maxLength: number | null, seed: number, what: string): KtoExample[] {
+function tokenizeRecords(tokenizer: TokenizerLike, records: readonly KtoRecord[], lengths: Pick<KtoTunables, 'maxLength' | 'maxPromptLength' | 'maxCompletionLength'>, seed: number, what: string): KtoExample[] {
   records.forEach((record, i) => {
     if (!record || typeof record !== 'object' || !('prompt' in record) || !('completion' in record) || typeof record.label !== 'boolean') {
       throw new PosttrainError('INVALID_ARGUMENT', `ktoTrain: ${what} record ${i}: expected { prompt, completion, label: boolean }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]${'label' in record ? ` with label ${JSON.stringify(record.label)}` : ''}` : typeof record}`);
     }
+    refuseConversational('ktoTrain', `${what} record ${i}`, record, ['prompt', 'completion']);
   });
   const partners = klPartners(records, seed);
   return records.map((record, i) => ({
-    example: tokenizePromptCompletion(tokenizer, { prompt: record.prompt, completion: record.completion }, { maxLength, name: `${what} record ${i}` }),
-    kl: tokenizePromptCompletion(tokenizer, { prompt: record.prompt, completion: records[partners[i]].completion }, { maxLength, name: `${what} record ${i} (KL pair)` }),
+    example: tokenizePromptCompletion(tokenizer, { prompt: record.prompt, completion: record.completion }, { ...lengths, name: `${what} record ${i}` }),
+    kl: tokenizePromptCompletion(tokenizer, { prompt: record.prompt, completion: records[partners[i]].completion }, { ...lengths, name: `${what} record ${i} (KL pair)` }),
     desirable: record.label,
   }));
 }
@@ -168,9 +169,9 @@ function tokenizeRecords(tokenizer: TokenizerLike, records: readonly KtoRecord[]
  * const o = resolveKtoOptions({ model, tokenizer, train: records, undesirableWeight: 1.33 });
  * ```
  */
-export function resolveKtoOptions(options: KtoOptions): KtoTunables & Pick<KtoOptions, 'model' | 'tokenizer' | 'train'> {
+export function resolveKtoOptions(options: KtoTrainOptions): KtoTunables & Pick<KtoTrainOptions, 'model' | 'tokenizer' | 'train'> {
   const owner = 'ktoTrain';
-  const o = resolveOptions<KtoTunables & Pick<KtoOptions, 'model' | 'tokenizer' | 'train'>>(owner, (options ?? {}) as KtoOptions, {
+  const o = resolveOptions<KtoTunables & Pick<KtoTrainOptions, 'model' | 'tokenizer' | 'train'>>(owner, (options ?? {}) as KtoTrainOptions, {
     model: undefined as unknown as CausalLM,
     tokenizer: undefined as unknown as TokenizerLike,
     train: undefined as unknown as KtoRecord[],
@@ -181,9 +182,7 @@ export function resolveKtoOptions(options: KtoOptions): KtoTunables & Pick<KtoOp
   checkNumber(owner, 'desirableWeight', o.desirableWeight, 'a number ≥ 0', (v) => v >= 0);
   checkNumber(owner, 'undesirableWeight', o.undesirableWeight, 'a number ≥ 0', (v) => v >= 0);
   if (o.train.length < 2) throw new PosttrainError('INVALID_OPTION', `${owner}: expected at least 2 train records (each KL pair takes another record's completion); got ${o.train.length}`);
-  if (o.eval !== undefined && (!Array.isArray(o.eval) || o.eval.length === 1)) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected eval to be an array of at least 2 records (each KL pair takes another record's completion); got ${Array.isArray(o.eval) ? '1 record' : typeof o.eval}`);
-  }
+  checkEvalRecords(owner, o.eval, { shape: '', minRecords: 2, why: "each KL pair takes another record's completion" });
   return o;
 }
 
@@ -196,9 +195,11 @@ export function resolveKtoOptions(options: KtoOptions): KtoTunables & Pick<KtoOp
  * completion). The policy's KL log-probs are computed without gradient when the batch is pulled
  * (eval mode), as TRL computes them under `no_grad`; the reference's come from the same three modes
  * as {@link dpoTrain} ({@link ReferenceOption}), precomputed per record with `'precomputed'`.
- * Logged: `rewards/chosen`, `rewards/rejected` (means over the desirable and the undesirable
- * examples of a batch; 0 for a batch without any), `rewards/margins`, `logps/chosen`,
- * `logps/rejected`, `logits/chosen`, `logits/rejected` and `kl`; `eval_`-prefixed on `eval`, where the
+ * Logged under TRL's keys (docs/metrics.md): `rewards/chosen`, `rewards/rejected` (means over the
+ * desirable and the undesirable examples of a batch; 0 for a batch without any), `rewards/margins`,
+ * `logps/chosen`, `logps/rejected`, `logits/chosen`, `logits/rejected`, `kl`, `loss`,
+ * `learning_rate`, `grad_norm`, `epoch`, `num_tokens`, and `sequences` (examples: KTO's loss is a
+ * mean over them) with `sequences_per_second`; `eval_`-prefixed on `eval`, where the
  * `…/chosen` and `…/rejected` metrics are means over all the desirable and all the undesirable held-out
  * examples, whatever the batching.
  *
@@ -208,13 +209,14 @@ export function resolveKtoOptions(options: KtoOptions): KtoTunables & Pick<KtoOp
  * const result = await ktoTrain({ model, tokenizer, train: records, lora: { r: 8 }, lr: 1e-3, batchSize: 16, maxSteps: 100 });
  * ```
  */
-export async function ktoTrain(options: KtoOptions): Promise<KtoResult> {
+export async function ktoTrain(options: KtoTrainOptions): Promise<KtoTrainResult> {
   const owner = 'ktoTrain';
   const o = resolveKtoOptions(options);
   const { model, tokenizer } = o;
   const padTokenId = padTokenIdOf(tokenizer);
-  const examples = tokenizeRecords(tokenizer, o.train, o.maxLength, o.seed, 'train');
-  const evalExamples = o.eval?.length ? tokenizeRecords(tokenizer, o.eval, o.maxLength, o.seed, 'eval') : [];
+  const lengths = { maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, maxCompletionLength: o.maxCompletionLength };
+  const examples = tokenizeRecords(tokenizer, o.train, lengths, o.seed, 'train');
+  const evalExamples = o.eval?.length ? tokenizeRecords(tokenizer, o.eval, lengths, o.seed, 'eval') : [];
   const reference = resolveReference(owner, model, o.reference, true, 'ktoLoss', o.lora !== false || loraLayers(model).size > 0) as Reference;
   const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
   const lossOptions = { beta: o.beta, desirableWeight: o.desirableWeight, undesirableWeight: o.undesirableWeight };
@@ -239,7 +241,8 @@ export async function ktoTrain(options: KtoOptions): Promise<KtoResult> {
     const refLogps = cached ? tf.tensor1d(indices.map((i) => cached.completion[i])) : reference.run((m) => logpsOf(m, main));
     const refKlLogps = cached ? tf.tensor1d(indices.map((i) => cached.kl[i])) : reference.run((m) => logpsOf(m, kl));
     tf.dispose([kl.inputIds, kl.attentionMask, kl.labels]);
-    return { ...main, desirable: tf.tensor1d(indices.map((i) => (source[i].desirable ? 1 : 0))), policyKlLogps, refLogps, refKlLogps, size: indices.length };
+    const inputTokens = indices.reduce((n, i) => n + source[i].example.inputIds.length, 0);
+    return { ...main, desirable: tf.tensor1d(indices.map((i) => (source[i].desirable ? 1 : 0))), policyKlLogps, refLogps, refKlLogps, size: indices.length, inputTokens };
   };
   const disposeBatch = (b: KtoBatch) => tf.dispose([b.inputIds, b.attentionMask, b.labels, b.desirable, b.policyKlLogps, b.refLogps, b.refKlLogps]);
   /** Loss and metrics of one batch; inside the tape in training, in a tidy in evaluation. */
@@ -267,11 +270,9 @@ export async function ktoTrain(options: KtoOptions): Promise<KtoResult> {
     return { losses: out.losses, metrics };
   };
 
-  const { totalSteps, epochs } = stepPlan(examples.length, o);
-  const batches = (epoch: number) => shuffledBatches<KtoBatch>(o.seed, epoch, examples.length, o.batchSize, (ix) => makeBatch(examples, ix, cache), disposeBatch);
   const step = (batch: KtoBatch): StepOutput => {
     const { losses, metrics } = forward(batch);
-    return { lossSum: tf.sum(losses) as tf.Scalar, tokens: batch.size, metrics };
+    return { lossSum: tf.sum(losses) as tf.Scalar, sequences: batch.size, inputTokens: batch.inputTokens, metrics };
   };
   // Eval metrics of one group (`…/chosen`: the desirable examples, `…/rejected`: the undesirable ones) are
   // weighted by that group's count in each batch, so a batch without the group adds nothing, not a 0.
@@ -301,9 +302,9 @@ export async function ktoTrain(options: KtoOptions): Promise<KtoResult> {
     model.train(true);
     const means = Object.fromEntries(Object.entries(sums).map(([name, sum]) => [name, weights[name] > 0 ? sum / weights[name] : 0]));
     means['rewards/margins'] = means['rewards/chosen'] - means['rewards/rejected'];
-    return Object.fromEntries(Object.entries(means).map(([name, value]) => [`eval_${name}`, value]));
+    return means; // logged as eval_<name> by the trainer
   };
 
-  const result = await fineTune<KtoBatch>({ model, batches, step, evaluate: evalExamples.length ? evaluate : undefined, options: o, totalSteps, epochs });
+  const result = await fineTune<KtoBatch>({ model, records: examples.length, makeBatch: (ix) => makeBatch(examples, ix, cache), disposeBatch, step, evaluate: evalExamples.length ? evaluate : undefined, options: o });
   return { ...result, lora: report, reference: `${reference.source}${reference.precomputed ? ', precomputed' : ''}`, precomputeSeconds };
 }

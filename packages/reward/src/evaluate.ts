@@ -42,8 +42,12 @@ export interface RewardEvaluation {
 export interface EvaluateRewardOptions {
   /** Pairs per forward pass (default 32). */
   batchSize: number;
-  /** As {@link RewardTunables.maxLength} (default null). */
+  /** As {@link RewardTunables.maxLength}: the prompt's start is cut (default null). */
   maxLength: number | null;
+  /** As {@link RewardTunables.maxPromptLength}: the prompt's start is cut (default null). */
+  maxPromptLength: number | null;
+  /** As {@link RewardTunables.maxCompletionLength}: the completion's end is cut (default null). */
+  maxCompletionLength: number | null;
 }
 
 /**
@@ -54,7 +58,7 @@ export interface EvaluateRewardOptions {
  * await evaluateRewardModel(rm, tokenizer, pairs, { ...defaultEvaluateRewardOptions, batchSize: 8 });
  * ```
  */
-export const defaultEvaluateRewardOptions: Readonly<EvaluateRewardOptions> = Object.freeze({ batchSize: 32, maxLength: null });
+export const defaultEvaluateRewardOptions: Readonly<EvaluateRewardOptions> = Object.freeze({ batchSize: 32, maxLength: null, maxPromptLength: null, maxCompletionLength: null });
 
 /** Scores tokenized pairs in eval mode, `batchSize` pairs per forward pass. */
 export async function evaluatePairs(model: RewardModel, pairs: readonly TokenizedPair[], padTokenId: number, batchSize: number): Promise<RewardEvaluation> {
@@ -112,8 +116,10 @@ export async function evaluateRewardModel(model: RewardModel, tokenizer: Tokeniz
   const o = resolveOptions(owner, options, defaultEvaluateRewardOptions);
   checkNumber(owner, 'batchSize', o.batchSize, 'an integer ≥ 1', (v) => Number.isInteger(v) && v >= 1);
   if (o.maxLength !== null) checkNumber(owner, 'maxLength', o.maxLength, 'an integer ≥ 2', (v) => Number.isInteger(v) && v >= 2);
+  if (o.maxPromptLength !== null) checkNumber(owner, 'maxPromptLength', o.maxPromptLength, 'an integer ≥ 1', (v) => Number.isInteger(v) && v >= 1);
+  if (o.maxCompletionLength !== null) checkNumber(owner, 'maxCompletionLength', o.maxCompletionLength, 'an integer ≥ 1', (v) => Number.isInteger(v) && v >= 1);
   if (!(model instanceof RewardModel)) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected a RewardModel; got ${(model as object)?.constructor?.name ?? typeof model}`);
   if (!Array.isArray(records) || records.length === 0) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected a non-empty array of preference records; got ${Array.isArray(records) ? 'an empty array' : typeof records}`);
-  const pairs = records.map((r, i) => tokenizePair(tokenizer, r, i, o.maxLength, owner));
+  const pairs = records.map((r, i) => tokenizePair(tokenizer, r, i, { maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, maxCompletionLength: o.maxCompletionLength }, owner));
   return evaluatePairs(model, pairs, padTokenIdOf(tokenizer), o.batchSize);
 }

@@ -3,7 +3,7 @@ export { RewardModel, defaultRewardModelOptions, type RewardModelOptions, type R
 
 // Training and evaluation
 export type { RewardRecord } from './pairs.js';
-export { rewardTrain, resolveRewardOptions, defaultRewardOptions, type RewardTrainOptions, type RewardTunables, type RewardTrainerOptions, type RewardResult } from './reward-train.js';
+export { rewardTrain, resolveRewardOptions, defaultRewardOptions, type RewardTrainOptions, type RewardTunables, type RewardTrainResult } from './reward-train.js';
 export { evaluateRewardModel, defaultEvaluateRewardOptions, type RewardEvaluation, type EvaluateRewardOptions } from './evaluate.js';
 
 // Saving and loading

@@ -36,17 +36,25 @@ export interface RewardBatch {
   pairs: number;
 }
 
+/** The truncation options of a pair: `maxLength` cuts the prompt's start (left), after `maxPromptLength` (left) and `maxCompletionLength` (right). */
+export interface PairLengths {
+  maxLength: number | null;
+  maxPromptLength: number | null;
+  maxCompletionLength: number | null;
+}
+
 /** Tokenizes one pair (EOS appended to both completions), checking its strings and margin. */
-export function tokenizePair(tokenizer: TokenizerLike, record: RewardRecord, index: number, maxLength: number | null, owner: string): TokenizedPair {
+export function tokenizePair(tokenizer: TokenizerLike, record: RewardRecord, index: number, lengths: PairLengths, owner: string): TokenizedPair {
   const where = `${owner}: record ${index}`;
   if (!record || typeof record !== 'object' || typeof record.chosen !== 'string' || typeof record.rejected !== 'string' || (record.prompt !== undefined && typeof record.prompt !== 'string')) {
-    throw new PosttrainError('INVALID_ARGUMENT', `${where}: expected { prompt?, chosen, rejected } strings; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`, {
-      help: "for example { prompt: 'abc>', chosen: 'cba', rejected: 'abc' }",
+    const chat = !!record && typeof record === 'object' && [record.prompt, record.chosen, record.rejected].some(Array.isArray);
+    throw new PosttrainError('INVALID_ARGUMENT', `${where}: expected { prompt?, chosen, rejected } strings; got ${chat ? 'message lists (a conversational record)' : record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`, {
+      help: chat ? 'conversational records are not supported: render each conversation to a string first (applyChatTemplate from @posttrain/data)' : "for example { prompt: 'abc>', chosen: 'cba', rejected: 'abc' }",
     });
   }
   const margin = record.margin ?? 0;
   if (typeof margin !== 'number' || !Number.isFinite(margin)) throw new PosttrainError('INVALID_ARGUMENT', `${where}: expected margin to be a finite number; got ${typeof margin === 'number' ? String(margin) : JSON.stringify(margin)}`);
-  const pair = tokenizePreference(tokenizer, record as PreferenceRecord, { maxLength, truncation: 'left', name: `record ${index}` });
+  const pair = tokenizePreference(tokenizer, record as PreferenceRecord, { ...lengths, truncation: 'left', name: `record ${index}` });
   return { ...pair, margin };
 }
 

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,18 +35,21 @@ describe('rewardTrain', () => {
     await initBackend('wasm');
   });
 
-  it('logs the Bradley–Terry loss of the pairs with their margins and the centring term, and counts pairs as tokens', async () => {
+  it('logs the Bradley–Terry loss of the pairs with their margins and the centring term, and counts pairs (pairs, pairs_per_second)', async () => {
     const model = tinyRewardModel();
     const batch = pairs.slice(0, 6);
     const { chosenScores: c, rejectedScores: r } = await evaluateRewardModel(model, tokenizer, batch);
     // lr 0: the logged loss is that of the starting weights, which evaluateRewardModel scored.
     const plain = await rewardTrain({ model, tokenizer, train: batch, batchSize: 6, maxSteps: 1, lr: 0, progress: 'none' });
-    expect(plain.history[0].tokens).toBe(6);
+    expect(plain.history[0].pairs).toBe(6);
+    expect(plain.history[0].tokens).toBeUndefined();
+    expect(plain.history[0].pairs_per_second).toBeGreaterThan(0);
     expect(plain.history[0].loss!).toBeCloseTo(mean(c.map((x, i) => softplus(-(x - r[i])))), 5);
     expect(plain.history[0].accuracy).toBeCloseTo(c.filter((x, i) => x > r[i]).length / 6, 6);
     expect(plain.history[0].margin).toBeCloseTo(mean(c.map((x, i) => x - r[i])), 5);
-    expect(plain.history[0].chosenScore).toBeCloseTo(mean(c), 5);
-    expect(plain.history[0].rejectedScore).toBeCloseTo(mean(r), 5);
+    expect(plain.history[0]['rewards/chosen']).toBeCloseTo(mean(c), 5);
+    expect(plain.history[0]['rewards/rejected']).toBeCloseTo(mean(r), 5);
+    expect(plain.history[0].mean_reward).toBeCloseTo(mean([...c, ...r]), 5); // TRL's mean_reward: over both sides
     // An implicit prompt (TRL's { chosen, rejected } with the prompt as their common prefix) scores the same.
     const implicit = await evaluateRewardModel(model, tokenizer, batch.map((p) => ({ chosen: p.prompt! + p.chosen, rejected: p.prompt! + p.rejected })));
     expect(implicit.chosenScores).toEqual(c);
@@ -68,12 +71,12 @@ describe('rewardTrain', () => {
     const whole = await run(8, 1);
     const split = await run(4, 2);
     for (const i of [0, 1]) {
-      expect(split[i].tokens).toBe(8);
+      expect(split[i].pairs).toBe(8);
       expect(split[i].loss).toBeCloseTo(whole[i].loss!, 6);
     }
     // At the start r_c ≈ r_r, so the gradient is a small difference of near-equal terms and the two
     // paddings (4 vs 8 rows) round it differently in the 5th digit; Adam then amplifies that in step 2.
-    expect(Math.abs(split[0].gradNorm! / whole[0].gradNorm! - 1)).toBeLessThan(1e-4);
+    expect(Math.abs(split[0].grad_norm! / whole[0].grad_norm! - 1)).toBeLessThan(1e-4);
   });
 
   it('with lora, trains the adapters and the whole head (modules_to_save), never wraps the head, and reports both', async () => {
@@ -98,14 +101,22 @@ describe('rewardTrain', () => {
     other.dispose();
   });
 
-  it('evaluates held-out pairs every evalEvery steps under eval-prefixed names, and resumes to the same losses', async () => {
+  it("evaluates held-out pairs every evalEvery steps under TRL's eval_ keys, writes TRL's keys to logFile, and resumes to the same losses", async () => {
     const dir = await mkdtemp(join(tmpdir(), 'reward-resume-'));
     try {
       const model = tinyRewardModel();
-      const result = await rewardTrain({ model, tokenizer, train: pairs, eval: pairs.slice(0, 10), evalEvery: 2, batchSize: 16, maxSteps: 4, lr: 1e-2, progress: 'none' });
+      const logFile = join(dir, 'log', 'metrics.jsonl');
+      const result = await rewardTrain({ model, tokenizer, train: pairs, eval: pairs.slice(0, 10), evalEvery: 2, batchSize: 16, maxSteps: 4, lr: 1e-2, progress: 'none', logFile });
       expect(result.evals.map((r) => r.step)).toEqual([2, 4]);
-      for (const r of result.evals) expect(r).toMatchObject({ evalLoss: expect.any(Number), evalAccuracy: expect.any(Number), evalMargin: expect.any(Number), evalChosenScore: expect.any(Number), evalRejectedScore: expect.any(Number) });
-      for (const r of result.history) expect(r).toMatchObject({ loss: expect.any(Number), accuracy: expect.any(Number), margin: expect.any(Number), chosenScore: expect.any(Number), rejectedScore: expect.any(Number), tokens: 16 });
+      for (const r of result.evals) expect(r).toMatchObject({ eval_loss: expect.any(Number), eval_accuracy: expect.any(Number), eval_margin: expect.any(Number), 'eval_rewards/chosen': expect.any(Number), 'eval_rewards/rejected': expect.any(Number) });
+      for (const r of result.history) expect(r).toMatchObject({ loss: expect.any(Number), accuracy: expect.any(Number), margin: expect.any(Number), 'rewards/chosen': expect.any(Number), 'rewards/rejected': expect.any(Number), pairs: 16 });
+      const lines = (await readFile(logFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+      const metrics = ['accuracy', 'loss', 'margin', 'mean_reward', 'rewards/chosen', 'rewards/rejected'];
+      for (const line of lines.filter((l) => l.kind === 'train')) {
+        expect(Object.keys(line).sort()).toEqual([...metrics, 'elapsed', 'epoch', 'grad_norm', 'kind', 'learning_rate', 'num_tokens', 'pairs', 'pairs_per_second', 'step'].sort());
+      }
+      for (const line of lines.filter((l) => l.kind === 'eval')) expect(Object.keys(line).sort()).toEqual(['elapsed', 'epoch', 'kind', 'step', ...metrics.map((k) => `eval_${k}`)].sort());
+      expect(lines.filter((l) => l.kind === 'eval')).toHaveLength(2);
       expect(result.pairsPerSec).toBeGreaterThan(0);
       model.dispose();
 
@@ -139,6 +150,12 @@ describe('rewardTrain', () => {
     expect(await message({ train: [] })).toMatch(/^rewardTrain: expected train to be a non-empty array of preference records; got an empty array/);
     expect(await message({ train: [pairs[0], { prompt: 'ab>', completion: 'ba' } as never] })).toMatch(/^rewardTrain: record 1: expected \{ prompt\?, chosen, rejected \} strings; got keys \[prompt, completion\]/);
     expect(await message({ train: [{ ...pairs[0], margin: Number.NaN }] })).toBe('rewardTrain: record 0: expected margin to be a finite number; got NaN');
+    expect(await message({ eval: { prompt: 'ab>' } as never })).toBe('rewardTrain: expected eval to be an array of { prompt?, chosen, rejected } records; got object');
+    expect(await message({ maxPromptLength: 0 })).toBe('rewardTrain: expected maxPromptLength to be an integer ≥ 1; got 0');
+    const chat = [{ role: 'user', content: 'ab>' }];
+    expect(await message({ train: [{ prompt: chat, chosen: [{ role: 'assistant', content: 'ba' }], rejected: [{ role: 'assistant', content: 'ab' }] }] as never })).toMatch(
+      /^rewardTrain: record 0: expected \{ prompt\?, chosen, rejected \} strings; got message lists \(a conversational record\)\nhelp: conversational records are not supported: render each conversation to a string first/,
+    );
     expect(await message({ lora: 'yes' as never })).toMatch(/^rewardTrain: expected lora to be LoRA options or false; got "yes"/);
     expect(await message({ model: createModel({ modelType: 'llama', vocabSize: 8, hiddenSize: 4, intermediateSize: 8, numLayers: 1, numHeads: 1 }) as never })).toMatch(/^rewardTrain: expected model to be a RewardModel; got LlamaForCausalLM\nhelp: wrap the language model: new RewardModel\(backbone\)$/);
     const error = await rejected(rewardTrain({ ...base, logEvery: 0 }));

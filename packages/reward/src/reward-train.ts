@@ -3,10 +3,10 @@ import { PosttrainError, checkNumber, resolveOptions, tf } from '@posttrain/tens
 import type { TokenizerLike } from '@posttrain/data';
 import { applyLora, matchesTarget, trainableReport, type LoraOptions, type LoraReport, type LoraTargetModules } from '@posttrain/lora';
 import {
+  checkEvalRecords,
   checkFineTuneOptions,
   defaultFineTuneTrainerOptions,
   fineTune,
-  shuffledBatches,
   type FineTuneTrainerOptions,
   type OptimizerTunables,
   type StepOutput,
@@ -20,16 +20,6 @@ import { padTokenIdOf } from '@posttrain/policy';
 import { collateRewardBatch, disposeBatch, pairRewards, tokenizePair, type RewardBatch, type RewardRecord } from './pairs.js';
 
 /**
- * The trainer's options that {@link rewardTrain} passes through unchanged, with the trainer's defaults.
- *
- * @example
- * ```ts
- * const passThrough: Partial<RewardTrainerOptions> = { gradientAccumulationSteps: 4, checkpointDir: 'runs/rm', logFile: 'runs/rm/metrics.jsonl' };
- * ```
- */
-export type RewardTrainerOptions = FineTuneTrainerOptions;
-
-/**
  * The tunable options of {@link rewardTrain}, each with its default in {@link defaultRewardOptions}.
  *
  * @example
@@ -37,8 +27,8 @@ export type RewardTrainerOptions = FineTuneTrainerOptions;
  * const tunables: Partial<RewardTunables> = { lr: 3e-3, maxSteps: 300, lora: { r: 16, alpha: 32 }, centerCoefficient: 0.01 };
  * ```
  */
-export interface RewardTunables extends RewardTrainerOptions, OptimizerTunables {
-  /** Held-out pairs; `evalLoss`, `evalAccuracy`, `evalMargin`, `evalChosenScore` and `evalRejectedScore` are logged every `evalEvery` steps (default: at the end). */
+export interface RewardTunables extends FineTuneTrainerOptions, OptimizerTunables {
+  /** Held-out pairs; `eval_loss`, `eval_accuracy`, `eval_margin`, `eval_rewards/chosen`, `eval_rewards/rejected` and `eval_mean_reward` over them are logged every `evalEvery` steps (default: at the end). */
   eval: readonly RewardRecord[] | undefined;
   /**
    * LoRA options (`@posttrain/lora`'s `applyLora`; `targetModules` defaults to 'all-linear', which
@@ -59,8 +49,12 @@ export interface RewardTunables extends RewardTrainerOptions, OptimizerTunables 
   warmupSteps: number;
   /** c of the centring term c·(r_c + r_r)² (TRL's `center_rewards_coefficient`; 0.01 recommended; default 0: off). */
   centerCoefficient: number;
-  /** Longest sequence (prompt + completion + EOS) in tokens; a longer one loses its prompt's start, so the scored end stays. null: no limit. */
+  /** Longest sequence (prompt + completion + EOS) in tokens, TRL's `max_length`; a longer one loses its prompt's start (cut on the left), so the scored end stays. null: no limit. */
   maxLength: number | null;
+  /** Longest prompt in tokens, TRL's `max_prompt_length`: a longer one loses its start, BOS included (cut on the left). null: no limit. */
+  maxPromptLength: number | null;
+  /** Longest completion in tokens, TRL's `max_completion_length`: a longer one loses its end, EOS included (cut on the right; the reward is then read at its last kept token). null: no limit. */
+  maxCompletionLength: number | null;
   /** Seed of the shuffling and of LoRA's initialisation unless `lora.seed` is set (default 0). */
   seed: number;
 }
@@ -99,6 +93,8 @@ export const defaultRewardOptions: Readonly<RewardTunables> = Object.freeze({
   warmupSteps: 0,
   centerCoefficient: 0,
   maxLength: null,
+  maxPromptLength: null,
+  maxCompletionLength: null,
   seed: 0,
 });
 
@@ -107,10 +103,10 @@ export const defaultRewardOptions: Readonly<RewardTunables> = Object.freeze({
  *
  * @example
  * ```ts
- * const { history, evals, lora, pairsPerSec }: RewardResult = await rewardTrain(options);
+ * const { history, evals, lora, pairsPerSec }: RewardTrainResult = await rewardTrain(options);
  * ```
  */
-export interface RewardResult extends TrainResult {
+export interface RewardTrainResult extends TrainResult {
   /** Trainable-parameter report after adding adapters (the head counted as trainable); undefined without `lora`. */
   lora: LoraReport | undefined;
   /** Pairs trained on / training seconds. */
@@ -139,7 +135,7 @@ export function resolveRewardOptions(options: RewardTrainOptions): Resolved {
   if (!Array.isArray(o.train) || o.train.length === 0) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected train to be a non-empty array of preference records; got ${Array.isArray(o.train) ? 'an empty array' : typeof o.train}`, { help: "for example [{ prompt: 'abc>', chosen: 'cba', rejected: 'abc' }]" });
   }
-  if (o.eval !== undefined && !Array.isArray(o.eval)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected eval to be an array of preference records or undefined; got ${typeof o.eval}`);
+  checkEvalRecords(owner, o.eval, { shape: '{ prompt?, chosen, rejected }' });
   checkFineTuneOptions(owner, o);
   checkNumber(owner, 'centerCoefficient', o.centerCoefficient, 'a number ≥ 0', (v) => v >= 0);
   if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null)) {
@@ -180,10 +176,11 @@ function addAdapters(model: RewardModel, lora: Partial<LoraOptions>, seed: numbe
  * Each record is tokenized as prompt + completion + EOS for both completions; a micro-batch puts
  * its B chosen and B rejected sequences in one right-padded batch and one forward pass, and the
  * reward is read at each sequence's last real token (the EOS). `lossSum` is the sum of per-pair
- * losses and the trainer divides by the pairs of the optimizer step, so the logged `tokens` count
- * pairs. Logged each step: `loss`, `accuracy` (r_c > r_r), `margin` (mean r_c − r_r, TRL's
- * `margin`), `chosenScore` and `rejectedScore` (mean rewards), learning rate and grad norm; every
- * `evalEvery` steps the same over `eval` with an `eval` prefix (`evalAccuracy`, …). With `lora`,
+ * losses and the trainer divides by the pairs of the optimizer step: the records log `pairs` and
+ * `pairs_per_second`. Logged each step under TRL's keys (docs/metrics.md): `loss`, `accuracy`
+ * (r_c > r_r), `margin` (mean r_c − r_r), `mean_reward`, `rewards/chosen` and `rewards/rejected`
+ * (mean rewards of each side), `learning_rate`, `grad_norm`, `epoch`, `num_tokens`; every
+ * `evalEvery` steps the same over `eval` with TRL's `eval_` prefix (`eval_accuracy`, …). With `lora`,
  * adapters go on the backbone's linear layers and the head trains fully beside them (PEFT's
  * `modules_to_save`); save with `saveRewardModel`.
  *
@@ -195,35 +192,39 @@ function addAdapters(model: RewardModel, lora: Partial<LoraOptions>, seed: numbe
  * await saveRewardModel(rm, 'out/reward');
  * ```
  */
-export async function rewardTrain(options: RewardTrainOptions): Promise<RewardResult> {
+export async function rewardTrain(options: RewardTrainOptions): Promise<RewardTrainResult> {
   const o = resolveRewardOptions(options);
   const owner = 'rewardTrain';
   const { model, tokenizer } = o;
   const padTokenId = padTokenIdOf(tokenizer);
-  const pairs = o.train.map((r, i) => tokenizePair(tokenizer, r, i, o.maxLength, owner));
-  const evalPairs = (o.eval ?? []).map((r, i) => tokenizePair(tokenizer, r, i, o.maxLength, `${owner}: eval`));
+  const lengths = { maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, maxCompletionLength: o.maxCompletionLength };
+  const pairs = o.train.map((r, i) => tokenizePair(tokenizer, r, i, lengths, owner));
+  const evalPairs = (o.eval ?? []).map((r, i) => tokenizePair(tokenizer, r, i, lengths, `${owner}: eval`));
   const withMargin = o.train.some((r) => r.margin !== undefined);
   const report = o.lora === false ? undefined : addAdapters(model, o.lora, o.seed);
   if (model.trainableParameters().size === 0) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: the reward model has no trainable parameters`, { help: 'unfreeze it (model.unfreeze()) or pass lora options' });
-  const batchesPerEpoch = Math.ceil(pairs.length / o.batchSize);
-  const totalSteps = o.maxSteps ?? Math.ceil((batchesPerEpoch * o.epochs) / o.gradientAccumulationSteps);
-  const epochs = o.maxSteps === undefined ? o.epochs : Math.ceil((o.maxSteps * o.gradientAccumulationSteps) / batchesPerEpoch);
-  // One order per (seed, epoch), so resuming rebuilds it.
-  const batches = (epoch: number) => shuffledBatches<RewardBatch>(o.seed, epoch, pairs.length, o.batchSize, (ix) => collateRewardBatch(ix.map((i) => pairs[i]), padTokenId, withMargin), disposeBatch);
-  const step = (batch: RewardBatch): StepOutput => {
+  const makeBatch = (indices: number[]): RewardBatch & { inputTokens: number } => ({
+    ...collateRewardBatch(indices.map((i) => pairs[i]), padTokenId, withMargin),
+    inputTokens: indices.reduce((n, i) => n + pairs[i].chosen.inputIds.length + pairs[i].rejected.inputIds.length, 0),
+  });
+  const step = (batch: RewardBatch & { inputTokens: number }): StepOutput => {
     const { chosen, rejected } = pairRewards(model, batch);
     const out = bradleyTerryLoss(chosen, rejected, { margin: batch.margin, centerCoefficient: o.centerCoefficient });
-    return {
-      lossSum: tf.sum(out.losses) as tf.Scalar,
-      tokens: batch.pairs,
-      metrics: { accuracy: out.accuracy, margin: tf.mean(out.margin) as tf.Scalar, chosenScore: tf.mean(chosen) as tf.Scalar, rejectedScore: tf.mean(rejected) as tf.Scalar },
+    const metrics = {
+      accuracy: out.accuracy,
+      margin: tf.mean(out.margin) as tf.Scalar,
+      mean_reward: tf.div(tf.add(tf.sum(chosen), tf.sum(rejected)), 2 * batch.pairs) as tf.Scalar,
+      'rewards/chosen': tf.mean(chosen) as tf.Scalar,
+      'rewards/rejected': tf.mean(rejected) as tf.Scalar,
     };
+    return { lossSum: tf.sum(out.losses) as tf.Scalar, pairs: batch.pairs, inputTokens: batch.inputTokens, metrics };
   };
   const evaluate = async (): Promise<Record<string, number>> => {
     const r = await evaluatePairs(model, evalPairs, padTokenId, o.batchSize);
-    return { evalLoss: r.loss, evalAccuracy: r.accuracy, evalMargin: r.margin, evalChosenScore: r.chosenScore, evalRejectedScore: r.rejectedScore };
+    // Logged with TRL's eval_ prefix: eval_loss, eval_accuracy, …
+    return { loss: r.loss, accuracy: r.accuracy, margin: r.margin, mean_reward: (r.chosenScore + r.rejectedScore) / 2, 'rewards/chosen': r.chosenScore, 'rewards/rejected': r.rejectedScore };
   };
-  const result = await fineTune<RewardBatch>({ model, batches, step, evaluate: evalPairs.length ? evaluate : undefined, options: o, totalSteps, epochs });
-  const trained = result.history.reduce((sum, r: TrainRecord) => sum + (r.tokens ?? 0), 0);
+  const result = await fineTune({ model, records: pairs.length, makeBatch, disposeBatch, step, evaluate: evalPairs.length ? evaluate : undefined, options: o });
+  const trained = result.history.reduce((sum, r: TrainRecord) => sum + (r.pairs ?? 0), 0);
   return { ...result, lora: report, pairsPerSec: result.elapsed > 0 ? trained / result.elapsed : 0 };
 }

@@ -5,7 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
 import { ByteTokenizer, reversalTask, sortingTask } from '@posttrain/data';
 import { createModel, type PretrainedModel } from '@posttrain/models';
-import { defaultSftOptions, sftTrain, type SftOptions, type SftRecord } from './index.js';
+import { defaultSftOptions, sftTrain, type SftTrainOptions, type SftRecord } from './index.js';
 
 const tokenizer = new ByteTokenizer();
 const tinyModel = (seed = 1): PretrainedModel =>
@@ -65,8 +65,8 @@ describe('sftTrain', () => {
     const first = result.history[0];
     const last = result.history.at(-1)!;
     expect(last.loss!).toBeLessThan(first.loss! / 5);
-    expect(first.meanTokenAccuracy).toBeLessThan(0.5);
-    expect(last.meanTokenAccuracy).toBeGreaterThan(0.9);
+    expect(first.mean_token_accuracy).toBeLessThan(0.5);
+    expect(last.mean_token_accuracy).toBeGreaterThan(0.9);
     expect(new Set(counts.slice(1)).size).toBe(1);
     model.dispose();
   });
@@ -98,7 +98,7 @@ describe('sftTrain', () => {
     for (const i of [0, 1]) {
       expect(split.history[i].tokens).toBe(whole.history[i].tokens);
       expect(split.history[i].loss).toBeCloseTo(whole.history[i].loss!, 5);
-      expect(split.history[i].gradNorm).toBeCloseTo(whole.history[i].gradNorm!, 5);
+      expect(split.history[i].grad_norm).toBeCloseTo(whole.history[i].grad_norm!, 5);
     }
     const diff = Math.max(...whole.weight.flat().map((w, i) => Math.abs(w - split.weight.flat()[i])));
     expect(diff).toBeLessThan(1e-6);
@@ -111,18 +111,27 @@ describe('sftTrain', () => {
       const logFile = join(dir, 'metrics.jsonl');
       const result = await sftTrain({ model, tokenizer, train: reversal, eval: reversal.slice(0, 10), evalEvery: 2, batchSize: 16, maxSteps: 4, lr: 1e-2, warmupSteps: 2, logFile, progress: 'none' });
       for (const record of result.history) {
-        expect(record).toMatchObject({ kind: 'train', loss: expect.any(Number), learningRate: expect.any(Number), gradNorm: expect.any(Number), tokens: expect.any(Number), tokensPerSec: expect.any(Number) });
-        expect(record.meanTokenAccuracy).toBeGreaterThanOrEqual(0);
-        expect(record.meanTokenAccuracy).toBeLessThanOrEqual(1);
+        expect(record).toMatchObject({ kind: 'train', loss: expect.any(Number), learning_rate: expect.any(Number), grad_norm: expect.any(Number), tokens: expect.any(Number), tokens_per_second: expect.any(Number) });
+        expect(record.mean_token_accuracy).toBeGreaterThanOrEqual(0);
+        expect(record.mean_token_accuracy).toBeLessThanOrEqual(1);
         expect(record.entropy).toBeGreaterThan(0);
         expect(record.entropy).toBeLessThanOrEqual(Math.log(tokenizer.vocabSize) + 1e-4);
       }
-      expect(result.history.map((r) => r.learningRate)).toEqual([0, 5e-3, 1e-2, 5e-3]); // warm-up, then linear to 0 at step 4
+      expect(result.history.map((r) => r.learning_rate)).toEqual([0, 5e-3, 1e-2, 5e-3]); // warm-up, then linear to 0 at step 4
       expect(result.evals.map((r) => r.step)).toEqual([2, 4]);
-      for (const r of result.evals) expect(r).toMatchObject({ evalLoss: expect.any(Number), evalMeanTokenAccuracy: expect.any(Number) });
+      for (const r of result.evals) expect(r).toMatchObject({ eval_loss: expect.any(Number), eval_mean_token_accuracy: expect.any(Number) });
       const lines = (await readFile(logFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
       expect(lines.filter((l) => l.kind === 'train')).toHaveLength(4);
       expect(lines.filter((l) => l.kind === 'eval')).toHaveLength(2);
+      // The JSONL records use TRL's keys, and only they (docs/metrics.md), with eval_ on evaluation.
+      const trainKeys = ['kind', 'step', 'epoch', 'elapsed', 'loss', 'grad_norm', 'learning_rate', 'num_tokens', 'tokens', 'tokens_per_second', 'mean_token_accuracy', 'entropy'];
+      for (const line of lines.filter((l) => l.kind === 'train')) expect(Object.keys(line).sort()).toEqual([...trainKeys].sort());
+      for (const line of lines.filter((l) => l.kind === 'eval')) expect(Object.keys(line).sort()).toEqual(['elapsed', 'epoch', 'eval_entropy', 'eval_loss', 'eval_mean_token_accuracy', 'kind', 'step']);
+      // num_tokens: TRL's running total of non-padding input tokens; 16 records of 3–4 letters, '>', reversed, EOS.
+      const counts = lines.filter((l) => l.kind === 'train').map((l) => l.num_tokens);
+      expect(counts[0]).toBeGreaterThan(result.history[0].tokens!);
+      counts.slice(1).forEach((n, i) => expect(n).toBeGreaterThan(counts[i]));
+      expect(lines.filter((l) => l.kind === 'train').map((l) => l.epoch)).toEqual([0.25, 0.5, 0.75, 1]); // 64 records, batches of 16
       expect(result.tokensPerSec).toBeGreaterThan(0);
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -145,6 +154,7 @@ describe('sftTrain', () => {
       const resumed = await sftTrain({ ...options, model: second, resumeFrom: dir });
       expect(resumed.history.map((r) => r.step)).toEqual([4, 5, 6, 7]);
       resumed.history.forEach((r, i) => expect(Math.abs(r.loss! - uninterrupted.history[3 + i].loss!)).toBeLessThan(1e-6));
+      expect(resumed.history.map((r) => [r.num_tokens, r.epoch])).toEqual(uninterrupted.history.slice(3).map((r) => [r.num_tokens, r.epoch])); // TRL's running count and epoch carry over
       for (const model of [whole, first, second]) model.dispose();
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -153,9 +163,10 @@ describe('sftTrain', () => {
 
   it('rejects bad options and records by name, before training', async () => {
     const model = tinyModel();
-    const base: SftOptions = { model, tokenizer, train: reversal };
-    const message = async (options: Partial<SftOptions>) => (await rejected(sftTrain({ ...base, ...options } as SftOptions))).message;
+    const base: SftTrainOptions = { model, tokenizer, train: reversal };
+    const message = async (options: Partial<SftTrainOptions>) => (await rejected(sftTrain({ ...base, ...options } as SftTrainOptions))).message;
     expect(await message({ lr: -1 })).toBe('sftTrain: expected lr to be a number ≥ 0; got -1');
+    expect(await message({ eval: 'held-out.jsonl' as never })).toBe('sftTrain: expected eval to be an array of { prompt, completion } or { text } records; got string');
     expect(await message({ batchSize: 0 })).toBe('sftTrain: expected batchSize to be an integer ≥ 1; got 0');
     expect(await message({ schedule: 'step' as never })).toBe(`sftTrain: expected schedule to be 'constant', 'linear' or 'cosine'; got "step"`);
     expect(await message({ learningRate: 1e-3 } as never)).toMatch(/^sftTrain: unknown option "learningRate"; known options are model, tokenizer, train, .*\blr\b/);

@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Linear, Rng, initBackend, manualSeed, tf } from '@posttrain/tensor-core';
-import { checkFineTuneOptions, defaultFineTuneTrainerOptions, fineTune, fineTuneSchedule, shuffledBatches, shuffledOrder, type StepOutput } from './index.js';
+import { checkEvalRecords, checkFineTuneOptions, defaultFineTuneTrainerOptions, fineTune, fineTunePlan, fineTuneSchedule, shuffledOrder, type StepOutput } from './index.js';
+import { shuffledBatches } from './fine-tune.js';
 
 beforeAll(async () => {
   await initBackend('cpu');
@@ -63,6 +64,52 @@ describe('shuffledOrder', () => {
     }
     expect(shuffledOrder(5, 2, 20)).toEqual(expected);
   });
+
+  it("is Rng.shuffle's permutation, the one implementation (so the learning proofs' orders are unchanged)", () => {
+    for (const [seed, epoch, n] of [[0, 0, 16], [5, 2, 20], [-7, 9, 1000], [123456, 0, 64]]) {
+      expect(shuffledOrder(seed, epoch, n)).toEqual(new Rng((seed ^ Math.imul(epoch + 1, 0x9e3779b1)) | 0).shuffle(Array.from({ length: n }, (_, i) => i)));
+    }
+  });
+});
+
+describe('fineTunePlan', () => {
+  it('is the one step plan: micro-batches per epoch, total steps, and the epochs maxSteps needs', () => {
+    const o = { batchSize: 8, epochs: 1, maxSteps: undefined, gradientAccumulationSteps: 1 };
+    expect(fineTunePlan(100, o)).toEqual({ batchesPerEpoch: 13, totalSteps: 13, epochs: 1 });
+    expect(fineTunePlan(100, { ...o, epochs: 3, gradientAccumulationSteps: 2 })).toEqual({ batchesPerEpoch: 13, totalSteps: 20, epochs: 3 });
+    expect(fineTunePlan(100, { ...o, maxSteps: 30 })).toEqual({ batchesPerEpoch: 13, totalSteps: 30, epochs: 3 });
+    expect(fineTunePlan(100, { ...o, maxSteps: 13, gradientAccumulationSteps: 2 })).toEqual({ batchesPerEpoch: 13, totalSteps: 13, epochs: 2 });
+    expect(fineTunePlan(8, { ...o, maxSteps: 1 })).toEqual({ batchesPerEpoch: 1, totalSteps: 1, epochs: 1 });
+  });
+});
+
+describe('checkEvalRecords', () => {
+  const shape = '{ prompt, completion }';
+  const thrown = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (error) {
+      return error as Error & { code?: string };
+    }
+    throw new Error('expected a throw');
+  };
+
+  it('gives no records for undefined, and the array itself otherwise (empty: no evaluation)', () => {
+    const records = [{ prompt: 'a', completion: 'b' }];
+    expect(checkEvalRecords('myTrain', undefined, { shape })).toEqual([]);
+    expect(checkEvalRecords('myTrain', records, { shape })).toBe(records);
+    expect(checkEvalRecords('myTrain', [], { shape, minRecords: 2 })).toEqual([]);
+  });
+
+  it('rejects anything else, and too few records, with INVALID_OPTION naming the trainer and the record shape', () => {
+    const notArray = thrown(() => checkEvalRecords('myTrain', 'records.jsonl' as unknown as never[], { shape }));
+    expect(notArray.code).toBe('INVALID_OPTION');
+    expect(notArray.message).toBe('myTrain: expected eval to be an array of { prompt, completion } records; got string');
+    expect(thrown(() => checkEvalRecords('myTrain', null as unknown as never[], { shape })).message).toMatch(/got null$/);
+    expect(thrown(() => checkEvalRecords('ktoTrain', [{}], { shape: '', minRecords: 2, why: 'each KL pair takes another record' })).message).toBe(
+      'ktoTrain: expected eval to be an array of at least 2 records (each KL pair takes another record); got 1 record',
+    );
+  });
 });
 
 describe('shuffledBatches', () => {
@@ -94,6 +141,8 @@ describe('checkFineTuneOptions', () => {
   it('accepts valid options', () => {
     expect(message({})).toBeUndefined();
     expect(message({ maxGradNorm: null, maxSteps: 3, maxLength: 2, schedule: 'cosine' })).toBeUndefined();
+    expect(message({ maxPromptLength: 1, maxCompletionLength: 1 })).toBeUndefined();
+    expect(message({ maxPromptLength: null, maxCompletionLength: null })).toBeUndefined();
   });
 
   it('names the owner, the option, what was expected and what was received', () => {
@@ -105,6 +154,8 @@ describe('checkFineTuneOptions', () => {
     expect(message({ evalEvery: 0 })).toBe('myTrain: expected evalEvery to be an integer ≥ 1; got 0');
     expect(message({ logEvery: 0 })).toBe('myTrain: expected logEvery to be an integer ≥ 1; got 0');
     expect(message({ maxLength: 1 })).toBe('myTrain: expected maxLength to be an integer ≥ 2; got 1');
+    expect(message({ maxPromptLength: 0 })).toBe('myTrain: expected maxPromptLength to be an integer ≥ 1; got 0');
+    expect(message({ maxCompletionLength: 2.5 })).toBe('myTrain: expected maxCompletionLength to be an integer ≥ 1; got 2.5');
     expect(message({ lr: -1 })).toBe('myTrain: expected lr to be a number ≥ 0; got -1');
     expect(message({ weightDecay: -0.1 })).toBe('myTrain: expected weightDecay to be a number ≥ 0; got -0.1');
     expect(message({ seed: 0.5 })).toBe('myTrain: expected seed to be an integer; got 0.5');
@@ -126,17 +177,43 @@ describe('fineTune', () => {
     let evals = 0;
     const result = await fineTune({
       model,
-      batches: () => [0],
+      records: 1,
+      makeBatch: () => 0,
+      disposeBatch: () => undefined,
       step,
-      evaluate: () => ({ evalMse: (evals++, mse()) }),
+      evaluate: () => ({ mse: (evals++, mse()) }),
       options: { ...valid, lr: 0.1, schedule: 'constant', maxSteps: 40 },
-      totalSteps: 40,
-      epochs: 40,
     });
     expect(tf.memory().numTensors).toBe(start);
     expect(result.history.filter((r) => r.kind === 'train')).toHaveLength(40);
     expect(evals).toBe(1); // evalEvery defaults to once, at the end
+    expect(result.evals[0]).toMatchObject({ step: 40, epoch: 40, eval_mse: expect.any(Number) });
     expect(mse()).toBeLessThan(before / 10);
     tf.dispose([x, y]);
+  });
+
+  it('owns the step plan and the shuffle: each epoch visits the records in shuffledOrder, batchSize at a time, and frees every batch', async () => {
+    manualSeed(2);
+    const model = new Linear(1, 1);
+    const x = tf.tensor2d([[1]]);
+    const visited: number[][] = [];
+    const disposed: number[][] = [];
+    const step = (indices: number[]): StepOutput => ({ lossSum: tf.mul(tf.sum(tf.square(model.forward(x))), indices.length) as tf.Scalar, sequences: indices.length });
+    const run = (options: Partial<typeof valid>) =>
+      fineTune({ model, records: 10, makeBatch: (ix) => (visited.push(ix), ix), disposeBatch: (b) => void disposed.push(b), step, options: { ...valid, batchSize: 4, seed: 7, ...options } });
+    const result = await run({ epochs: 2 });
+    expect(visited.map((b) => b.length)).toEqual([4, 4, 2, 4, 4, 2]);
+    expect(visited.slice(0, 3).flat()).toEqual(shuffledOrder(7, 0, 10));
+    expect(visited.slice(3).flat()).toEqual(shuffledOrder(7, 1, 10));
+    expect(disposed).toEqual(visited);
+    expect(result.steps).toBe(fineTunePlan(10, { ...valid, batchSize: 4, epochs: 2 }).totalSteps);
+    expect(result.history.map((r) => r.epoch)).toEqual([1 / 3, 2 / 3, 1, 1 + 1 / 3, 1 + 2 / 3, 2]); // TRL's fractional epoch
+    expect(result.history.map((r) => r.sequences)).toEqual([4, 4, 2, 4, 4, 2]);
+    visited.length = 0;
+    const capped = await run({ maxSteps: 4, gradientAccumulationSteps: 2 }); // 8 micro-batches: the plan asks for 3 epochs
+    expect(capped.steps).toBe(4);
+    expect(visited).toHaveLength(8);
+    expect(visited.slice(6).flat()).toEqual(shuffledOrder(7, 2, 10).slice(0, 8));
+    x.dispose();
   });
 });

@@ -1,6 +1,7 @@
 // Building blocks of the fine-tuning trainers (sftTrain, rewardTrain, dpoTrain, ktoTrain): the
-// options they pass through to `train`, their optimisation tunables and checks, the learning-rate
-// schedule, the seeded shuffle, and AdamW + `train` + dispose.
+// options they pass through to `train`, their optimisation tunables and checks (eval records
+// included), the learning-rate schedule, and `fineTune`, which owns the step plan, the epochs, the
+// seeded shuffle and AdamW + `train` + dispose.
 import { AdamW, PosttrainError, Rng, checkNumber, constantSchedule, cosineSchedule, linearSchedule, type LrSchedule } from '@posttrain/tensor-core';
 import { train } from './train.js';
 import { defaultTrainOptions, type StepOutput, type TrainableModel, type TrainResult, type TrainTunables } from './options.js';
@@ -66,8 +67,8 @@ export interface OptimizerTunables {
 
 /**
  * Range-checks the numeric options every fine-tuning trainer shares (and `schedule`); throws
- * `INVALID_OPTION` naming `owner` and the first bad option. `maxLength`, when present and not null,
- * must be an integer ≥ 2.
+ * `INVALID_OPTION` naming `owner` and the first bad option. The truncation options, when present and
+ * not null, must be integers: `maxLength` ≥ 2, `maxPromptLength` and `maxCompletionLength` ≥ 1.
  *
  * @example
  * ```ts
@@ -75,8 +76,11 @@ export interface OptimizerTunables {
  * // throws "myTrain: expected lr to be a number ≥ 0; got -1"
  * ```
  */
-export function checkFineTuneOptions(owner: string, o: FineTuneTrainerOptions & OptimizerTunables & { batchSize: number; seed: number; maxLength?: number | null }): void {
-  const int = (name: 'batchSize' | 'epochs' | 'warmupSteps' | 'gradientAccumulationSteps' | 'maxSteps' | 'evalEvery' | 'logEvery' | 'saveTotalLimit' | 'maxLength', min: number) =>
+export function checkFineTuneOptions(
+  owner: string,
+  o: FineTuneTrainerOptions & OptimizerTunables & { batchSize: number; seed: number; maxLength?: number | null; maxPromptLength?: number | null; maxCompletionLength?: number | null },
+): void {
+  const int = (name: 'batchSize' | 'epochs' | 'warmupSteps' | 'gradientAccumulationSteps' | 'maxSteps' | 'evalEvery' | 'logEvery' | 'saveTotalLimit' | 'maxLength' | 'maxPromptLength' | 'maxCompletionLength', min: number) =>
     checkNumber(owner, name, o[name], `an integer ≥ ${min}`, (v) => Number.isInteger(v) && v >= min);
   int('batchSize', 1);
   int('epochs', 1);
@@ -87,11 +91,72 @@ export function checkFineTuneOptions(owner: string, o: FineTuneTrainerOptions & 
   if (o.logEvery !== undefined) int('logEvery', 1);
   if (o.saveTotalLimit !== undefined) int('saveTotalLimit', 1);
   if (o.maxLength !== undefined && o.maxLength !== null) int('maxLength', 2);
+  if (o.maxPromptLength !== undefined && o.maxPromptLength !== null) int('maxPromptLength', 1);
+  if (o.maxCompletionLength !== undefined && o.maxCompletionLength !== null) int('maxCompletionLength', 1);
   checkNumber(owner, 'lr', o.lr, 'a number ≥ 0', (v) => v >= 0);
   checkNumber(owner, 'weightDecay', o.weightDecay, 'a number ≥ 0', (v) => v >= 0);
   checkNumber(owner, 'seed', o.seed, 'an integer', Number.isInteger);
   if (o.maxGradNorm !== null) checkNumber(owner, 'maxGradNorm', o.maxGradNorm, 'a number > 0 or null', (v) => v > 0);
   if (!['constant', 'linear', 'cosine'].includes(o.schedule)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected schedule to be 'constant', 'linear' or 'cosine'; got ${JSON.stringify(o.schedule)}`);
+}
+
+/**
+ * The held-out records of a fine-tuning trainer's `eval` option, checked the same way in every
+ * trainer: undefined gives none (no evaluation), an array is returned as it is (empty: no
+ * evaluation), anything else, or fewer than `minRecords` records, throws `INVALID_OPTION` naming
+ * `owner`, the record `shape` and what was received. The records themselves are checked when
+ * tokenized, as the train records are.
+ *
+ * @example
+ * ```ts
+ * const heldOut = checkEvalRecords('dpoTrain', o.eval, { shape: '{ prompt, chosen, rejected }' });
+ * // eval: 'pairs.jsonl' throws "dpoTrain: expected eval to be an array of { prompt, chosen, rejected } records; got string"
+ * ```
+ */
+export function checkEvalRecords<R>(owner: string, records: readonly R[] | undefined, options: { shape: string; minRecords?: number; why?: string }): readonly R[] {
+  const min = options.minRecords ?? 1;
+  if (records === undefined) return [];
+  if (!Array.isArray(records) || (records.length > 0 && records.length < min)) {
+    const got = Array.isArray(records) ? `${records.length} record${records.length === 1 ? '' : 's'}` : records === null ? 'null' : typeof records;
+    const what = `${min > 1 ? `at least ${min} ` : ''}${options.shape ? `${options.shape} ` : ''}records${options.why ? ` (${options.why})` : ''}`;
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected eval to be an array of ${what}; got ${got}`);
+  }
+  return records;
+}
+
+/**
+ * How a fine-tuning run steps through its records: `batchesPerEpoch` micro-batches of `batchSize`
+ * records (the last one smaller), `totalSteps` optimizer steps (`maxSteps`, else every epoch's
+ * micro-batches grouped by `gradientAccumulationSteps`) and the `epochs` of data they need.
+ *
+ * @example
+ * ```ts
+ * const plan: FineTunePlan = fineTunePlan(100, { batchSize: 8, epochs: 2, maxSteps: undefined, gradientAccumulationSteps: 2 }); // { batchesPerEpoch: 13, totalSteps: 13, epochs: 2 }
+ * ```
+ */
+export interface FineTunePlan {
+  /** Micro-batches in one pass over the records. */
+  batchesPerEpoch: number;
+  /** Optimizer steps of the run (the schedule decays to 0 there). */
+  totalSteps: number;
+  /** Passes over the data to ask {@link train} for (enough for `maxSteps` when it is set). */
+  epochs: number;
+}
+
+/**
+ * The {@link FineTunePlan} of `records` records under the options every fine-tuning trainer has;
+ * {@link fineTune} runs by it, and it is the one place the step count is worked out.
+ *
+ * @example
+ * ```ts
+ * fineTunePlan(100, { batchSize: 8, epochs: 1, maxSteps: 30, gradientAccumulationSteps: 1 }); // { batchesPerEpoch: 13, totalSteps: 30, epochs: 3 }
+ * ```
+ */
+export function fineTunePlan(records: number, o: { batchSize: number; epochs: number; maxSteps: number | undefined; gradientAccumulationSteps: number }): FineTunePlan {
+  const batchesPerEpoch = Math.ceil(records / o.batchSize);
+  const totalSteps = o.maxSteps ?? Math.ceil((batchesPerEpoch * o.epochs) / o.gradientAccumulationSteps);
+  const epochs = o.maxSteps === undefined ? o.epochs : Math.ceil((o.maxSteps * o.gradientAccumulationSteps) / batchesPerEpoch);
+  return { batchesPerEpoch, totalSteps, epochs };
 }
 
 /**
@@ -112,8 +177,9 @@ export function fineTuneSchedule(kind: OptimizerTunables['schedule'], lr: number
 }
 
 /**
- * 0 … n − 1 shuffled (Fisher–Yates) by a generator seeded from (`seed`, `epoch`): one order per
- * pair, so a resumed run rebuilds the order of its epoch.
+ * 0 … n − 1 shuffled by `Rng.shuffle` (Fisher–Yates) with a generator seeded from (`seed`,
+ * `epoch`): one order per pair, so a resumed run rebuilds the order of its epoch. This is the order
+ * in which {@link fineTune} visits the records of each epoch.
  *
  * @example
  * ```ts
@@ -121,24 +187,13 @@ export function fineTuneSchedule(kind: OptimizerTunables['schedule'], lr: number
  * ```
  */
 export function shuffledOrder(seed: number, epoch: number, n: number): number[] {
-  const rng = new Rng((seed ^ Math.imul(epoch + 1, 0x9e3779b1)) | 0);
-  const order = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = rng.int(i + 1);
-    [order[i], order[j]] = [order[j], order[i]];
-  }
-  return order;
+  return new Rng((seed ^ Math.imul(epoch + 1, 0x9e3779b1)) | 0).shuffle(Array.from({ length: n }, (_, i) => i));
 }
 
 /**
  * One epoch of micro-batches: `count` records in the {@link shuffledOrder} of (`seed`, `epoch`),
  * `batchSize` at a time, each built by `make(indices)` and handed to `dispose` once the consumer
- * moves on (or stops), so a trainer's `batches` option is `(epoch) => shuffledBatches(…)`.
- *
- * @example
- * ```ts
- * const batches = (epoch: number) => shuffledBatches(seed, epoch, examples.length, 8, (ix) => collate(ix.map((i) => examples[i])), (b) => tf.dispose(Object.values(b)));
- * ```
+ * moves on (or stops). {@link fineTune}'s `batches` for `train`. @internal
  */
 export function* shuffledBatches<B>(seed: number, epoch: number, count: number, batchSize: number, make: (indices: number[]) => B, dispose: (batch: B) => void): Generator<B> {
   const order = shuffledOrder(seed, epoch, count);
@@ -157,37 +212,49 @@ export function* shuffledBatches<B>(seed: number, epoch: number, count: number, 
  *
  * @example
  * ```ts
- * const run: FineTuneOptions<Batch> = { model, batches, step, options: { ...defaultFineTuneTrainerOptions, lr: 1e-3, weightDecay: 0, schedule: 'linear', warmupSteps: 0, seed: 0 }, totalSteps: 100, epochs: 1 };
+ * const run: FineTuneOptions<Batch> = {
+ *   model,
+ *   records: examples.length,
+ *   makeBatch: (indices) => collate(indices.map((i) => examples[i])),
+ *   disposeBatch: (b) => tf.dispose(Object.values(b)),
+ *   step,
+ *   options: { ...defaultFineTuneTrainerOptions, lr: 1e-3, weightDecay: 0, schedule: 'linear', warmupSteps: 0, batchSize: 8, seed: 0 },
+ * };
  * ```
  */
 export interface FineTuneOptions<B> {
   /** The model; AdamW trains its `trainableParameters()`. */
   model: TrainableModel;
-  /** Micro-batches of an epoch, given its 0-based index. */
-  batches: (epoch: number) => Iterable<B> | AsyncIterable<B>;
+  /** How many records (examples, pairs) one epoch visits. */
+  records: number;
+  /** The micro-batch of these record indices (at most `options.batchSize`, in the epoch's shuffled order). */
+  makeBatch: (indices: number[]) => B;
+  /** Frees a micro-batch once the loop has moved past it (or stopped). */
+  disposeBatch: (batch: B) => void;
   /** The loss of one micro-batch, inside the gradient tape. */
   step: (batch: B) => StepOutput;
-  /** Held-out metrics; run every `options.evalEvery` steps (default: once, at the end). Undefined: no evaluation. */
+  /** Held-out metrics by name (logged as `eval_<name>`); run every `options.evalEvery` steps (default: once, at the end). Undefined: no evaluation. */
   evaluate?: () => Promise<Record<string, number>> | Record<string, number>;
-  /** The trainer's resolved options: the pass-through ones, the optimisation ones, the seed and the micro-batch size (recorded in checkpoints). */
-  options: FineTuneTrainerOptions & OptimizerTunables & { seed: number; batchSize?: number };
-  /** Optimizer steps of the run (the schedule decays to 0 there). */
-  totalSteps: number;
-  /** Passes over the data to ask {@link train} for. */
-  epochs: number;
+  /** The trainer's resolved options: the pass-through ones, the optimisation ones, the micro-batch size (also recorded in checkpoints) and the seed. */
+  options: FineTuneTrainerOptions & OptimizerTunables & { seed: number; batchSize: number };
 }
 
 /**
- * AdamW over `model.trainableParameters()` with `options.lr` and `options.weightDecay`, then
- * {@link train} with {@link fineTuneSchedule} and every pass-through option; the optimizer is
- * disposed when the run ends or throws. Returns `train`'s result.
+ * The run of a fine-tuning trainer: works out the {@link fineTunePlan} of `records` records, visits
+ * each epoch's records in their {@link shuffledOrder} of (`seed`, epoch), `batchSize` at a time
+ * through `makeBatch` (freed with `disposeBatch`), and trains with AdamW over
+ * `model.trainableParameters()` (`lr`, `weightDecay`), {@link fineTuneSchedule} to the plan's total
+ * steps, and every pass-through option of {@link train}; the optimizer is disposed when the run ends
+ * or throws. Returns `train`'s result.
  *
  * @example
  * ```ts
- * const result = await fineTune({ model, batches: (epoch) => batchesOf(shuffledOrder(o.seed, epoch, n)), step, evaluate, options: o, totalSteps, epochs });
+ * const result = await fineTune({ model, records: examples.length, makeBatch, disposeBatch, step, evaluate, options: o });
  * ```
  */
-export async function fineTune<B>({ model, batches, step, evaluate, options: o, totalSteps, epochs }: FineTuneOptions<B>): Promise<TrainResult> {
+export async function fineTune<B>({ model, records, makeBatch, disposeBatch, step, evaluate, options: o }: FineTuneOptions<B>): Promise<TrainResult> {
+  const { batchesPerEpoch, totalSteps, epochs } = fineTunePlan(records, o);
+  const batches = (epoch: number) => shuffledBatches<B>(o.seed, epoch, records, o.batchSize, makeBatch, disposeBatch);
   const parameters = model.trainableParameters();
   const optimizer = new AdamW(parameters, { lr: o.lr, weightDecay: o.weightDecay });
   try {
@@ -199,6 +266,7 @@ export async function fineTune<B>({ model, batches, step, evaluate, options: o, 
       step,
       maxSteps: o.maxSteps,
       epochs,
+      batchesPerEpoch,
       gradientAccumulationSteps: o.gradientAccumulationSteps,
       maxGradNorm: o.maxGradNorm,
       schedule: fineTuneSchedule(o.schedule, o.lr, o.warmupSteps, totalSteps),

@@ -4,6 +4,7 @@ export {
   defaultTrainOptions,
   resolveTrainOptions,
   type BatchSource,
+  type LossUnit,
   type StepContext,
   type StepOutput,
   type TrainCallbacks,
@@ -22,13 +23,15 @@ export { formatProgressLine, formatProgressBar, type ProgressStream } from './pr
 
 // Building blocks of the fine-tuning trainers
 export {
+  checkEvalRecords,
   checkFineTuneOptions,
   defaultFineTuneTrainerOptions,
   fineTune,
+  fineTunePlan,
   fineTuneSchedule,
   shuffledOrder,
-  shuffledBatches,
   type FineTuneOptions,
+  type FineTunePlan,
   type FineTuneTrainerOptions,
   type OptimizerTunables,
 } from './fine-tune.js';

@@ -21,28 +21,56 @@ export interface StepContext {
 }
 
 /**
- * What the step function returns, computed inside the gradient tape.
+ * What a step's loss is averaged over: label `tokens` (language modelling), whole `sequences`
+ * (one loss per example, as KTO) or preference `pairs` (reward models, the DPO family).
  *
  * @example
  * ```ts
- * const out: StepOutput = { lossSum: tf.sum(tf.mul(tokenLosses, mask)), tokens: 37, metrics: { accuracy: acc } };
+ * const unit: LossUnit = 'pairs';
  * ```
  */
-export interface StepOutput {
-  /** The sum of the per-token losses of this micro-batch (a scalar; the gradient is taken of it). */
+export type LossUnit = 'tokens' | 'sequences' | 'pairs';
+
+/** The loss units, in the order errors list them. @internal */
+export const LOSS_UNITS: readonly LossUnit[] = Object.freeze(['tokens', 'sequences', 'pairs']);
+
+/** What every {@link StepOutput} holds besides its count. */
+interface StepOutputFields {
+  /** The sum of the per-unit losses of this micro-batch (a scalar; the gradient is taken of it). */
   lossSum: tf.Scalar;
-  /** How many loss tokens this micro-batch holds (> 0 over each optimizer step). */
-  tokens: number | tf.Scalar;
-  /** Extra metrics; a step logs their token-weighted mean over its micro-batches. */
+  /** Non-padding input tokens the micro-batch fed the model (its attention mask's sum); their running total is logged as `num_tokens`. */
+  inputTokens?: number | tf.Scalar;
+  /** Extra metrics; a step logs their mean over its micro-batches, weighted by each one's count. */
   metrics?: Record<string, tf.Scalar | number>;
 }
 
 /**
- * One line of the log: a training step (`kind: 'train'`) or an evaluation (`kind: 'eval'`).
+ * What the step function returns, computed inside the gradient tape: `lossSum` and how many units
+ * it sums over, under the key that names the unit ({@link LossUnit}) — exactly one of `tokens`,
+ * `sequences` or `pairs` (> 0 over each optimizer step). The logged loss is the step's total
+ * `lossSum` / its total count, and the record logs the count and the throughput under the same
+ * unit (`tokens` and `tokens_per_second`, `pairs` and `pairs_per_second`, …).
  *
  * @example
  * ```ts
- * const record: TrainRecord = { kind: 'train', step: 1, loss: 2.3, learningRate: 1e-3, gradNorm: 0.8, tokens: 512, tokensPerSec: 900, elapsed: 0.6 };
+ * const lm: StepOutput = { lossSum: tf.sum(tf.mul(tokenLosses, mask)), tokens: 37, metrics: { mean_token_accuracy: acc } };
+ * const preference: StepOutput = { lossSum: tf.sum(pairLosses), pairs: 8, inputTokens: 412 };
+ * ```
+ */
+export type StepOutput =
+  | (StepOutputFields & { tokens: number | tf.Scalar; sequences?: never; pairs?: never })
+  | (StepOutputFields & { sequences: number | tf.Scalar; tokens?: never; pairs?: never })
+  | (StepOutputFields & { pairs: number | tf.Scalar; tokens?: never; sequences?: never });
+
+/**
+ * One line of the log: a training step (`kind: 'train'`), an evaluation (`kind: 'eval'`), a
+ * checkpoint or the end of the run. Train and eval records use TRL's keys (docs/metrics.md lists
+ * them): `loss`, `learning_rate`, `grad_norm`, `epoch`, `num_tokens`, the step's metrics by their
+ * names, and on evaluation `eval_` + each metric's name.
+ *
+ * @example
+ * ```ts
+ * const record: TrainRecord = { kind: 'train', step: 1, epoch: 0.25, loss: 2.3, learning_rate: 1e-3, grad_norm: 0.8, tokens: 512, tokens_per_second: 900, elapsed: 0.6 };
  * ```
  */
 export interface TrainRecord {
@@ -51,14 +79,25 @@ export interface TrainRecord {
   step: number;
   /** Seconds of training so far, including those before a resume. */
   elapsed: number;
-  /** Train: total loss sum / total loss tokens of the step. */
+  /** Passes over the data done, fractional within an epoch when its length is known (TRL's `epoch`). */
+  epoch?: number;
+  /** Train: total loss sum / total count of the step (its unit's mean loss). */
   loss?: number;
-  learningRate?: number;
+  /** The learning rate the step used. */
+  learning_rate?: number;
   /** The global gradient norm before clipping. */
-  gradNorm?: number;
+  grad_norm?: number;
+  /** The step's loss units, under the key of its {@link LossUnit}: label tokens, sequences or pairs. */
   tokens?: number;
-  tokensPerSec?: number;
-  /** Eval results, step metrics, or `path` of a checkpoint. */
+  sequences?: number;
+  pairs?: number;
+  /** Loss units per second of the step, named by the unit. */
+  tokens_per_second?: number;
+  sequences_per_second?: number;
+  pairs_per_second?: number;
+  /** Running total of input tokens (non-padding) trained on, when the step reports `inputTokens` (TRL's `num_tokens`). */
+  num_tokens?: number;
+  /** Step metrics, `eval_`-prefixed evaluation results, `path` of a checkpoint. */
   [metric: string]: number | string | undefined;
 }
 
@@ -134,6 +173,11 @@ export interface TrainTunables {
   /** Optimizer steps to run; undefined: until `epochs` passes over the data end. */
   maxSteps: number | undefined;
   /** Passes over the data when `maxSteps` is not reached first (default 1; a non-function iterable must be re-iterable, e.g. an array). */
+  /**
+   * Micro-batches in one epoch, when the caller knows it (an array source's length is used otherwise):
+   * makes the logged `epoch` fractional, as TRL's. Unknown: `epoch` counts the passes completed.
+   */
+  batchesPerEpoch: number | undefined;
   epochs: number;
   /** Clip the global gradient norm to this; null disables clipping (the norm is still logged). Default 1. */
   maxGradNorm: number | null;
@@ -141,7 +185,10 @@ export interface TrainTunables {
   schedule: LrSchedule | undefined;
   /** Evaluate every this many optimizer steps (needs `evaluate`). */
   evalEvery: number | undefined;
-  /** Returns metrics to log, given the number of optimizer steps done. */
+  /**
+   * Returns held-out metrics by name, given the number of optimizer steps done; the eval record logs
+   * each as `eval_` + its name (TRL's prefix; a name that already starts with `eval_` is kept).
+   */
   evaluate: ((step: number) => Promise<Record<string, number>> | Record<string, number>) | undefined;
   callbacks: TrainCallbacks;
   /** Append every record as a JSON line to this file (Node). */
@@ -190,6 +237,7 @@ export const defaultTrainOptions: Readonly<TrainTunables> = Object.freeze({
   gradientAccumulationSteps: 1,
   maxSteps: undefined,
   epochs: 1,
+  batchesPerEpoch: undefined,
   maxGradNorm: 1,
   schedule: undefined,
   evalEvery: undefined,
@@ -251,7 +299,7 @@ export function resolveTrainOptions<B>(options: TrainOptions<B>): Required<Omit<
   checkNumber('train', 'gradientAccumulationSteps', o.gradientAccumulationSteps, 'an integer > 0', positiveInt);
   checkNumber('train', 'epochs', o.epochs, 'an integer > 0', positiveInt);
   checkNumber('train', 'seed', o.seed, 'an integer', Number.isInteger);
-  for (const key of ['maxSteps', 'evalEvery', 'checkpointEvery', 'logEvery', 'saveTotalLimit', 'batchSize'] as const) {
+  for (const key of ['maxSteps', 'batchesPerEpoch', 'evalEvery', 'checkpointEvery', 'logEvery', 'saveTotalLimit', 'batchSize'] as const) {
     if (o[key] !== undefined) checkNumber('train', key, o[key], 'an integer > 0', positiveInt);
   }
   if (o.maxGradNorm !== null) checkNumber('train', 'maxGradNorm', o.maxGradNorm, '> 0 (or null to disable clipping)', (v) => v > 0);

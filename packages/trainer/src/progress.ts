@@ -16,24 +16,33 @@ function clock(seconds: number): string {
   return s >= 3600 ? `${Math.floor(s / 3600)}:${mm}:${ss}` : `${mm}:${ss}`;
 }
 
+/** A train record's throughput and its label: `tok/s`, `seq/s` or `pairs/s`, by the step's unit. */
+function throughput(record: TrainRecord): { label: string; perSecond: number | undefined } {
+  if (record.pairs_per_second !== undefined) return { label: 'pairs/s', perSecond: record.pairs_per_second };
+  if (record.sequences_per_second !== undefined) return { label: 'seq/s', perSecond: record.sequences_per_second };
+  return { label: 'tok/s', perSecond: record.tokens_per_second };
+}
+
 /**
  * One plain progress line for a train record, as written where the output is not a terminal:
- * `step 3/10 loss 1.2345 lr 1.00e-3 grad_norm 0.512 tok/s 812 elapsed 1.2s`.
+ * `step 3/10 loss 1.2345 lr 1.00e-3 grad_norm 0.512 tok/s 812 elapsed 1.2s` (`pairs/s` or `seq/s`
+ * when the step counts pairs or sequences).
  *
  * @example
  * ```ts
- * formatProgressLine({ kind: 'train', step: 3, loss: 1.2345, learningRate: 1e-3, gradNorm: 0.512, tokensPerSec: 812, elapsed: 1.2 }, 10);
+ * formatProgressLine({ kind: 'train', step: 3, loss: 1.2345, learning_rate: 1e-3, grad_norm: 0.512, tokens: 96, tokens_per_second: 812, elapsed: 1.2 }, 10);
  * ```
  */
 export function formatProgressLine(record: TrainRecord, total?: number): string {
   const head = `step ${record.step}${total ? `/${total}` : ''}`;
   if (record.kind === 'eval') {
     const metrics = Object.entries(record)
-      .filter(([k, v]) => !['kind', 'step', 'elapsed'].includes(k) && typeof v === 'number')
+      .filter(([k, v]) => !['kind', 'step', 'epoch', 'elapsed'].includes(k) && typeof v === 'number')
       .map(([k, v]) => `${k} ${(v as number).toFixed(4)}`);
     return `eval ${head} ${metrics.join(' ')}`.trimEnd();
   }
-  return `${head} loss ${fixed(record.loss, 4)} lr ${lr(record.learningRate)} grad_norm ${fixed(record.gradNorm, 3)} tok/s ${fixed(record.tokensPerSec, 0)} elapsed ${fixed(record.elapsed, 1)}s`;
+  const { label, perSecond } = throughput(record);
+  return `${head} loss ${fixed(record.loss, 4)} lr ${lr(record.learning_rate)} grad_norm ${fixed(record.grad_norm, 3)} ${label} ${fixed(perSecond, 0)} elapsed ${fixed(record.elapsed, 1)}s`;
 }
 
 /**
@@ -49,7 +58,8 @@ export function formatProgressBar(record: TrainRecord, total?: number, width = 2
   const filled = Math.round(fraction * width);
   const bar = total ? `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ` : '';
   const eta = total && record.step > 0 ? `<${clock((record.elapsed / record.step) * (total - record.step))}` : '';
-  return `${bar}${record.step}${total ? `/${total}` : ''} loss ${fixed(record.loss, 4)} lr ${lr(record.learningRate)} ${fixed(record.tokensPerSec, 0)} tok/s ${clock(record.elapsed)}${eta}`;
+  const { label, perSecond } = throughput(record);
+  return `${bar}${record.step}${total ? `/${total}` : ''} loss ${fixed(record.loss, 4)} lr ${lr(record.learning_rate)} ${fixed(perSecond, 0)} ${label} ${clock(record.elapsed)}${eta}`;
 }
 
 /**

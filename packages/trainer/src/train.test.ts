@@ -83,14 +83,14 @@ describe('train', () => {
     const before = read(parameters);
     const result = await train({ parameters, optimizer, step, batches: makeBatches([8]), maxGradNorm: 1e-3, ...quiet });
     const delta = Math.hypot(...read(parameters).map((v, i) => v - before[i]));
-    expect(result.history[0].gradNorm!).toBeGreaterThan(0.1);
+    expect(result.history[0].grad_norm!).toBeGreaterThan(0.1);
     expect(delta).toBeCloseTo(1e-3, 5); // SGD lr 1: the step is the clipped gradient
   });
 
   it('sets the learning rate from the schedule before each step', async () => {
     const { parameters, optimizer, step } = setup();
     const result = await train({ parameters, optimizer, step, batches: makeBatches([4, 4, 4]), schedule: (s) => 0.01 * (s + 1), ...quiet });
-    expect(result.history.map((r) => r.learningRate)).toEqual([0.01, 0.02, 0.03]);
+    expect(result.history.map((r) => r.learning_rate)).toEqual([0.01, 0.02, 0.03]);
     expect(optimizer.lr).toBe(0.03);
   });
 
@@ -110,15 +110,58 @@ describe('train', () => {
       ...quiet,
     });
     expect(calls).toEqual(['step 1', 'step 2', 'eval 2', 'step 3', 'step 4', 'eval 4', 'step 5', 'end 5']);
-    expect(result.evals.map((r) => r.heldOutLoss)).toEqual([0.5, 0.25]);
+    expect(result.evals.map((r) => r.eval_heldOutLoss)).toEqual([0.5, 0.25]);
     const lines = readFileSync(logFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     const trainLines = lines.filter((l) => l.kind === 'train');
     expect(trainLines).toHaveLength(5);
     for (const l of trainLines) {
-      for (const key of ['step', 'loss', 'learningRate', 'gradNorm', 'tokensPerSec', 'elapsed', 'mae']) expect(typeof l[key]).toBe('number');
+      for (const key of ['step', 'epoch', 'loss', 'learning_rate', 'grad_norm', 'tokens', 'tokens_per_second', 'elapsed', 'mae']) expect(typeof l[key]).toBe('number');
     }
-    expect(lines.filter((l) => l.kind === 'eval').map((l) => [l.step, l.heldOutLoss])).toEqual([[2, 0.5], [4, 0.25]]);
+    expect(lines.filter((l) => l.kind === 'eval').map((l) => [l.step, l.eval_heldOutLoss])).toEqual([[2, 0.5], [4, 0.25]]);
     expect(lines.at(-1)).toMatchObject({ kind: 'end', step: 5, stoppedBy: 'data' });
+  });
+
+  it("names the step's loss unit in the record (pairs, pairs_per_second), sums inputTokens into TRL's num_tokens, and logs a fractional epoch", async () => {
+    const { parameters, optimizer, step } = setup();
+    const asPairs = (batch: Batch): StepOutput => {
+      const { lossSum, metrics } = step(batch);
+      return { lossSum, pairs: batch.x.shape[0], inputTokens: 10 * batch.x.shape[0], metrics };
+    };
+    const logFile = join(dir, 'units', 'metrics.jsonl');
+    let text = '';
+    const result = await train({ parameters, optimizer, step: asPairs, batches: makeBatches([4, 4, 2, 2]), gradientAccumulationSteps: 2, logFile, progress: 'lines', progressStream: { write: (t: string) => (text += t) } });
+    expect(result.history.map((r) => r.pairs)).toEqual([8, 4]);
+    expect(result.history.map((r) => r.num_tokens)).toEqual([80, 120]); // a running total, as TRL's
+    expect(result.history.map((r) => r.epoch)).toEqual([0.5, 1]);
+    for (const r of result.history) {
+      expect(r.pairs_per_second).toBeGreaterThan(0);
+      expect(r.tokens).toBeUndefined();
+      expect(r.tokens_per_second).toBeUndefined();
+    }
+    const lines = readFileSync(logFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(Object.keys(lines[0]).sort()).toEqual(['elapsed', 'epoch', 'grad_norm', 'kind', 'learning_rate', 'loss', 'mae', 'num_tokens', 'pairs', 'pairs_per_second', 'step']);
+    expect(text).toMatch(/grad_norm \d+\.\d{3} pairs\/s \d+ elapsed/);
+  });
+
+  it('keeps eval_ names as they are, and refuses a step output with no unit, two units, or a unit that changes', async () => {
+    const a = setup();
+    const kept = await train({ ...a, batches: makeBatches([4, 4]), evalEvery: 1, evaluate: () => ({ eval_loss: 1, accuracy: 0.5 }), ...quiet });
+    expect(Object.keys(kept.evals[0]).filter((k) => k.startsWith('eval_')).sort()).toEqual(['eval_accuracy', 'eval_loss']);
+    const rejection = async (make: (loss: (b: Batch) => tf.Scalar) => (b: Batch, c: StepContext) => StepOutput) => {
+      const b = setup();
+      const before = tf.memory().numTensors;
+      const error = await train({ parameters: b.parameters, optimizer: b.optimizer, step: make((batch) => b.step(batch).lossSum), batches: makeBatches([4, 4]), gradientAccumulationSteps: 2, ...quiet }).catch((e: unknown) => e as Error & { code?: string });
+      expect(tf.memory().numTensors - before).toBe(4); // the x and y of the 2 batches made above; nothing of the failed step is left
+      expect(isPosttrainError(error)).toBe(true);
+      return error as Error & { code?: string };
+    };
+    const none = await rejection((loss) => (batch) => ({ lossSum: loss(batch) }) as unknown as StepOutput);
+    expect(none.message).toMatch(/^train: expected step to return exactly one of tokens, sequences or pairs \(how many units its lossSum sums over\); got none at optimizer step 1, micro-batch 0/);
+    const two = await rejection((loss) => (batch) => ({ lossSum: loss(batch), tokens: 4, pairs: 2 }) as unknown as StepOutput);
+    expect(two.message).toMatch(/got tokens and pairs at optimizer step 1/);
+    const changing = await rejection((loss) => (batch, { microBatch }) => (microBatch === 0 ? { lossSum: loss(batch), tokens: 4 } : { lossSum: loss(batch), pairs: 4 }));
+    expect(changing.code).toBe('INVALID_ARGUMENT');
+    expect(changing.message).toMatch(/expected every micro-batch of a step to count the same loss unit; got tokens and then pairs at optimizer step 1, micro-batch 1/);
   });
 
   it("writes plain progress lines with progress 'lines', and a bar redrawn in place with 'bar'", async () => {

@@ -2,7 +2,7 @@ import { PosttrainError, Rng, clipGradNormAsync, tf, valueAndGrads, withDropoutR
 import { BatchReader } from './batches.js';
 import { loadTrainerCheckpoint, saveTrainerCheckpoint } from './checkpoint.js';
 import { lockCheckpointDir, rotateCheckpoints } from './checkpoint-dir.js';
-import { resolveTrainOptions, type StepContext, type StepOutput, type TrainOptions, type TrainRecord, type TrainResult } from './options.js';
+import { LOSS_UNITS, resolveTrainOptions, type LossUnit, type StepContext, type StepOutput, type TrainOptions, type TrainRecord, type TrainResult } from './options.js';
 import { createProgress } from './progress.js';
 
 /** The seed of the generator of (seed, step, micro-batch): fixed, so a resumed run draws the same numbers. */
@@ -14,7 +14,11 @@ const now = () => (typeof performance !== 'undefined' ? performance.now() : Date
 
 interface StepTotals {
   loss: number;
-  tokens: number;
+  /** The loss units of the step, and which unit. */
+  count: number;
+  unit: LossUnit;
+  /** Input tokens of the step, when its micro-batches reported them. */
+  inputTokens: number | undefined;
   gradNorm: number;
   learningRate: number;
   metrics: Record<string, number>;
@@ -23,10 +27,12 @@ interface StepTotals {
 /**
  * The one training loop of posttrain. For each optimizer step it pulls
  * `gradientAccumulationSteps` micro-batches, runs `step` on each inside the gradient tape, adds up
- * the gradients of each micro-batch's `lossSum`, divides them by the total number of loss tokens
- * (so accumulation equals one big batch, however the tokens are split), clips the global norm
- * (logging the norm before clipping), sets the learning rate from `schedule`, and steps the
- * optimizer. The logged loss is the total `lossSum` / total tokens.
+ * the gradients of each micro-batch's `lossSum`, divides them by the total number of loss units
+ * (label tokens, sequences or pairs: the key of {@link StepOutput} names the unit; so accumulation
+ * equals one big batch, however the units are split), clips the global norm (logging the norm
+ * before clipping), sets the learning rate from `schedule`, and steps the optimizer. The logged loss
+ * is the total `lossSum` / total units. Records use TRL's keys (`loss`, `learning_rate`,
+ * `grad_norm`, `epoch`, `num_tokens`; `eval_` + each name `evaluate` returns).
  *
  * A NaN or infinite loss (or gradient norm) stops the run with a `NON_FINITE` error naming the
  * optimizer step and micro-batch. Records go to the progress display, the JSONL `logFile` and the
@@ -71,11 +77,13 @@ async function trainLocked<B>(o: ReturnType<typeof resolveTrainOptions<B>>): Pro
   let step = 0;
   let elapsedBefore = 0;
   let start = { epoch: 0, batchInEpoch: 0 };
+  let resumedTokens = 0;
   if (o.resumeFrom !== undefined) {
     const state = await loadTrainerCheckpoint(o.resumeFrom, parameters, optimizer, { maxSteps: o.maxSteps, gradientAccumulationSteps: accumulation, batchSize: o.batchSize });
     step = state.step;
     elapsedBefore = state.elapsed;
     start = { epoch: state.epoch, batchInEpoch: state.batchInEpoch };
+    resumedTokens = state.numTokens ?? 0;
   }
   const total = o.maxSteps ?? (Array.isArray(o.batches) ? Math.ceil((o.batches.length * o.epochs) / accumulation) : undefined);
   const reader = new BatchReader<B>(o.batches, o.epochs, start);
@@ -87,6 +95,11 @@ async function trainLocked<B>(o: ReturnType<typeof resolveTrainOptions<B>>): Pro
   const evals: TrainRecord[] = [];
   let stoppedBy: TrainResult['stoppedBy'] = 'data';
   let savedStep = o.resumeFrom !== undefined ? step : -1;
+  let numTokens = resumedTokens;
+  let runUnit: LossUnit | undefined;
+  const epochLength = o.batchesPerEpoch ?? (Array.isArray(o.batches) ? o.batches.length : undefined);
+  /** TRL's `epoch`: passes done, fractional when the epoch length is known. */
+  const epochsDone = () => (epochLength ? reader.epoch + reader.batchInEpoch / epochLength : reader.epoch);
 
   const emit = async (record: TrainRecord) => {
     progress.update(record);
@@ -95,7 +108,7 @@ async function trainLocked<B>(o: ReturnType<typeof resolveTrainOptions<B>>): Pro
   const checkpoint = async () => {
     const path = await saveTrainerCheckpoint(
       o.checkpointDir as string,
-      { step, epoch: reader.epoch, batchInEpoch: reader.batchInEpoch, elapsed: elapsed(), seed: o.seed, gradientAccumulationSteps: accumulation, batchSize: o.batchSize },
+      { step, epoch: reader.epoch, batchInEpoch: reader.batchInEpoch, elapsed: elapsed(), seed: o.seed, gradientAccumulationSteps: accumulation, batchSize: o.batchSize, numTokens },
       parameters,
       optimizer,
     );
@@ -122,14 +135,23 @@ async function trainLocked<B>(o: ReturnType<typeof resolveTrainOptions<B>>): Pro
       if (!totals) break;
       step += 1;
       const seconds = (now() - stepStart) / 1000;
+      if (runUnit !== undefined && totals.unit !== runUnit) {
+        throw new PosttrainError('INVALID_ARGUMENT', `train: expected every step to count the same loss unit; got ${runUnit} before and ${totals.unit} at optimizer step ${step}`, {
+          help: 'return the same one of tokens, sequences or pairs from every call of step',
+        });
+      }
+      runUnit = totals.unit;
+      if (totals.inputTokens !== undefined) numTokens += totals.inputTokens;
       const record: TrainRecord = {
         kind: 'train',
         step,
+        epoch: epochsDone(),
         loss: totals.loss,
-        learningRate: totals.learningRate,
-        gradNorm: totals.gradNorm,
-        tokens: totals.tokens,
-        tokensPerSec: seconds > 0 ? totals.tokens / seconds : 0,
+        grad_norm: totals.gradNorm,
+        learning_rate: totals.learningRate,
+        ...(totals.inputTokens !== undefined ? { num_tokens: numTokens } : {}),
+        [totals.unit]: totals.count,
+        [`${totals.unit}_per_second`]: seconds > 0 ? totals.count / seconds : 0,
         elapsed: elapsed(),
         ...totals.metrics,
       };
@@ -138,7 +160,7 @@ async function trainLocked<B>(o: ReturnType<typeof resolveTrainOptions<B>>): Pro
       await o.callbacks.onStep?.(record);
       if (o.evaluate && o.evalEvery !== undefined && step % o.evalEvery === 0) {
         const results = await o.evaluate(step);
-        const evalRecord: TrainRecord = { kind: 'eval', step, elapsed: elapsed(), ...results };
+        const evalRecord: TrainRecord = { kind: 'eval', step, epoch: epochsDone(), elapsed: elapsed(), ...evalKeys(results) };
         evals.push(evalRecord);
         await emit(evalRecord);
         await o.callbacks.onEval?.(evalRecord);
@@ -160,7 +182,9 @@ async function trainLocked<B>(o: ReturnType<typeof resolveTrainOptions<B>>): Pro
 async function runStep<B>(o: ReturnType<typeof resolveTrainOptions<B>>, reader: BatchReader<B>, step: number, accumulation: number): Promise<StepTotals | undefined> {
   const sums = new Map<string, tf.Tensor>();
   let lossSum = 0;
-  let tokens = 0;
+  let count = 0;
+  let unit: LossUnit | undefined;
+  let inputTokens: number | undefined;
   const metricSums: Record<string, number> = {};
   let micro = 0;
   try {
@@ -180,7 +204,8 @@ async function runStep<B>(o: ReturnType<typeof resolveTrainOptions<B>>, reader: 
           // Dropout masks from their own stream per (seed, step, micro-batch): a resumed run draws the same ones.
           out = withDropoutRng(new Rng(contextSeed(o.seed ^ 0x2545f491, step, micro)), () => o.step(next.value, context));
           if (!out || typeof out !== 'object') return out as unknown as tf.Scalar; // valueAndGrads names the bad value
-          keep(out.tokens);
+          for (const u of LOSS_UNITS) keep(out[u]);
+          keep(out.inputTokens);
           for (const m of Object.values(out.metrics ?? {})) keep(m);
           return out.lossSum;
         }, o.parameters);
@@ -198,47 +223,82 @@ async function runStep<B>(o: ReturnType<typeof resolveTrainOptions<B>>, reader: 
         throw error;
       }
       const output = out as StepOutput;
+      let microUnit: LossUnit;
+      try {
+        microUnit = unitOf(output, step, micro);
+        if (unit !== undefined && microUnit !== unit) {
+          throw new PosttrainError('INVALID_ARGUMENT', `train: expected every micro-batch of a step to count the same loss unit; got ${unit} and then ${microUnit} at optimizer step ${step + 1}, micro-batch ${micro}`, {
+            help: 'return the same one of tokens, sequences or pairs from every call of step',
+          });
+        }
+      } catch (error) {
+        tf.dispose([value, ...kept]);
+        throw error;
+      }
+      unit = microUnit;
       const metricNames = Object.keys(output.metrics ?? {});
       let read: number[];
       try {
-        const values = [value, output.tokens, ...metricNames.map((k) => output.metrics![k])];
+        const values = [value, output[microUnit] as number | tf.Scalar, output.inputTokens ?? Number.NaN, ...metricNames.map((k) => output.metrics![k])];
         read = await Promise.all(values.map(async (v) => (v instanceof tf.Tensor ? (await v.data())[0] : Number(v))));
       } finally {
         value.dispose();
         tf.dispose(kept);
       }
-      const [loss, microTokens] = read;
+      const [loss, microCount, microInputTokens] = read;
       if (!Number.isFinite(loss)) {
         throw nonFinite(`train: the loss of optimizer step ${step + 1} is ${loss} at micro-batch ${micro} of ${accumulation} (0-based; epoch ${reader.epoch}, batch ${reader.batchInEpoch - 1})`, step + 1, micro);
       }
-      if (!Number.isFinite(microTokens) || microTokens < 0) {
-        throw new PosttrainError('INVALID_ARGUMENT', `train: expected step to return tokens ≥ 0 (the loss tokens of the micro-batch); got ${microTokens} at optimizer step ${step + 1}, micro-batch ${micro}`);
+      if (!Number.isFinite(microCount) || microCount < 0) {
+        throw new PosttrainError('INVALID_ARGUMENT', `train: expected step to return ${microUnit} ≥ 0 (the loss ${microUnit} of the micro-batch); got ${microCount} at optimizer step ${step + 1}, micro-batch ${micro}`);
+      }
+      if (output.inputTokens !== undefined) {
+        if (!Number.isFinite(microInputTokens) || microInputTokens < 0) {
+          throw new PosttrainError('INVALID_ARGUMENT', `train: expected step to return inputTokens ≥ 0 (the non-padding input tokens of the micro-batch) or none; got ${microInputTokens} at optimizer step ${step + 1}, micro-batch ${micro}`);
+        }
+        inputTokens = (inputTokens ?? 0) + microInputTokens;
       }
       lossSum += loss;
-      tokens += microTokens;
-      metricNames.forEach((k, i) => (metricSums[k] = (metricSums[k] ?? 0) + read[i + 2] * microTokens));
+      count += microCount;
+      metricNames.forEach((k, i) => (metricSums[k] = (metricSums[k] ?? 0) + read[i + 3] * microCount));
     }
-    if (micro === 0) return undefined;
-    if (!(tokens > 0)) {
-      throw new PosttrainError('INVALID_ARGUMENT', `train: expected the micro-batches of optimizer step ${step + 1} to hold loss tokens; got ${tokens}`, {
-        help: 'return tokens: the number of positions whose loss is summed into lossSum',
+    if (micro === 0 || unit === undefined) return undefined;
+    if (!(count > 0)) {
+      throw new PosttrainError('INVALID_ARGUMENT', `train: expected the micro-batches of optimizer step ${step + 1} to hold loss ${unit}; got ${count}`, {
+        help: `return ${unit}: the number of ${unit} whose losses are summed into lossSum`,
       });
     }
     for (const [path, g] of sums) {
-      sums.set(path, tf.tidy(() => tf.div(g, tokens)));
+      sums.set(path, tf.tidy(() => tf.div(g, count)));
       g.dispose();
     }
     const gradNorm = await clipGradNormAsync(sums, o.maxGradNorm ?? Number.MAX_VALUE);
     if (!Number.isFinite(gradNorm)) {
-      throw nonFinite(`train: the gradient norm of optimizer step ${step + 1} is ${gradNorm} (the loss ${lossSum / tokens} was finite)`, step + 1, micro - 1);
+      throw nonFinite(`train: the gradient norm of optimizer step ${step + 1} is ${gradNorm} (the loss ${lossSum / count} was finite)`, step + 1, micro - 1);
     }
     if (o.schedule) o.optimizer.lr = o.schedule(step);
     o.optimizer.step(sums);
-    const metrics = Object.fromEntries(Object.entries(metricSums).map(([k, v]) => [k, v / tokens]));
-    return { loss: lossSum / tokens, tokens, gradNorm, learningRate: o.optimizer.lr, metrics };
+    const metrics = Object.fromEntries(Object.entries(metricSums).map(([k, v]) => [k, v / count]));
+    return { loss: lossSum / count, count, unit, inputTokens, gradNorm, learningRate: o.optimizer.lr, metrics };
   } finally {
     tf.dispose([...sums.values()]);
   }
+}
+
+/** The unit a step output counts: the one of `tokens`, `sequences`, `pairs` it holds. */
+function unitOf(out: StepOutput, step: number, micro: number): LossUnit {
+  const given = LOSS_UNITS.filter((u) => (out as Partial<Record<LossUnit, unknown>>)[u] !== undefined);
+  if (given.length !== 1) {
+    throw new PosttrainError('INVALID_ARGUMENT', `train: expected step to return exactly one of tokens, sequences or pairs (how many units its lossSum sums over); got ${given.length === 0 ? 'none' : given.join(' and ')} at optimizer step ${step + 1}, micro-batch ${micro}`, {
+      help: 'for example { lossSum, tokens: labelTokens } for a language-modelling loss, { lossSum, pairs: B } for a pairwise one',
+    });
+  }
+  return given[0];
+}
+
+/** Evaluation results under TRL's keys: `eval_` + each name (a name that already has the prefix keeps it). */
+function evalKeys(results: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(results).map(([k, v]) => [k.startsWith('eval_') ? k : `eval_${k}`, v]));
 }
 
 function nonFinite(message: string, step: number, microBatch: number): PosttrainError {
