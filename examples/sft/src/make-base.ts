@@ -1,4 +1,4 @@
-// Remakes ../tiny-base: `npm run make-base -w examples/sft` (about 40 s on 2 cores, wasm).
+// Remakes ../tiny-base: `npm run make-base -w examples/sft` (about 30–40 s on an idle 2-core machine, wasm).
 import { ByteTokenizer } from '@posttrain/data';
 import { fileTarget, initBackend, runMain } from '@posttrain/tensor-core';
 import { saveModel } from '@posttrain/models';
