@@ -11,10 +11,10 @@ import {
 } from '@posttrain/data';
 import { applyLora, type LoraOptions, type LoraReport } from '@posttrain/lora';
 import {
+  checkEvalRecords,
   checkFineTuneOptions,
   defaultFineTuneTrainerOptions,
   fineTune,
-  shuffledBatches,
   type FineTuneTrainerOptions,
   type OptimizerTunables,
   type StepOutput,
@@ -27,9 +27,6 @@ import { padTokenIdOf } from '@posttrain/policy';
 /** A training record: TRL prompt-completion (`{ prompt, completion }`) or language modeling (`{ text }`), strings. */
 export type SftRecord = { prompt: string; completion: string } | { text: string };
 
-/** The trainer's options that {@link sftTrain} passes through unchanged, with the trainer's defaults (`@posttrain/trainer`'s `FineTuneTrainerOptions`). */
-export type SftTrainerOptions = FineTuneTrainerOptions;
-
 /**
  * The tunable options of {@link sftTrain}, each with its default in {@link defaultSftOptions}.
  *
@@ -38,8 +35,8 @@ export type SftTrainerOptions = FineTuneTrainerOptions;
  * const tunables: Partial<SftTunables> = { lr: 2e-2, maxSteps: 300, lora: { r: 8 } };
  * ```
  */
-export interface SftTunables extends SftTrainerOptions, OptimizerTunables {
-  /** Held-out records; their mean loss and token accuracy are logged every `evalEvery` steps (default: at the end). */
+export interface SftTunables extends FineTuneTrainerOptions, OptimizerTunables {
+  /** Held-out records; `eval_loss`, `eval_mean_token_accuracy` and `eval_entropy` over them are logged every `evalEvery` steps (default: at the end). */
   eval: readonly SftRecord[] | undefined;
   /** LoRA options (`@posttrain/lora`'s `applyLora`; `targetModules` defaults to 'all-linear'): only the adapters train. `false`: full fine-tuning. */
   lora: Partial<LoraOptions> | false;
@@ -55,14 +52,21 @@ export interface SftTunables extends SftTrainerOptions, OptimizerTunables {
   warmupSteps: number;
   /** Loss only on completion tokens of prompt-completion records (default true, TRL's `completion_only_loss`). */
   completionOnlyLoss: boolean;
-  /** Longest example in tokens (truncated on the right); null: no limit. */
+  /** Longest example in tokens, TRL's `max_length`: a longer one loses its end (the completion's or the text's, EOS included; truncated on the right, TRL's `keep_start`). null: no limit. */
   maxLength: number | null;
   /** Seed of the shuffling, of dropout masks and of LoRA's initialisation unless `lora.seed` is set (default 0). */
   seed: number;
 }
 
-/** Options of {@link sftTrain}: model, tokenizer and records, then the tunables. */
-export interface SftOptions extends Partial<SftTunables> {
+/**
+ * Options of {@link sftTrain}: model, tokenizer and records, then the tunables.
+ *
+ * @example
+ * ```ts
+ * const options: SftTrainOptions = { model, tokenizer, train: records, lora: { r: 8 }, lr: 2e-2, maxSteps: 300 };
+ * ```
+ */
+export interface SftTrainOptions extends Partial<SftTunables> {
   /** Any causal LM (`@posttrain/models`' `createModel`/`loadModel`, or your own). */
   model: CausalLM;
   tokenizer: TokenizerLike;
@@ -91,8 +95,15 @@ export const defaultSftOptions: Readonly<SftTunables> = Object.freeze({
   seed: 0,
 });
 
-/** What {@link sftTrain} returns: the trainer's result plus the LoRA report when adapters were added. */
-export interface SftResult extends TrainResult {
+/**
+ * What {@link sftTrain} returns: the trainer's result plus the LoRA report when adapters were added.
+ *
+ * @example
+ * ```ts
+ * const { history, lora, tokensPerSec }: SftTrainResult = await sftTrain(options); // history[i].mean_token_accuracy
+ * ```
+ */
+export interface SftTrainResult extends TrainResult {
   /** Trainable-parameter report of `applyLora`; undefined for full fine-tuning. */
   lora: LoraReport | undefined;
   /** Label tokens trained on / training seconds. */
@@ -103,6 +114,8 @@ interface SftBatch {
   inputIds: tf.Tensor2D;
   attentionMask: tf.Tensor2D;
   labels: tf.Tensor2D;
+  /** Non-padding tokens of the batch (TRL's `num_tokens` counts them). */
+  inputTokens: number;
 }
 
 /**
@@ -114,13 +127,14 @@ interface SftBatch {
  * const o = resolveSftOptions({ model, tokenizer, train: records, lr: 1e-2 });
  * ```
  */
-export function resolveSftOptions(options: SftOptions): SftTunables & Pick<SftOptions, 'model' | 'tokenizer' | 'train'> {
+export function resolveSftOptions(options: SftTrainOptions): SftTunables & Pick<SftTrainOptions, 'model' | 'tokenizer' | 'train'> {
   const owner = 'sftTrain';
-  const { model, tokenizer, train: records, ...rest } = (options ?? {}) as SftOptions;
-  const o = resolveOptions<SftTunables & Pick<SftOptions, 'model' | 'tokenizer' | 'train'>>(owner, { model, tokenizer, train: records, ...rest }, { model: undefined as unknown as CausalLM, tokenizer: undefined as unknown as TokenizerLike, train: undefined as unknown as SftRecord[], ...defaultSftOptions });
+  const { model, tokenizer, train: records, ...rest } = (options ?? {}) as SftTrainOptions;
+  const o = resolveOptions<SftTunables & Pick<SftTrainOptions, 'model' | 'tokenizer' | 'train'>>(owner, { model, tokenizer, train: records, ...rest }, { model: undefined as unknown as CausalLM, tokenizer: undefined as unknown as TokenizerLike, train: undefined as unknown as SftRecord[], ...defaultSftOptions });
   if (!o.model || typeof o.model.forward !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected model to be a CausalLM (an object with forward); got ${o.model === undefined ? 'undefined' : typeof o.model}`);
   if (!o.tokenizer || typeof o.tokenizer.encode !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected tokenizer to have encode and decode`);
   if (!Array.isArray(o.train) || o.train.length === 0) throw new PosttrainError('INVALID_OPTION', `${owner}: expected train to be a non-empty array of records; got ${Array.isArray(o.train) ? 'an empty array' : typeof o.train}`, { help: "for example [{ prompt: 'ab>', completion: 'ba' }] or [{ text: 'ab>ba' }]" });
+  checkEvalRecords(owner, o.eval, { shape: '{ prompt, completion } or { text }' });
   checkFineTuneOptions(owner, o);
   if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, { help: "for example lora: { r: 8, alpha: 16, targetModules: 'all-linear' }" });
   return o;
@@ -140,9 +154,10 @@ function tokenize(tokenizer: TokenizerLike, record: SftRecord, index: number, co
  * `@posttrain/data` (EOS appended; labels −100 on the prompt with `completionOnlyLoss`), shuffled
  * by a generator seeded from `seed` and the epoch, right-padded into batches, and trained by
  * `@posttrain/trainer`'s loop with `causalLmLoss` from `@posttrain/losses` (summed next-token cross-entropy over label
- * tokens, normalised by the label tokens of the whole optimizer step). Logged each step: loss,
- * `meanTokenAccuracy`, `entropy`, learning rate, grad norm and tokens/s; every `evalEvery` steps,
- * `evalLoss` and `evalMeanTokenAccuracy` over `eval`. With `lora`, adapters are added with
+ * tokens, normalised by the label tokens of the whole optimizer step). Logged each step under TRL's
+ * keys (docs/metrics.md): `loss`, `mean_token_accuracy`, `entropy`, `learning_rate`, `grad_norm`,
+ * `epoch`, `num_tokens`, and `tokens` (label tokens) with `tokens_per_second`; every `evalEvery`
+ * steps, `eval_loss`, `eval_mean_token_accuracy` and `eval_entropy` over `eval`. With `lora`, adapters are added with
  * `applyLora` (base weights frozen) and only they train; save them with `saveAdapter`.
  *
  * @example
@@ -152,7 +167,7 @@ function tokenize(tokenizer: TokenizerLike, record: SftRecord, index: number, co
  * await saveAdapter(model, 'out/adapter');
  * ```
  */
-export async function sftTrain(options: SftOptions): Promise<SftResult> {
+export async function sftTrain(options: SftTrainOptions): Promise<SftTrainResult> {
   const o = resolveSftOptions(options);
   const { model, tokenizer } = o;
   const padTokenId = padTokenIdOf(tokenizer);
@@ -160,39 +175,42 @@ export async function sftTrain(options: SftOptions): Promise<SftResult> {
   const examples = o.train.map((r, i) => tokenize(tokenizer, r, i, o.completionOnlyLoss, o.maxLength, vocabSize));
   const evalExamples = (o.eval ?? []).map((r, i) => tokenize(tokenizer, r, i, o.completionOnlyLoss, o.maxLength, vocabSize));
   const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
-  const batchesPerEpoch = Math.ceil(examples.length / o.batchSize);
-  const totalSteps = o.maxSteps ?? Math.ceil((batchesPerEpoch * o.epochs) / o.gradientAccumulationSteps);
-  const epochs = o.maxSteps === undefined ? o.epochs : Math.ceil((o.maxSteps * o.gradientAccumulationSteps) / batchesPerEpoch);
-  // One order per (seed, epoch), so resuming rebuilds it.
-  const batches = (epoch: number) =>
-    shuffledBatches<SftBatch>(o.seed, epoch, examples.length, o.batchSize, (ix) => collateForTraining(ix.map((i) => examples[i]), { padTokenId }), (b) => tf.dispose([b.inputIds, b.attentionMask, b.labels]));
+  const makeBatch = (indices: number[]): SftBatch => ({
+    ...collateForTraining(indices.map((i) => examples[i]), { padTokenId }),
+    inputTokens: indices.reduce((n, i) => n + examples[i].inputIds.length, 0),
+  });
   const step = (batch: SftBatch): StepOutput => {
     const { logits } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask }); // [B, T, V]
     const { lossSum, tokens, correctSum, entropySum } = causalLmLoss(logits, batch.labels);
-    return { lossSum, tokens, metrics: { meanTokenAccuracy: tf.div(correctSum, tf.maximum(tokens, 1)) as tf.Scalar, entropy: tf.div(entropySum, tf.maximum(tokens, 1)) as tf.Scalar } };
+    const metrics = { mean_token_accuracy: tf.div(correctSum, tf.maximum(tokens, 1)) as tf.Scalar, entropy: tf.div(entropySum, tf.maximum(tokens, 1)) as tf.Scalar };
+    return { lossSum, tokens, inputTokens: batch.inputTokens, metrics };
   };
   const evaluate = async (): Promise<Record<string, number>> => {
     model.eval();
     let loss = 0;
     let correct = 0;
+    let entropy = 0;
     let tokens = 0;
     for (let start = 0; start < evalExamples.length; start += o.batchSize) {
       const batch = collateForTraining(evalExamples.slice(start, start + o.batchSize), { padTokenId });
       const sums = tf.tidy(() => {
         const { logits } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask });
         const out = causalLmLoss(logits, batch.labels);
-        return tf.stack([out.lossSum, out.correctSum, out.tokens]);
+        return tf.stack([out.lossSum, out.correctSum, out.entropySum, out.tokens]);
       });
-      const [l, c, t] = Array.from(await sums.data());
+      const [l, c, e, t] = Array.from(await sums.data());
       tf.dispose([sums, batch.inputIds, batch.attentionMask, batch.labels]);
       loss += l;
       correct += c;
+      entropy += e;
       tokens += t;
     }
     model.train(true);
-    return { evalLoss: loss / Math.max(tokens, 1), evalMeanTokenAccuracy: correct / Math.max(tokens, 1) };
+    // Logged as eval_loss, eval_mean_token_accuracy, eval_entropy.
+    return { loss: loss / Math.max(tokens, 1), mean_token_accuracy: correct / Math.max(tokens, 1), entropy: entropy / Math.max(tokens, 1) };
   };
-  const result = await fineTune<SftBatch>({ model, batches, step, evaluate: evalExamples.length ? evaluate : undefined, options: o, totalSteps, epochs });
+  const disposeBatch = (b: SftBatch) => tf.dispose([b.inputIds, b.attentionMask, b.labels]);
+  const result = await fineTune<SftBatch>({ model, records: examples.length, makeBatch, disposeBatch, step, evaluate: evalExamples.length ? evaluate : undefined, options: o });
   const trained = result.history.reduce((sum, r: TrainRecord) => sum + (r.tokens ?? 0), 0);
   return { ...result, lora: report, tokensPerSec: result.elapsed > 0 ? trained / result.elapsed : 0 };
 }
