@@ -228,7 +228,8 @@ export async function dpoTrain(options: DpoTrainOptions): Promise<DpoTrainResult
   const o = resolveDpoOptions(options);
   const { model, tokenizer, objective } = o;
   const padTokenId = padTokenIdOf(tokenizer);
-  const lengths: Lengths = { maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, maxCompletionLength: o.maxCompletionLength };
+  // vocabSize: an id the model has no embedding for is named by record before any step.
+  const lengths: Lengths & { vocabSize: number | null } = { maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, maxCompletionLength: o.maxCompletionLength, vocabSize: model.config.vocabSize ?? null };
   const pairs = tokenizePairs(tokenizer, o.train, lengths, 'train');
   const evalPairs = tokenizePairs(tokenizer, o.eval ?? [], lengths, 'eval');
   const reference = resolveReference(owner, model, o.reference, objective.usesReference, objective.name, o.lora !== false || loraLayers(model).size > 0);

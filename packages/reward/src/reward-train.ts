@@ -197,7 +197,8 @@ export async function rewardTrain(options: RewardTrainOptions): Promise<RewardTr
   const owner = 'rewardTrain';
   const { model, tokenizer } = o;
   const padTokenId = padTokenIdOf(tokenizer);
-  const lengths = { maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, maxCompletionLength: o.maxCompletionLength };
+  // vocabSize: an id the backbone has no embedding for is named by record before any step.
+  const lengths = { maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, maxCompletionLength: o.maxCompletionLength, vocabSize: model.config.vocabSize ?? null };
   const pairs = o.train.map((r, i) => tokenizePair(tokenizer, r, i, lengths, owner));
   const evalPairs = (o.eval ?? []).map((r, i) => tokenizePair(tokenizer, r, i, lengths, `${owner}: eval`));
   const withMargin = o.train.some((r) => r.margin !== undefined);
