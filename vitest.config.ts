@@ -3,7 +3,12 @@ import { defineConfig } from 'vitest/config';
 
 // One process, every package's and example's tests, resolved from source through the `@posttrain/source`
 // export condition.
-const dirs = (root: string) => (existsSync(root) ? readdirSync(root).filter((name) => existsSync(`${root}/${name}/src`)).map((name) => ({ root, name })) : []);
+const dirs = (root: string) =>
+  existsSync(root)
+    ? readdirSync(root)
+        .filter((name) => existsSync(`${root}/${name}/src`))
+        .map((name) => ({ root, name }))
+    : [];
 const projects = [...dirs('packages'), ...dirs('examples')];
 
 export default defineConfig({

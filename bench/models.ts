@@ -18,7 +18,11 @@ export const llama30m: ModelConfigInput = {
 };
 
 function randomIds(rng: Rng, rows: number, length: number, vocab: number): tf.Tensor {
-  return tf.tensor2d(Array.from({ length: rows }, () => Array.from({ length }, () => rng.int(vocab))), undefined, 'int32');
+  return tf.tensor2d(
+    Array.from({ length: rows }, () => Array.from({ length }, () => rng.int(vocab))),
+    undefined,
+    'int32',
+  );
 }
 
 /** Forward passes of `batch × seq` tokens (no gradient). */
@@ -36,7 +40,15 @@ export async function benchForward(backend: string, budgetSeconds: number, batch
   model.dispose();
   ids.dispose();
   const msPerStep = median(ms);
-  return { name: `forward/llama30m/${backend}`, backend, shape: `llama30m (${(parameters / 1e6).toFixed(1)}M params) ${batch}x${seq}`, msPerStep, tokensPerSec: (batch * seq * 1000) / msPerStep, steps: ms.length, warmupSteps: warmup };
+  return {
+    name: `forward/llama30m/${backend}`,
+    backend,
+    shape: `llama30m (${(parameters / 1e6).toFixed(1)}M params) ${batch}x${seq}`,
+    msPerStep,
+    tokensPerSec: (batch * seq * 1000) / msPerStep,
+    steps: ms.length,
+    warmupSteps: warmup,
+  };
 }
 
 /** Greedy decoding of `newTokens` tokens after a `promptLength`-token prompt, batch 1. */

@@ -35,7 +35,16 @@ const shapes: Record<string, Shape> = {
   vocab32k: { vocabSize: 32000, hiddenSize: 256, numHeads: 4, numLayers: 2, maxPositions: 128, seq: 128, batch: 4 },
 };
 
-function parseArgs(argv: string[]): { backends: string[]; shapes: string[]; suites: string[] | undefined; webgpuSoftware: boolean; stockMatMul: boolean; merge: boolean; out: string; seconds: number } {
+function parseArgs(argv: string[]): {
+  backends: string[];
+  shapes: string[];
+  suites: string[] | undefined;
+  webgpuSoftware: boolean;
+  stockMatMul: boolean;
+  merge: boolean;
+  out: string;
+  seconds: number;
+} {
   const get = (flag: string): string | undefined => {
     const i = argv.indexOf(flag);
     return i >= 0 ? argv[i + 1] : undefined;
@@ -58,7 +67,11 @@ async function measure(shapeName: string, shape: Shape, budgetSeconds: number): 
   const model = new TinyGpt(shape, 0);
   const optimizer = new AdamW(model.trainableParameters(), { lr: 1e-3 });
   const rng = new Rng(1);
-  const ids = tf.tensor(Array.from({ length: shape.batch * shape.seq }, () => rng.int(shape.vocabSize)), [shape.batch, shape.seq], 'int32');
+  const ids = tf.tensor(
+    Array.from({ length: shape.batch * shape.seq }, () => rng.int(shape.vocabSize)),
+    [shape.batch, shape.seq],
+    'int32',
+  );
   let loss = NaN;
   const step = async (): Promise<number> => {
     const t0 = performance.now();
@@ -105,7 +118,10 @@ async function main(): Promise<void> {
     const report = (run: Run): void => {
       const rounded = { ...run, msPerStep: round(run.msPerStep), tokensPerSec: round(run.tokensPerSec), ...(info.adapter ? { adapter: info.adapter } : {}) };
       runs.push(rounded);
-      const memory = run.peakBytes === undefined ? '' : `  peak ${(run.peakBytes / 2 ** 20).toFixed(2)} MiB${run.peakOverSft === undefined ? '' : ` (${run.peakOverSft.toFixed(2)}× SFT)`}, weights ${((run.weightBytes ?? 0) / 2 ** 20).toFixed(2)} MiB`;
+      const memory =
+        run.peakBytes === undefined
+          ? ''
+          : `  peak ${(run.peakBytes / 2 ** 20).toFixed(2)} MiB${run.peakOverSft === undefined ? '' : ` (${run.peakOverSft.toFixed(2)}× SFT)`}, weights ${((run.weightBytes ?? 0) / 2 ** 20).toFixed(2)} MiB`;
       console.log(`${rounded.name.padEnd(40)} ${rounded.msPerStep.toFixed(1).padStart(9)} ms/step ${rounded.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${rounded.steps} steps)${memory}`);
     };
     // The slow backends (plain JS, software GPUs) run the model suites only when asked by name.

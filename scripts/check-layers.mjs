@@ -49,7 +49,8 @@ for (const name of readdirSync('packages')) {
     const text = readFileSync(file, 'utf8');
     for (const [, target] of text.matchAll(/(?:from|import)\s*\(?\s*'@posttrain\/([a-z-]+)'/g)) {
       if (target === name) continue;
-      if (!allowed[name].includes(target)) problems.push(`${file}: imports @posttrain/${target}; ${name} may import ${allowed[name].map((p) => `@posttrain/${p}`).join(', ') || 'no other @posttrain package'}`);
+      if (!allowed[name].includes(target))
+        problems.push(`${file}: imports @posttrain/${target}; ${name} may import ${allowed[name].map((p) => `@posttrain/${p}`).join(', ') || 'no other @posttrain package'}`);
       else if (!declared.has(`@posttrain/${target}`)) problems.push(`${file}: imports @posttrain/${target}, which packages/${name}/package.json does not list in dependencies`);
     }
   }

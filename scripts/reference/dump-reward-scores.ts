@@ -90,7 +90,12 @@ const adapterBack = await loadRewardModel(values.adapter, { backbone: await load
 adapterBack.eval();
 rewards.adapterReloaded = rewardsOf(adapterBack);
 
-writeFileSync(values.out, `${JSON.stringify({ backend, base: values.base, full: values.full, adapter: values.adapter, fullFiles, adapterFiles, loraTargets: targets, randomisedB, texts: TEXTS, inputIds, attentionMask, padTokenId: pad, eosTokenId: eos, rewards }, null, 1)}\n`);
+writeFileSync(
+  values.out,
+  `${JSON.stringify({ backend, base: values.base, full: values.full, adapter: values.adapter, fullFiles, adapterFiles, loraTargets: targets, randomisedB, texts: TEXTS, inputIds, attentionMask, padTokenId: pad, eosTokenId: eos, rewards }, null, 1)}\n`,
+);
 for (const m of [full, lora, fullBack, adapterBack]) m.dispose();
-console.log(`wrote ${values.out} (backend ${backend}); ${values.full}: ${fullFiles.join(', ')}; ${values.adapter}: ${adapterFiles.join(', ')}; ${targets.length} LoRA layers, ${randomisedB} B matrices randomised`);
+console.log(
+  `wrote ${values.out} (backend ${backend}); ${values.full}: ${fullFiles.join(', ')}; ${values.adapter}: ${adapterFiles.join(', ')}; ${targets.length} LoRA layers, ${randomisedB} B matrices randomised`,
+);
 console.log(JSON.stringify(rewards));

@@ -73,7 +73,21 @@ const percent = (x: number) => `${(x * 100).toFixed(1)}%`;
  * ```
  */
 export async function runDpoStage(options: DpoStageOptions): Promise<DpoStageResult> {
-  const { model, tokenizer, steps = 150, lr = 3e-3, beta = 0.1, rpoAlpha = 1, r = 16, batchSize = 16, seed = 0, taskOptions = STRING_OPTIONS, evals = 3, progress = 'none', log = console.log } = options;
+  const {
+    model,
+    tokenizer,
+    steps = 150,
+    lr = 3e-3,
+    beta = 0.1,
+    rpoAlpha = 1,
+    r = 16,
+    batchSize = 16,
+    seed = 0,
+    taskOptions = STRING_OPTIONS,
+    evals = 3,
+    progress = 'none',
+    log = console.log,
+  } = options;
   const t0 = performance.now();
   mergeAndUnload(model);
   const { train, test } = generateSplit(reversalTask, seed, { train: 20_000, test: 200, taskOptions, uniqueTrain: false });
@@ -111,7 +125,9 @@ export async function runDpoStage(options: DpoStageOptions): Promise<DpoStageRes
   const rewardAccuracy = Number(last['eval_rewards/accuracies']);
   const rewardMargin = Number(last['eval_rewards/margins']);
   for (const e of result.evals) {
-    log(`  step ${e.step}: held-out rewards/accuracies ${Number(e['eval_rewards/accuracies']).toFixed(3)}, rewards/margins ${Number(e['eval_rewards/margins']).toFixed(3)}, logps/chosen ${Number(e['eval_logps/chosen']).toFixed(2)}, logps/rejected ${Number(e['eval_logps/rejected']).toFixed(2)}`);
+    log(
+      `  step ${e.step}: held-out rewards/accuracies ${Number(e['eval_rewards/accuracies']).toFixed(3)}, rewards/margins ${Number(e['eval_rewards/margins']).toFixed(3)}, logps/chosen ${Number(e['eval_logps/chosen']).toFixed(2)}, logps/rejected ${Number(e['eval_logps/rejected']).toFixed(2)}`,
+    );
   }
   const after = await measure();
   log(

@@ -3,7 +3,23 @@ import { allSnippets, extractSnippets, runSnippet, sourceCondition, unexpectedSt
 
 describe('extractSnippets', () => {
   it('takes ```ts blocks with their line, skips other blocks and honours the not-run marker', () => {
-    const markdown = ['# t', '```sh', 'npm ci', '```', '```ts', 'const a = 1;', '```', 'text', '<!-- snippet: not run (needs a GPU) -->', '```typescript', '  x();', '```', '```js', '```ts', '```'].join('\n');
+    const markdown = [
+      '# t',
+      '```sh',
+      'npm ci',
+      '```',
+      '```ts',
+      'const a = 1;',
+      '```',
+      'text',
+      '<!-- snippet: not run (needs a GPU) -->',
+      '```typescript',
+      '  x();',
+      '```',
+      '```js',
+      '```ts',
+      '```',
+    ].join('\n');
     expect(extractSnippets(markdown, 'R.md')).toEqual([
       { file: 'R.md', index: 1, line: 5, code: 'const a = 1;\n' },
       { file: 'R.md', index: 2, line: 10, code: '  x();\n', skip: 'needs a GPU' },

@@ -37,7 +37,20 @@ export interface RewardDemoOptions {
   log: (line: string) => void;
 }
 
-export const defaultRewardDemoOptions: RewardDemoOptions = { steps: 600, batchSize: 64, lr: 2e-3, lora: 0, train: 20_000, test: 200, base: TINY_BASE_DIR, out: 'out/reward', seed: 0, samples: 6, progress: 'auto', log: console.log };
+export const defaultRewardDemoOptions: RewardDemoOptions = {
+  steps: 600,
+  batchSize: 64,
+  lr: 2e-3,
+  lora: 0,
+  train: 20_000,
+  test: 200,
+  base: TINY_BASE_DIR,
+  out: 'out/reward',
+  seed: 0,
+  samples: 6,
+  progress: 'auto',
+  log: console.log,
+};
 
 /** What {@link runRewardDemo} measured. */
 export interface RewardDemoResult {
@@ -73,7 +86,9 @@ export async function runRewardDemo(options: Partial<RewardDemoOptions> = {}): P
   const { train, test } = generateSplit(reversalTask, o.seed, { train: o.train, test: o.test, taskOptions: STRING_OPTIONS, uniqueTrain: false });
   const trainPairs = train.map((e, i) => reversalTask.preferencePair(e, i));
   const testPairs = test.map((e, i) => reversalTask.preferencePair(e, 100_000 + i));
-  o.log(`task: rank the reversal of a string ('abc>' → 'cba') above a wrong answer ('abc', 'bca'); ${trainPairs.length} training pairs, ${testPairs.length} held-out pairs on prompts never trained on`);
+  o.log(
+    `task: rank the reversal of a string ('abc>' → 'cba') above a wrong answer ('abc', 'bca'); ${trainPairs.length} training pairs, ${testPairs.length} held-out pairs on prompts never trained on`,
+  );
 
   const before = await evaluateRewardModel(model, tokenizer, testPairs);
   o.log(`before: held-out pairwise accuracy ${percent(before)}`);
@@ -92,7 +107,9 @@ export async function runRewardDemo(options: Partial<RewardDemoOptions> = {}): P
     seed: o.seed,
     progress: o.progress,
   });
-  const trained = result.lora ? `LoRA r ${o.lora} + head: ${result.lora.trainableParameters.toLocaleString('en')} trainable parameters` : `full fine-tuning: ${model.numParameters({ trainableOnly: true }).toLocaleString('en')} parameters`;
+  const trained = result.lora
+    ? `LoRA r ${o.lora} + head: ${result.lora.trainableParameters.toLocaleString('en')} trainable parameters`
+    : `full fine-tuning: ${model.numParameters({ trainableOnly: true }).toLocaleString('en')} parameters`;
   o.log(`${trained}, ${result.steps} steps, ${result.elapsed.toFixed(1)} s, ${Math.round(result.pairsPerSec)} pairs/s, last loss ${result.loss.toFixed(4)}`);
 
   const after = await evaluateRewardModel(model, tokenizer, testPairs);

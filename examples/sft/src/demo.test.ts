@@ -29,7 +29,9 @@ describe('the SFT demo (the README main job)', () => {
     const lines: string[] = [];
     try {
       const result = await runDemo({ out, progress: 'none', log: (line) => lines.push(line) });
-      console.log(`sft demo: ${result.before.accuracy} → ${result.after.accuracy} in ${result.train.steps} steps, ${result.train.elapsed.toFixed(1)} s training, ${Math.round(result.train.tokensPerSec)} label tokens/s, ${result.seconds.toFixed(1)} s in all`);
+      console.log(
+        `sft demo: ${result.before.accuracy} → ${result.after.accuracy} in ${result.train.steps} steps, ${result.train.elapsed.toFixed(1)} s training, ${Math.round(result.train.tokensPerSec)} label tokens/s, ${result.seconds.toFixed(1)} s in all`,
+      );
       expect(result.before.accuracy).toBeLessThan(0.1);
       expect(result.after.accuracy).toBeGreaterThanOrEqual(0.9);
       expect(result.reloaded.accuracy).toBe(result.after.accuracy);

@@ -86,7 +86,9 @@ export async function runDemo(options: Partial<DemoOptions> = {}): Promise<DemoR
     progress: o.progress,
   });
   const report = result.lora!;
-  o.log(`LoRA: ${report.trainableParameters.toLocaleString('en')} trainable of ${report.totalParameters.toLocaleString('en')} parameters (${report.trainablePercent.toFixed(1)}%), ${result.steps} steps, ${result.elapsed.toFixed(1)} s, ${Math.round(result.tokensPerSec)} label tokens/s, last loss ${result.loss.toFixed(4)}`);
+  o.log(
+    `LoRA: ${report.trainableParameters.toLocaleString('en')} trainable of ${report.totalParameters.toLocaleString('en')} parameters (${report.trainablePercent.toFixed(1)}%), ${result.steps} steps, ${result.elapsed.toFixed(1)} s, ${Math.round(result.tokensPerSec)} label tokens/s, last loss ${result.loss.toFixed(4)}`,
+  );
 
   const after = await exactMatch(model, tokenizer, reversalTask, test, { maxNewTokens: 8 });
   o.log(`after:  held-out exact match ${percent(after)}`);

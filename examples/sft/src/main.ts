@@ -6,7 +6,9 @@ import { initBackend, runMain } from '@posttrain/tensor-core';
 import { runDemo } from './demo.js';
 
 await runMain(async () => {
-  const { values } = parseArgs({ options: { steps: { type: 'string', default: '600' }, out: { type: 'string', default: 'out/sft-lora' }, seed: { type: 'string', default: '0' }, 'dpo-steps': { type: 'string', default: '150' } } });
+  const { values } = parseArgs({
+    options: { steps: { type: 'string', default: '600' }, out: { type: 'string', default: 'out/sft-lora' }, seed: { type: 'string', default: '0' }, 'dpo-steps': { type: 'string', default: '150' } },
+  });
   const steps = Number(values.steps);
   const seed = Number(values.seed);
   if (!Number.isInteger(steps) || steps < 1) throw new Error(`--steps: expected an integer ≥ 1; got ${values.steps}`);

@@ -75,15 +75,39 @@ describe('ByteTokenizer', () => {
     const text = 'é😀<|im_end|>!';
     expect(tokenizer.encodeWithOffsets(text)).toEqual({
       ids: [0xc3, 0xa9, 0xf0, 0x9f, 0x98, 0x80, 258, 33],
-      offsets: [[0, 1], [0, 1], [1, 3], [1, 3], [1, 3], [1, 3], [3, 13], [13, 14]],
+      offsets: [
+        [0, 1],
+        [0, 1],
+        [1, 3],
+        [1, 3],
+        [1, 3],
+        [1, 3],
+        [3, 13],
+        [13, 14],
+      ],
     });
     const withBos = new ByteTokenizer({ bosToken: '<|endoftext|>' });
-    expect(withBos.encodeWithOffsets('a')).toEqual({ ids: [256, 97], offsets: [[0, 0], [0, 1]] });
+    expect(withBos.encodeWithOffsets('a')).toEqual({
+      ids: [256, 97],
+      offsets: [
+        [0, 0],
+        [0, 1],
+      ],
+    });
   });
 
   it('rejects bad options and ids, naming them', () => {
-    expectThrow(() => new ByteTokenizer({ eosToken: '</s>' }), 'INVALID_OPTION', 'expected eosToken to be null or one of specialTokens [<|endoftext|>, <|im_start|>, <|im_end|>, <pad>]; got "</s>"', 'help: add it');
-    expectThrow(() => new ByteTokenizer({ specialTokens: ['<a>', '<a>'], eosToken: null, padToken: null }), 'INVALID_OPTION', 'expected specialTokens[1] to be a non-empty string not listed before; got "<a>"');
+    expectThrow(
+      () => new ByteTokenizer({ eosToken: '</s>' }),
+      'INVALID_OPTION',
+      'expected eosToken to be null or one of specialTokens [<|endoftext|>, <|im_start|>, <|im_end|>, <pad>]; got "</s>"',
+      'help: add it',
+    );
+    expectThrow(
+      () => new ByteTokenizer({ specialTokens: ['<a>', '<a>'], eosToken: null, padToken: null }),
+      'INVALID_OPTION',
+      'expected specialTokens[1] to be a non-empty string not listed before; got "<a>"',
+    );
     expectThrow(() => new ByteTokenizer({ specialTokens: [''] }), 'INVALID_OPTION', 'specialTokens[0]');
     expectThrow(() => new ByteTokenizer({ eosTokens: '<pad>' } as never), 'INVALID_OPTION', 'unknown option "eosTokens"');
     expectThrow(() => new ByteTokenizer({ chatTemplate: 3 } as never), 'INVALID_OPTION', 'expected chatTemplate to be a string or null; got 3');

@@ -58,9 +58,7 @@ describe('applyChatTemplate with the Qwen3 template', () => {
   it('renders a conversation exactly, with and without the generation prompt', () => {
     expect(applyChatTemplate(qwen, conversation)).toBe(rendered);
     expect(applyChatTemplate(qwen, conversation, { addGenerationPrompt: true })).toBe(`${rendered}<|im_start|>assistant\n`);
-    expect(applyChatTemplate(qwen, conversation, { addGenerationPrompt: true, templateVariables: { enable_thinking: false } })).toBe(
-      `${rendered}<|im_start|>assistant\n<think>\n\n</think>\n\n`,
-    );
+    expect(applyChatTemplate(qwen, conversation, { addGenerationPrompt: true, templateVariables: { enable_thinking: false } })).toBe(`${rendered}<|im_start|>assistant\n<think>\n\n</think>\n\n`);
   });
 
   it('writes the think block of the final assistant turn, empty or with reasoning_content', () => {
@@ -115,7 +113,13 @@ describe('applyChatTemplate with the Qwen3 template', () => {
 describe('applyChatTemplate with ChatML and the ByteTokenizer', () => {
   const tokenizer = new ByteTokenizer();
   const answers = ['4 😀', '  two\n\nlines, 日本語  '];
-  const messages: ChatMessage[] = [system, { role: 'user', content: 'What is 2+2?' }, { role: 'assistant', content: answers[0] }, { role: 'user', content: 'Again' }, { role: 'assistant', content: answers[1] }];
+  const messages: ChatMessage[] = [
+    system,
+    { role: 'user', content: 'What is 2+2?' },
+    { role: 'assistant', content: answers[0] },
+    { role: 'user', content: 'Again' },
+    { role: 'assistant', content: answers[1] },
+  ];
   const expected =
     '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' +
     '<|im_start|>user\nWhat is 2+2?<|im_end|>\n' +
@@ -198,21 +202,41 @@ describe('applyChatTemplate input checks', () => {
   const tokenizer = new ByteTokenizer();
 
   it('names the message index and field of a bad message', () => {
-    expectThrow(() => applyChatTemplate(tokenizer, [twoTurns[0], { content: 'no role' } as never]), 'INVALID_ARGUMENT', 'applyChatTemplate: expected messages[1].role to be a non-empty string such as "user" or "assistant"; got undefined');
+    expectThrow(
+      () => applyChatTemplate(tokenizer, [twoTurns[0], { content: 'no role' } as never]),
+      'INVALID_ARGUMENT',
+      'applyChatTemplate: expected messages[1].role to be a non-empty string such as "user" or "assistant"; got undefined',
+    );
     expectThrow(() => applyChatTemplate(tokenizer, [{ role: 'user', content: 42 } as never]), 'INVALID_ARGUMENT', 'expected messages[0].content to be a string; got 42', 'help:');
-    expectThrow(() => applyChatTemplate(tokenizer, [twoTurns[0], { role: 'assistant', content: [{ type: 'text', text: 'x' }] } as never]), 'INVALID_ARGUMENT', 'expected messages[1].content to be a string; got an array of length 1');
+    expectThrow(
+      () => applyChatTemplate(tokenizer, [twoTurns[0], { role: 'assistant', content: [{ type: 'text', text: 'x' }] } as never]),
+      'INVALID_ARGUMENT',
+      'expected messages[1].content to be a string; got an array of length 1',
+    );
     expectThrow(() => applyChatTemplate(tokenizer, [twoTurns[0], null as never]), 'INVALID_ARGUMENT', 'expected messages[1] to be an object with role and content; got null');
     expectThrow(() => applyChatTemplate(tokenizer, []), 'INVALID_ARGUMENT', 'expected messages to be a non-empty array');
     expectThrow(() => applyChatTemplate(tokenizer, 'hi' as never), 'INVALID_ARGUMENT', 'got "hi"');
   });
 
   it('rejects a missing or broken template, conflicting and unknown options, and reports template errors', () => {
-    expectThrow(() => applyChatTemplate(new ByteTokenizer({ chatTemplate: null }), twoTurns), 'INVALID_ARGUMENT', 'expected a chat template in options.chatTemplate or tokenizer.chatTemplate; got undefined');
-    expectThrow(() => applyChatTemplate(tokenizer, twoTurns, { addGenerationPrompt: true, continueFinalMessage: true }), 'INVALID_ARGUMENT', 'expected at most one of addGenerationPrompt and continueFinalMessage');
+    expectThrow(
+      () => applyChatTemplate(new ByteTokenizer({ chatTemplate: null }), twoTurns),
+      'INVALID_ARGUMENT',
+      'expected a chat template in options.chatTemplate or tokenizer.chatTemplate; got undefined',
+    );
+    expectThrow(
+      () => applyChatTemplate(tokenizer, twoTurns, { addGenerationPrompt: true, continueFinalMessage: true }),
+      'INVALID_ARGUMENT',
+      'expected at most one of addGenerationPrompt and continueFinalMessage',
+    );
     expectThrow(() => applyChatTemplate(tokenizer, twoTurns, { addGenerationPromt: true } as never), 'INVALID_OPTION', 'unknown option "addGenerationPromt"');
     expectThrow(() => applyChatTemplate(tokenizer, twoTurns, { chatTemplate: "{{ raise_exception('Roles must alternate') }}" }), 'INVALID_ARGUMENT', 'it failed: Roles must alternate');
     expectThrow(() => applyChatTemplate(tokenizer, twoTurns, { chatTemplate: '{% if %}' }), 'INVALID_ARGUMENT', 'expected a chat template that @huggingface/jinja can parse');
-    expectThrow(() => applyChatTemplate(tokenizer, [{ role: 'user', content: 'x' }], { continueFinalMessage: true, chatTemplate: '{{ "nothing" }}' }), 'INVALID_ARGUMENT', 'to contain the final message');
+    expectThrow(
+      () => applyChatTemplate(tokenizer, [{ role: 'user', content: 'x' }], { continueFinalMessage: true, chatTemplate: '{{ "nothing" }}' }),
+      'INVALID_ARGUMENT',
+      'to contain the final message',
+    );
     expect(Object.isFrozen(defaultApplyChatTemplateOptions)).toBe(true);
   });
 });

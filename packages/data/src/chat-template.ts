@@ -81,8 +81,7 @@ export interface ApplyChatTemplateOptions {
  * applyChatTemplate(tokenizer, messages, { ...defaultApplyChatTemplateOptions, addGenerationPrompt: true });
  * ```
  */
-export const defaultApplyChatTemplateOptions: Readonly<Required<Omit<ApplyChatTemplateOptions, 'chatTemplate' | 'tools'>> &
-  Pick<ApplyChatTemplateOptions, 'chatTemplate' | 'tools'>> = Object.freeze({
+export const defaultApplyChatTemplateOptions: Readonly<Required<Omit<ApplyChatTemplateOptions, 'chatTemplate' | 'tools'>> & Pick<ApplyChatTemplateOptions, 'chatTemplate' | 'tools'>> = Object.freeze({
   addGenerationPrompt: false,
   continueFinalMessage: false,
   tokenize: false,
@@ -196,7 +195,10 @@ function generationSpans(marked: string, start: string, end: string): { text: st
     text += marked.slice(at, next);
     const opening = next === s;
     if (opening === (open !== null)) {
-      throw new PosttrainError('NOT_SUPPORTED', `applyChatTemplate: expected {% generation %} and {% endgeneration %} to alternate; found ${opening ? 'a generation inside another' : 'an endgeneration without a generation'}`);
+      throw new PosttrainError(
+        'NOT_SUPPORTED',
+        `applyChatTemplate: expected {% generation %} and {% endgeneration %} to alternate; found ${opening ? 'a generation inside another' : 'an endgeneration without a generation'}`,
+      );
     }
     if (opening) open = text.length;
     else if (open !== null) {
@@ -213,7 +215,10 @@ function generationSpans(marked: string, start: string, end: string): { text: st
 function cutAfterFinal(text: string, final: string): number {
   const at = text.lastIndexOf(final.trim());
   if (final.trim() === '' || at < 0) {
-    throw fail('expected the rendered conversation to contain the final message with continueFinalMessage; the template changed or dropped it', 'turn continueFinalMessage off, or end the conversation with a non-empty message the template writes as it is');
+    throw fail(
+      'expected the rendered conversation to contain the final message with continueFinalMessage; the template changed or dropped it',
+      'turn continueFinalMessage off, or end the conversation with a non-empty message the template writes as it is',
+    );
   }
   return text.slice(at, at + final.trimStart().length) === final.trimStart() ? at + final.trimStart().length : at + final.trim().length;
 }
@@ -243,9 +248,13 @@ function maskTokens(tokenizer: Tokenizer, text: string, spans: Array<[number, nu
   }
   const whole = tokenizer.encode(text, { addSpecialTokens: false });
   if (whole.length !== inputIds.length || whole.some((id, k) => id !== inputIds[k])) {
-    throw new PosttrainError('NOT_SUPPORTED', 'applyChatTemplate: expected the conversation to tokenize the same whole and split at assistant turns; a token crosses a turn boundary, and the tokenizer gives no offsets to say where', {
-      help: 'implement encodeWithOffsets on the tokenizer, or use a template whose assistant text starts and ends at special tokens',
-    });
+    throw new PosttrainError(
+      'NOT_SUPPORTED',
+      'applyChatTemplate: expected the conversation to tokenize the same whole and split at assistant turns; a token crosses a turn boundary, and the tokenizer gives no offsets to say where',
+      {
+        help: 'implement encodeWithOffsets on the tokenizer, or use a template whose assistant text starts and ends at special tokens',
+      },
+    );
   }
   return { inputIds, assistantMask };
 }
@@ -279,7 +288,10 @@ export function applyChatTemplate(tokenizer: Tokenizer, messages: readonly ChatM
   checkMessages(messages);
   const source = o.chatTemplate ?? tokenizer.chatTemplate;
   if (typeof source !== 'string' || source === '') {
-    throw fail(`expected a chat template in options.chatTemplate or tokenizer.chatTemplate; got ${describeValue(source)}`, 'pass chatTemplate (CHATML_TEMPLATE for a ChatML vocabulary), or load a tokenizer whose tokenizer_config.json has chat_template');
+    throw fail(
+      `expected a chat template in options.chatTemplate or tokenizer.chatTemplate; got ${describeValue(source)}`,
+      'pass chatTemplate (CHATML_TEMPLATE for a ChatML vocabulary), or load a tokenizer whose tokenizer_config.json has chat_template',
+    );
   }
   if (o.addGenerationPrompt && o.continueFinalMessage) {
     throw fail('expected at most one of addGenerationPrompt and continueFinalMessage; got both', 'a generation prompt opens a new assistant turn; continueFinalMessage continues the last one');
@@ -301,9 +313,13 @@ export function applyChatTemplate(tokenizer: Tokenizer, messages: readonly ChatM
   let spans: Array<[number, number]> = [];
   if (o.returnAssistantMask) {
     if (compiled.marked === null) {
-      throw new PosttrainError('NOT_SUPPORTED', 'applyChatTemplate: expected a chat template that marks assistant text with {% generation %} … {% endgeneration %} to return an assistant mask; this template has no generation tags', {
-        help: 'pass a chatTemplate with generation tags (CHATML_TEMPLATE has them), or mask by prompt and completion instead',
-      });
+      throw new PosttrainError(
+        'NOT_SUPPORTED',
+        'applyChatTemplate: expected a chat template that marks assistant text with {% generation %} … {% endgeneration %} to return an assistant mask; this template has no generation tags',
+        {
+          help: 'pass a chatTemplate with generation tags (CHATML_TEMPLATE has them), or mask by prompt and completion instead',
+        },
+      );
     }
     const found = generationSpans(render(compiled.marked, variables), compiled.start, compiled.end);
     if (found.text !== text) {

@@ -67,7 +67,7 @@ describe('collateForTraining', () => {
     expect(batch.labels[0].slice(5)).toEqual([X, X, X]);
   });
 
-  it('trap: with pad = EOS the completion\'s EOS keeps its label and mask; only padding is −100', () => {
+  it("trap: with pad = EOS the completion's EOS keeps its label and mask; only padding is −100", () => {
     const tokenizer = new PieceTokenizer({ padIsEos: true });
     const examples = [
       tokenizePromptCompletion(tokenizer, { prompt: 'The sky is', completion: ' blue.' }),
@@ -114,7 +114,10 @@ describe('collateForGeneration', () => {
     const batch = collateForGeneration(prompts, { padTokenId: 0 });
     expect(batch.inputIds.shape).toEqual([300_000, 2]);
     tf.dispose([batch.inputIds, batch.attentionMask]);
-    const training = collateForTraining(prompts.map((ids) => ({ inputIds: ids, labels: ids })), { padTokenId: 0 });
+    const training = collateForTraining(
+      prompts.map((ids) => ({ inputIds: ids, labels: ids })),
+      { padTokenId: 0 },
+    );
     expect(training.labels.shape).toEqual([300_000, 2]);
     tf.dispose([training.inputIds, training.attentionMask, training.labels]);
   });
@@ -134,7 +137,9 @@ describe('vocabSize: token ids range-checked on the host', () => {
     expect(error.code).toBe('INVALID_ARGUMENT');
     expect(error.message).toContain("collateForTraining: example 1: expected token ids below the model's vocabSize 260; got id 504 at position 1");
     expect(error.message).toMatch(/help: .*tokenizer\.vocabSize.*model\.config\.vocabSize/);
-    expect(thrown(() => collateForGeneration([[1], [2, 260]], { padTokenId: 0, vocabSize: 260 })).message).toContain('prompt 1: expected token ids below the model\'s vocabSize 260; got id 260 at position 1');
+    expect(thrown(() => collateForGeneration([[1], [2, 260]], { padTokenId: 0, vocabSize: 260 })).message).toContain(
+      "prompt 1: expected token ids below the model's vocabSize 260; got id 260 at position 1",
+    );
   });
 
   it('ids below vocabSize pass; a pad id outside it and a bad vocabSize are INVALID_OPTION; null (the default) checks nothing', () => {

@@ -143,7 +143,10 @@ function resolveCollate(owner: string, options: Partial<CollateOptions>): Collat
   if (o.padToMultipleOf !== null) checkNumber(owner, 'padToMultipleOf', o.padToMultipleOf, 'a positive integer or null', (v) => Number.isInteger(v) && v > 0);
   if (o.vocabSize !== null) {
     checkNumber(owner, 'vocabSize', o.vocabSize, 'a positive integer or null', (v) => Number.isInteger(v) && v > 0);
-    if (o.padTokenId >= o.vocabSize) throw new PosttrainError('INVALID_OPTION', `${owner}: expected padTokenId below vocabSize ${o.vocabSize}; got ${o.padTokenId}`, { help: "pad with an id of the model's vocabulary (its pad or EOS token)" });
+    if (o.padTokenId >= o.vocabSize)
+      throw new PosttrainError('INVALID_OPTION', `${owner}: expected padTokenId below vocabSize ${o.vocabSize}; got ${o.padTokenId}`, {
+        help: "pad with an id of the model's vocabulary (its pad or EOS token)",
+      });
   }
   return o as CollateOptions & { padTokenId: number };
 }
@@ -163,10 +166,16 @@ export function checkExamples(owner: string, examples: readonly LabeledExample[]
   examples.forEach((example, i) => {
     const ids = example?.inputIds;
     if (!Array.isArray(ids) || ids.length === 0 || !ids.every((id) => Number.isInteger(id) && id >= 0)) {
-      throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${what} ${i}: expected ${what === 'prompt' ? 'a' : 'inputIds,'} non-empty list of non-negative integer token ids; got ${Array.isArray(ids) ? (ids.length === 0 ? 'an empty list' : `[${ids.slice(0, 8).join(', ')}${ids.length > 8 ? ', …' : ''}]`) : typeof ids}`);
+      throw new PosttrainError(
+        'INVALID_ARGUMENT',
+        `${owner}: ${what} ${i}: expected ${what === 'prompt' ? 'a' : 'inputIds,'} non-empty list of non-negative integer token ids; got ${Array.isArray(ids) ? (ids.length === 0 ? 'an empty list' : `[${ids.slice(0, 8).join(', ')}${ids.length > 8 ? ', …' : ''}]`) : typeof ids}`,
+      );
     }
     if (!Array.isArray(example.labels) || example.labels.length !== ids.length || !example.labels.every((l: number) => Number.isInteger(l))) {
-      throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${what} ${i}: expected labels, ${ids.length} integers like its inputIds; got ${Array.isArray(example.labels) ? `${example.labels.length}` : typeof example.labels}`);
+      throw new PosttrainError(
+        'INVALID_ARGUMENT',
+        `${owner}: ${what} ${i}: expected labels, ${ids.length} integers like its inputIds; got ${Array.isArray(example.labels) ? `${example.labels.length}` : typeof example.labels}`,
+      );
     }
     const over = vocabSize === null ? -1 : ids.findIndex((id) => id >= vocabSize);
     if (over >= 0) {
@@ -175,7 +184,9 @@ export function checkExamples(owner: string, examples: readonly LabeledExample[]
       });
     }
     if (example.attentionMask !== undefined && !example.attentionMask.every((m: number) => m === 1)) {
-      throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${what} ${i}: expected an unpadded example (attentionMask all 1); got zeros in its attentionMask`, { help: 'collate or pack the unpadded examples the tokenize functions return' });
+      throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${what} ${i}: expected an unpadded example (attentionMask all 1); got zeros in its attentionMask`, {
+        help: 'collate or pack the unpadded examples the tokenize functions return',
+      });
     }
   });
 }

@@ -16,11 +16,7 @@ const examples: [DatasetFormat, string, Record<string, unknown>][] = [
   ['preference', 'standard', { prompt: 'The sky is', chosen: ' blue.', rejected: ' green.' }],
   ['preference', 'standard, implicit prompt', { chosen: 'The sky is blue.', rejected: 'The sky is green.' }],
   ['preference', 'conversational', { prompt: [user('What color is the sky?')], chosen: [assistant('It is blue.')], rejected: [assistant('It is green.')] }],
-  [
-    'preference',
-    'conversational, implicit prompt',
-    { chosen: [user('What color is the sky?'), assistant('It is blue.')], rejected: [user('What color is the sky?'), assistant('It is green.')] },
-  ],
+  ['preference', 'conversational, implicit prompt', { chosen: [user('What color is the sky?'), assistant('It is blue.')], rejected: [user('What color is the sky?'), assistant('It is green.')] }],
   ['unpaired-preference', 'standard', { prompt: 'The sky is', completion: ' blue.', label: true }],
   ['unpaired-preference', 'conversational', { prompt: [user('What color is the sky?')], completion: [assistant('It is green.')], label: false }],
 ];
@@ -72,8 +68,22 @@ describe('validateRecord errors name the field, what was expected and what was f
     ['a message with an empty role', { prompt: [{ role: '', content: 'a' }] }, 'prompt-only', 'prompt[0].role', 'a non-empty string ("system", "user", "assistant", …)', '""'],
     ['an empty message list', { messages: [] }, 'language-modeling', 'messages', 'a non-empty list of messages', 'an empty list'],
     ['a text that is a list', { text: ['a'] }, 'language-modeling', 'text', 'a string', 'a list of 1 item'],
-    ['a string prompt with a message completion', { prompt: 'a', completion: [assistant('b')] }, 'prompt-completion', 'completion', 'a string (the standard format, like "prompt")', 'a list of 1 item'],
-    ['message chosen with a string rejected', { prompt: [user('a')], chosen: [assistant('b')], rejected: 'c' }, 'preference', 'rejected', 'a list of messages (the conversational format, like "prompt")', '"c"'],
+    [
+      'a string prompt with a message completion',
+      { prompt: 'a', completion: [assistant('b')] },
+      'prompt-completion',
+      'completion',
+      'a string (the standard format, like "prompt")',
+      'a list of 1 item',
+    ],
+    [
+      'message chosen with a string rejected',
+      { prompt: [user('a')], chosen: [assistant('b')], rejected: 'c' },
+      'preference',
+      'rejected',
+      'a list of messages (the conversational format, like "prompt")',
+      '"c"',
+    ],
   ];
   it.each(cases)('%s', (_, record, format, field, expected, received) => {
     const e = recordError(() => validateRecord(record, format, { line: 12 }));

@@ -196,7 +196,7 @@ export function detectFormat(record: unknown, where: RecordLocation = {}): Datas
   if (has('text') || has('messages')) return 'language-modeling';
   if (has('prompt')) return 'prompt-only';
   throw new RecordError(where, null, `the fields of one of TRL's formats: ${forms}`, describeValue(record), {
-    help: 'rename the columns to TRL\'s names; see docs/data.md',
+    help: "rename the columns to TRL's names; see docs/data.md",
   });
 }
 
@@ -319,7 +319,8 @@ function checkMessages(messages: unknown[], field: string, where: RecordLocation
   if (messages.length === 0) throw new RecordError(where, field, 'a non-empty list of messages', 'an empty list');
   messages.forEach((message, i) => {
     if (!isObject(message)) throw new RecordError(where, `${field}[${i}]`, 'a message { "role": string, "content": string }', describeValue(message));
-    if (typeof message.role !== 'string' || message.role === '') throw new RecordError(where, `${field}[${i}].role`, 'a non-empty string ("system", "user", "assistant", …)', describeValue(message.role));
+    if (typeof message.role !== 'string' || message.role === '')
+      throw new RecordError(where, `${field}[${i}].role`, 'a non-empty string ("system", "user", "assistant", …)', describeValue(message.role));
     if (typeof message.content !== 'string') throw new RecordError(where, `${field}[${i}].content`, 'a string', describeValue(message.content));
   });
 }

@@ -44,7 +44,10 @@ describe('readJsonl: lines over chunks', () => {
     for (let cut = 0; cut <= bytes.length; cut++) {
       const { records, error } = await readAll(chunks([bytes.slice(0, cut), bytes.slice(cut)]));
       expect(error, `cut at byte ${cut}`).toBeUndefined();
-      expect(records.map((r) => r.record), `cut at byte ${cut}`).toEqual(unicode);
+      expect(
+        records.map((r) => r.record),
+        `cut at byte ${cut}`,
+      ).toEqual(unicode);
     }
     const oneByteChunks = Array.from(bytes, (b) => new Uint8Array([b]));
     expect((await readAll(chunks(oneByteChunks))).records.map((r) => r.record)).toEqual(unicode);
@@ -158,7 +161,9 @@ describe('readJsonl: a bad line fails with its line number, after every record b
   it('checks option values, naming the allowed ones', async () => {
     const format = await readAll(chunks([good(1)]), { format: 'prompt-complete' } as never);
     expect(format.error?.code).toBe('INVALID_OPTION');
-    expect(format.error?.message).toContain("expected format to be one of 'auto', 'any', 'language-modeling', 'prompt-only', 'prompt-completion', 'preference', 'unpaired-preference'; got \"prompt-complete\"");
+    expect(format.error?.message).toContain(
+      "expected format to be one of 'auto', 'any', 'language-modeling', 'prompt-only', 'prompt-completion', 'preference', 'unpaired-preference'; got \"prompt-complete\"",
+    );
     for (const maxLineLength of [0, 1.5, -1, '100']) {
       const { error } = await readAll(chunks([good(1)]), { maxLineLength } as never);
       expect(error?.message, String(maxLineLength)).toContain('expected maxLineLength to be a positive integer');
@@ -197,9 +202,12 @@ describe('readRecords: arrays', () => {
   });
 
   it('names the index of a bad record', () => {
-    expect(() => readRecords([{ prompt: 'a', completion: 'b', label: true }, { prompt: 'a', completion: 'b', label: 'no' }])).toThrow(
-      'record at index 1: field "label": expected a boolean (true for a good completion, false for a bad one); got "no"',
-    );
+    expect(() =>
+      readRecords([
+        { prompt: 'a', completion: 'b', label: true },
+        { prompt: 'a', completion: 'b', label: 'no' },
+      ]),
+    ).toThrow('record at index 1: field "label": expected a boolean (true for a good completion, false for a bad one); got "no"');
   });
 });
 

@@ -1,7 +1,21 @@
 // Reading records: from arrays, and from JSONL streamed line by line in constant memory.
 import { PosttrainError, resolveOptions } from '@posttrain/tensor-core';
 import { checkOneOf, checkPositiveInteger } from './check-options.js';
-import { RecordError, datasetFormats, describeLocation, describeValue, detectFormat, isConversational, textFieldsOf, validateRecord, withArticle, type DatasetFormat, type DatasetRecord, type RecordLocation, type RecordOf } from './formats.js';
+import {
+  RecordError,
+  datasetFormats,
+  describeLocation,
+  describeValue,
+  detectFormat,
+  isConversational,
+  textFieldsOf,
+  validateRecord,
+  withArticle,
+  type DatasetFormat,
+  type DatasetRecord,
+  type RecordLocation,
+  type RecordOf,
+} from './formats.js';
 
 /**
  * Where {@link readJsonl} reads from: a file path (Node), a web `ReadableStream`, or any async
@@ -94,7 +108,7 @@ class RecordChecker {
         const field = (error as RecordError).field;
         throw new RecordError(where, field, `${withArticle(this.format)} record, like ${this.first}`, `${withArticle(own)} record with keys [${Object.keys(record as object).join(', ')}]`, {
           cause: error,
-          help: 'a dataset holds records of one format; split it, or read it with format: \'any\'',
+          help: "a dataset holds records of one format; split it, or read it with format: 'any'",
         });
       }
       throw error;

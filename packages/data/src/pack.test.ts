@@ -43,8 +43,16 @@ describe('pack: layout', () => {
     });
   });
 
-  it('keeps the examples\' own −100 labels (prompts stay masked)', () => {
-    const packed = arrays(pack([{ inputIds: [1, 3, 4, 2], labels: [X, X, 4, 2] }, { inputIds: [1, 6, 2], labels: [X, X, 2] }], { rowLength: 8, padTokenId: 0 }));
+  it("keeps the examples' own −100 labels (prompts stay masked)", () => {
+    const packed = arrays(
+      pack(
+        [
+          { inputIds: [1, 3, 4, 2], labels: [X, X, 4, 2] },
+          { inputIds: [1, 6, 2], labels: [X, X, 2] },
+        ],
+        { rowLength: 8, padTokenId: 0 },
+      ),
+    );
     expect(packed.labels).toEqual([[X, X, 4, 2, X, X, 2, X]]);
   });
 
@@ -52,7 +60,11 @@ describe('pack: layout', () => {
     const sizes = [3, 6, 2, 5, 4, 1];
     const examples = sizes.map((n, i) => ({ inputIds: Array(n).fill(i + 1), labels: Array(n).fill(i + 1) }));
     const best = arrays(pack(examples, { rowLength: 7, padTokenId: 0 }));
-    expect(best.rows).toEqual([[1, 5], [3, 2], [4, 0]]); // 6+1, 5+2, 4+3: three full rows
+    expect(best.rows).toEqual([
+      [1, 5],
+      [3, 2],
+      [4, 0],
+    ]); // 6+1, 5+2, 4+3: three full rows
     expect(best.attentionMask.every((row) => row.every((m) => m === 1))).toBe(true);
     const ordered = arrays(pack(examples, { rowLength: 7, padTokenId: 0, strategy: 'in-order' }));
     expect(ordered.rows).toEqual([[0], [1], [2, 3], [4, 5]]);
@@ -61,7 +73,11 @@ describe('pack: layout', () => {
 
   it("checks strategy and overflow against their values; 'bfd' (TRL's name) is 'best-fit'", () => {
     const examples = [3, 6, 2, 5, 4, 1].map((n, i) => ({ inputIds: Array(n).fill(i + 1), labels: Array(n).fill(i + 1) }));
-    expect(arrays(pack(examples, { rowLength: 7, padTokenId: 0, strategy: 'bfd' })).rows).toEqual([[1, 5], [3, 2], [4, 0]]);
+    expect(arrays(pack(examples, { rowLength: 7, padTokenId: 0, strategy: 'bfd' })).rows).toEqual([
+      [1, 5],
+      [3, 2],
+      [4, 0],
+    ]);
     expect(() => pack(examples, { rowLength: 7, padTokenId: 0, strategy: 'first-fit' as never })).toThrow("pack: expected strategy to be one of 'best-fit', 'bfd', 'in-order'; got \"first-fit\"");
     expect(() => pack(examples, { rowLength: 7, padTokenId: 0, overflow: 'cut' as never })).toThrow("pack: expected overflow to be one of 'error', 'truncate'; got \"cut\"");
   });
@@ -156,7 +172,12 @@ describe.each([
   function packedForward(override?: (segments: number[][]) => number[][]): { logits: number[][][]; packed: Arrays } {
     const packed = arrays(pack(examples, { rowLength: 24, padTokenId: tokenizer.padTokenId }));
     const t = (rows: number[][]) => tf.tensor2d(rows, [rows.length, rows[0].length], 'int32');
-    const tensors = { inputIds: t(packed.inputIds), attentionMask: t(packed.attentionMask), positionIds: t(packed.positionIds), segmentIds: t(override ? override(packed.segmentIds) : packed.segmentIds) };
+    const tensors = {
+      inputIds: t(packed.inputIds),
+      attentionMask: t(packed.attentionMask),
+      positionIds: t(packed.positionIds),
+      segmentIds: t(override ? override(packed.segmentIds) : packed.segmentIds),
+    };
     const logits = logitsOf(tensors.inputIds, { attentionMask: tensors.attentionMask, positionIds: tensors.positionIds, segmentIds: tensors.segmentIds });
     tf.dispose(Object.values(tensors));
     return { logits, packed };
@@ -183,7 +204,7 @@ describe.each([
     }
   });
 
-  it('trap: the packed loss is the sum of the examples\' own losses, over the same number of tokens', () => {
+  it("trap: the packed loss is the sum of the examples' own losses, over the same number of tokens", () => {
     const { logits, packed } = packedForward();
     // An example whose first token has a label sits after another: its first label must not count.
     expect(placements(packed).some(({ start, index }) => start > 0 && examples[index].labels[0] !== X)).toBe(true);

@@ -23,7 +23,9 @@ describe('vocabSize', () => {
     const small = 100; // a model smaller than the tokenizer: 'a' is byte 97, 'z' 122
     const error = thrown(() => tokenizeLanguageModeling(tokenizer, { text: 'abz' }, { vocabSize: small, name: 'record 7' }));
     expect(error.code).toBe('INVALID_ARGUMENT');
-    expect(error.message).toContain(`tokenizeLanguageModeling: record 7: expected token ids below the model's vocabSize 100; got id 122 at token 2 (the tokenizer's vocabulary has ${tokenizer.vocabSize} ids, the model's 100)`);
+    expect(error.message).toContain(
+      `tokenizeLanguageModeling: record 7: expected token ids below the model's vocabSize 100; got id 122 at token 2 (the tokenizer's vocabulary has ${tokenizer.vocabSize} ids, the model's 100)`,
+    );
     expect(error.message).toMatch(/help: the tokenizer does not belong to the model/);
     const pair = thrown(() => tokenizePreference(tokenizer, { prompt: 'a', chosen: 'b', rejected: 'z' }, { vocabSize: 120, appendEos: false, name: 'record 2' }));
     expect(pair.message).toContain("record 2 (rejected): expected token ids below the model's vocabSize 120; got id 122 at token 1");
@@ -43,7 +45,9 @@ describe('requireLabels', () => {
   it('refuses { text: "" } (its EOS alone: no target) naming the record, before any training', () => {
     const error = thrown(() => tokenizeLanguageModeling(tokenizer, { text: '' }, { requireLabels: true, name: 'record 3' }));
     expect(error.code).toBe('INVALID_ARGUMENT');
-    expect(error.message).toContain(`tokenizeLanguageModeling: record 3: expected a label to train on after the first token (token t is the target of position t − 1); got 1 token [${tokenizer.eosTokenId}] with none`);
+    expect(error.message).toContain(
+      `tokenizeLanguageModeling: record 3: expected a label to train on after the first token (token t is the target of position t − 1); got 1 token [${tokenizer.eosTokenId}] with none`,
+    );
     expect(tokenizeLanguageModeling(tokenizer, { text: '' }).inputIds).toEqual([tokenizer.eosTokenId]); // off by default
   });
 
@@ -51,7 +55,11 @@ describe('requireLabels', () => {
     const chat = () => ({ inputIds: [1, 2, 3], assistantMask: [1, 0, 0] }); // only the first token is the assistant's
     const masked = thrown(() => tokenizeLanguageModeling(tokenizer, { messages: [{ role: 'assistant', content: 'x' }] }, { chat, requireLabels: true, name: 'record 0' }));
     expect(masked.message).toContain('record 0: expected a label to train on after the first token');
-    expect(tokenizePromptCompletion(tokenizer, { prompt: 'a', completion: 'b' }, { requireLabels: true }).labels.slice(1).some((l) => l >= 0)).toBe(true);
+    expect(
+      tokenizePromptCompletion(tokenizer, { prompt: 'a', completion: 'b' }, { requireLabels: true })
+        .labels.slice(1)
+        .some((l) => l >= 0),
+    ).toBe(true);
     expect(tokenizeLanguageModeling(tokenizer, { text: 'a' }, { requireLabels: true }).inputIds).toEqual([97, tokenizer.eosTokenId]);
     expect(thrown(() => tokenizeLanguageModeling(tokenizer, { text: 'a' }, { requireLabels: 'yes' as never })).message).toContain('requireLabels');
   });

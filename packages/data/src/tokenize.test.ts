@@ -182,7 +182,7 @@ describe('tokenizeLanguageModeling', () => {
 
   it('assistant-only loss without an assistant mask, or with none marked, fails instead of training on nothing or everything', () => {
     const unmarked = thrown(() => tokenizeLanguageModeling(tokenizer, { messages }, { chat: pieceChat(tokenizer, { markAssistant: false }) }));
-    expect(unmarked.message).toContain('expected an assistantMask marking the assistant\'s tokens (assistantOnly); got no assistantMask');
+    expect(unmarked.message).toContain("expected an assistantMask marking the assistant's tokens (assistantOnly); got no assistantMask");
     expect(unmarked.help).toContain('{% generation %}');
     const userOnly = thrown(() => tokenizeLanguageModeling(tokenizer, { messages: messages.slice(0, 2) }, { chat: pieceChat(tokenizer) }));
     expect(userOnly.message).toContain('got an assistantMask of all 0');
@@ -277,7 +277,8 @@ describe('with ByteTokenizer and applyChatTemplate', () => {
   it('checks option values: booleans, maxLength a positive integer or null, truncation one of its values', () => {
     const record = { prompt: '2+2=', completion: '4' };
     expect(thrown(() => tokenizePromptCompletion(bytes, record, { truncation: 'rigth' as never })).message).toContain("expected truncation to be one of 'right', 'left', 'error'; got \"rigth\"");
-    for (const maxLength of [0, 2.5, -3, '8']) expect(thrown(() => tokenizePromptCompletion(bytes, record, { maxLength: maxLength as never })).message).toContain('expected maxLength to be a positive integer or null');
+    for (const maxLength of [0, 2.5, -3, '8'])
+      expect(thrown(() => tokenizePromptCompletion(bytes, record, { maxLength: maxLength as never })).message).toContain('expected maxLength to be a positive integer or null');
     expect(thrown(() => tokenizeLanguageModeling(bytes, { text: 'a' }, { appendEos: 'no' as never })).message).toContain('expected appendEos to be true or false; got "no"');
     expect(thrown(() => tokenizePromptCompletion(bytes, record, { completionOnly: 0 as never })).code).toBe('INVALID_OPTION');
   });

@@ -223,7 +223,7 @@ export function tokenizeLanguageModeling(tokenizer: TokenizerLike, record: Langu
     } else if (mask === undefined || mask.length !== ids.length || !mask.some((m) => m === 1)) {
       const got = mask === undefined ? 'no assistantMask' : mask.length !== ids.length ? `an assistantMask of ${mask.length} for ${ids.length} tokens` : 'an assistantMask of all 0';
       throw new PosttrainError('INVALID_ARGUMENT', `tokenizeLanguageModeling: ${name}: expected an assistantMask marking the assistant's tokens (assistantOnly); got ${got}`, {
-        help: "render with a template that marks assistant turns with {% generation %} and returnAssistantMask: true, or pass assistantOnly: false to train on every token",
+        help: 'render with a template that marks assistant turns with {% generation %} and returnAssistantMask: true, or pass assistantOnly: false to train on every token',
       });
     } else {
       labels = ids.map((id, i) => (mask[i] === 1 ? id : IGNORE_INDEX));
@@ -273,7 +273,7 @@ function withEos(tokenizer: TokenizerLike, ids: number[], owner: string): number
   const eos = tokenizer.eosTokenId;
   if (typeof eos !== 'number') {
     throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected a tokenizer with an eosTokenId to end completions with; got ${String(eos)}`, {
-      help: 'set the tokenizer\'s EOS token, or pass appendEos: false if the texts end themselves',
+      help: "set the tokenizer's EOS token, or pass appendEos: false if the texts end themselves",
     });
   }
   return ids[ids.length - 1] === eos ? ids : [...ids, eos];
@@ -289,9 +289,13 @@ function checkPrefix(tokenizer: TokenizerLike, prompt: number[], joint: number[]
     i === prompt.length
       ? `prompt + completion tokenized to no more tokens than the prompt alone (${prompt.length}): the completion is empty`
       : `they differ from token ${i}: the prompt alone ends ${show(prompt.slice(i))}, prompt + completion continues ${show(joint.slice(i, prompt.length + 2))}`;
-  throw new PosttrainError('INVALID_ARGUMENT', `tokenizePromptCompletion: ${name}: expected the prompt's ${prompt.length} tokens to be the first tokens of prompt + completion, as the model sees the prompt at inference; ${got}`, {
-    help: 'the tokenizer merges characters across the prompt/completion boundary: move the boundary to a token boundary (e.g. end the prompt before a space and start the completion with it, " blue"), or fix the template',
-  });
+  throw new PosttrainError(
+    'INVALID_ARGUMENT',
+    `tokenizePromptCompletion: ${name}: expected the prompt's ${prompt.length} tokens to be the first tokens of prompt + completion, as the model sees the prompt at inference; ${got}`,
+    {
+      help: 'the tokenizer merges characters across the prompt/completion boundary: move the boundary to a token boundary (e.g. end the prompt before a space and start the completion with it, " blue"), or fix the template',
+    },
+  );
 }
 
 /** Throws unless every option value is of its type (enums against their lists). */
@@ -326,9 +330,13 @@ function checkTokenized(tokenizer: TokenizerLike, example: TokenizedExample, o: 
     }
   }
   if (o.requireLabels && !labels.some((label, t) => t > 0 && label !== IGNORE_INDEX)) {
-    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${name}: expected a label to train on after the first token (token t is the target of position t − 1); got ${inputIds.length} token${inputIds.length === 1 ? '' : 's'} [${inputIds.slice(0, 8).join(', ')}${inputIds.length > 8 ? ', …' : ''}] with none`, {
-      help: 'the record is empty, or its completion is masked or cut away: fix or drop it',
-    });
+    throw new PosttrainError(
+      'INVALID_ARGUMENT',
+      `${owner}: ${name}: expected a label to train on after the first token (token t is the target of position t − 1); got ${inputIds.length} token${inputIds.length === 1 ? '' : 's'} [${inputIds.slice(0, 8).join(', ')}${inputIds.length > 8 ? ', …' : ''}] with none`,
+      {
+        help: 'the record is empty, or its completion is masked or cut away: fix or drop it',
+      },
+    );
   }
   return example;
 }
@@ -346,13 +354,17 @@ function truncate(example: TokenizedExample, o: TokenizeOptions, owner: string, 
     if (o.truncation === 'error') throw new PosttrainError('INVALID_ARGUMENT', `${cut}; truncation is 'error'`, { help: "raise maxLength, or pass truncation: 'right' or 'left'" });
     if (o.truncation === 'right') {
       if (promptLength >= max) {
-        throw new PosttrainError('INVALID_ARGUMENT', `${cut}, and the prompt alone has ${promptLength}: right truncation cuts only the completion, and would leave none`, { help: "raise maxLength, or pass truncation: 'left' to cut the prompt's start" });
+        throw new PosttrainError('INVALID_ARGUMENT', `${cut}, and the prompt alone has ${promptLength}: right truncation cuts only the completion, and would leave none`, {
+          help: "raise maxLength, or pass truncation: 'left' to cut the prompt's start",
+        });
       }
       end = max;
     } else {
       const completion = n - promptLength;
       if (promptLength > 0 && completion >= max) {
-        throw new PosttrainError('INVALID_ARGUMENT', `${cut}, and the completion alone has ${completion}: left truncation cuts only the prompt, and would leave none`, { help: "raise maxLength, or pass truncation: 'right' to cut the completion's end" });
+        throw new PosttrainError('INVALID_ARGUMENT', `${cut}, and the completion alone has ${completion}: left truncation cuts only the prompt, and would leave none`, {
+          help: "raise maxLength, or pass truncation: 'right' to cut the completion's end",
+        });
       }
       start = n - max;
       promptLength = Math.max(0, promptLength - start);
@@ -363,9 +375,13 @@ function truncate(example: TokenizedExample, o: TokenizeOptions, owner: string, 
   if (start > 0 || end < n) {
     const counted = (ls: number[]) => ls.some((label) => label !== IGNORE_INDEX);
     if (!counted(labelsKept) && counted(labels)) {
-      throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${name}: ${n} tokens exceed maxLength ${max}, and ${o.truncation} truncation to ${max} would cut every labelled token: the example would train on nothing`, {
-        help: `raise maxLength, pass truncation: '${o.truncation === 'right' ? 'left' : 'right'}', or drop the record`,
-      });
+      throw new PosttrainError(
+        'INVALID_ARGUMENT',
+        `${owner}: ${name}: ${n} tokens exceed maxLength ${max}, and ${o.truncation} truncation to ${max} would cut every labelled token: the example would train on nothing`,
+        {
+          help: `raise maxLength, pass truncation: '${o.truncation === 'right' ? 'left' : 'right'}', or drop the record`,
+        },
+      );
     }
   }
   return { inputIds: inputIdsKept, labels: labelsKept, attentionMask: inputIdsKept.map(() => 1), promptLength: Math.min(promptLength, inputIdsKept.length) };

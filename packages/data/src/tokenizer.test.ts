@@ -18,9 +18,7 @@ const QWEN3_REFERENCE: Record<string, number[]> = {
   "It's 2024 and we're testing   tokenizers\n\n\nok": [2132, 594, 220, 17, 15, 17, 19, 323, 582, 2299, 7497, 256, 3950, 12230, 1406, 562],
   '你好，世界！': [108386, 3837, 99489, 6313],
   'emoji 😀👍🏽 ok': [37523, 90316, 144349, 145375, 5394],
-  '<|im_start|>user\nWhat is 12+30?<|im_end|>\n<|im_start|>assistant\n42<|im_end|>\n': [
-    151644, 872, 198, 3838, 374, 220, 16, 17, 10, 18, 15, 30, 151645, 198, 151644, 77091, 198, 19, 17, 151645, 198,
-  ],
+  '<|im_start|>user\nWhat is 12+30?<|im_end|>\n<|im_start|>assistant\n42<|im_end|>\n': [151644, 872, 198, 3838, 374, 220, 16, 17, 10, 18, 15, 30, 151645, 198, 151644, 77091, 198, 19, 17, 151645, 198],
 };
 
 let qwen: Tokenizer;
@@ -41,7 +39,14 @@ describe('loadTokenizer with the real Qwen3 vocabulary', () => {
   });
 
   it('gives the vocabulary id of strings that are one token in tokenizer.json', () => {
-    for (const [text, token] of [['Hello', 'Hello'], [' world', 'Ġworld'], ['\n', 'Ċ'], ['  ', 'ĠĠ'], ['!', '!'], [' the', 'Ġthe']]) {
+    for (const [text, token] of [
+      ['Hello', 'Hello'],
+      [' world', 'Ġworld'],
+      ['\n', 'Ċ'],
+      ['  ', 'ĠĠ'],
+      ['!', '!'],
+      [' the', 'Ġthe'],
+    ]) {
       expect(vocab[token], token).toBeTypeOf('number');
       expect(qwen.encode(text)).toEqual([vocab[token]]);
       expect(qwen.tokenToId(token)).toBe(vocab[token]);
@@ -83,7 +88,15 @@ describe('loadTokenizer with the real Qwen3 vocabulary', () => {
   });
 
   it('gives each token its span of the text', () => {
-    expect(qwen.encodeWithOffsets!('Hello, world!')).toEqual({ ids: [9707, 11, 1879, 0], offsets: [[0, 5], [5, 6], [6, 12], [12, 13]] });
+    expect(qwen.encodeWithOffsets!('Hello, world!')).toEqual({
+      ids: [9707, 11, 1879, 0],
+      offsets: [
+        [0, 5],
+        [5, 6],
+        [6, 12],
+        [12, 13],
+      ],
+    });
     const text = '<|im_start|>你好 😀\n\nok<|im_end|>';
     const { ids, offsets } = qwen.encodeWithOffsets!(text);
     expect(ids).toEqual(qwen.encode(text));
@@ -144,7 +157,11 @@ describe('loadTokenizer sources', () => {
 
   it('says which file is not JSON', async () => {
     const files = new ByteTokenizer().toHuggingFaceFiles();
-    await expectReject(loadTokenizer({ ...files, 'tokenizer_config.json': '{"eos_token": ' }), 'INVALID_ARGUMENT', 'loadTokenizer: expected tokenizer_config.json in in-memory files to be JSON; it does not parse');
+    await expectReject(
+      loadTokenizer({ ...files, 'tokenizer_config.json': '{"eos_token": ' }),
+      'INVALID_ARGUMENT',
+      'loadTokenizer: expected tokenizer_config.json in in-memory files to be JSON; it does not parse',
+    );
     await expectReject(loadTokenizer({ ...files, 'tokenizer.json': 'not json' }), 'INVALID_ARGUMENT', 'expected tokenizer.json in in-memory files to be JSON');
     await expectReject(loadTokenizer({ ...files, 'tokenizer.json': '[1, 2]' }), 'INVALID_ARGUMENT', 'expected tokenizer.json in in-memory files to hold a JSON object; got an array of length 2');
     await expectReject(loadTokenizer({ ...files, 'tokenizer.json': '{"model": {"type": "Nonsense"}}' }), 'NOT_SUPPORTED', 'expected tokenizer.json in in-memory files to describe a tokenizer');
@@ -154,7 +171,11 @@ describe('loadTokenizer sources', () => {
     const files = new ByteTokenizer().toHuggingFaceFiles();
     const json = JSON.parse(files['tokenizer.json']);
     const wordLevel = { ...json, model: { type: 'WordLevel', vocab: { '[UNK]': 0, hello: 1 }, unk_token: '[UNK]' } };
-    const error = await expectReject(loadTokenizer({ ...files, 'tokenizer.json': JSON.stringify(wordLevel) }), 'NOT_SUPPORTED', 'of a supported model type (BPE, WordPiece, Unigram); got model type "WordLevel"');
+    const error = await expectReject(
+      loadTokenizer({ ...files, 'tokenizer.json': JSON.stringify(wordLevel) }),
+      'NOT_SUPPORTED',
+      'of a supported model type (BPE, WordPiece, Unigram); got model type "WordLevel"',
+    );
     expect(error.message).toMatch(/help: /);
     const untyped = { ...json, model: Object.fromEntries(Object.entries(json.model).filter(([k]) => k !== 'type')) };
     expect((await loadTokenizer({ ...files, 'tokenizer.json': JSON.stringify(untyped) })).encode('hi')).toEqual((await loadTokenizer(files)).encode('hi')); // inferred, as before
@@ -190,7 +211,15 @@ describe('loadTokenizer special tokens from the config', () => {
   });
 
   it('takes the chat template from a named list or from chat_template.jinja', async () => {
-    const listed = await loadTokenizer(byteFiles((c) => (c.chat_template = [{ name: 'tool_use', template: 'T' }, { name: 'default', template: 'D' }])));
+    const listed = await loadTokenizer(
+      byteFiles(
+        (c) =>
+          (c.chat_template = [
+            { name: 'tool_use', template: 'T' },
+            { name: 'default', template: 'D' },
+          ]),
+      ),
+    );
     expect(listed.chatTemplate).toBe('D');
     const separate = await loadTokenizer({ ...byteFiles((c) => delete c.chat_template), 'chat_template.jinja': '{{ messages[0].content }}' });
     expect(separate.chatTemplate).toBe('{{ messages[0].content }}');

@@ -233,9 +233,13 @@ class HuggingFaceTokenizer implements Tokenizer {
     const idOf = (content: string, field: string): number => {
       const id = hf.token_to_id(content);
       if (id === undefined) {
-        throw new PosttrainError('INVALID_ARGUMENT', `loadTokenizer: expected ${field} ${JSON.stringify(content)} of tokenizer_config.json to be in the vocabulary of tokenizer.json; it is not (${where})`, {
-          help: 'the two files come from different tokenizers; save them together with tokenizer.save_pretrained',
-        });
+        throw new PosttrainError(
+          'INVALID_ARGUMENT',
+          `loadTokenizer: expected ${field} ${JSON.stringify(content)} of tokenizer_config.json to be in the vocabulary of tokenizer.json; it is not (${where})`,
+          {
+            help: 'the two files come from different tokenizers; save them together with tokenizer.save_pretrained',
+          },
+        );
       }
       return id;
     };
@@ -245,7 +249,10 @@ class HuggingFaceTokenizer implements Tokenizer {
       if (content === null) continue;
       const id = idOf(content, `added_tokens_decoder["${key}"]`);
       if (String(id) !== key) {
-        throw new PosttrainError('INVALID_ARGUMENT', `loadTokenizer: expected ${JSON.stringify(content)} to have id ${key} in tokenizer.json as in tokenizer_config.json's added_tokens_decoder; it has id ${id} (${where})`);
+        throw new PosttrainError(
+          'INVALID_ARGUMENT',
+          `loadTokenizer: expected ${JSON.stringify(content)} to have id ${key} in tokenizer.json as in tokenizer_config.json's added_tokens_decoder; it has id ${id} (${where})`,
+        );
       }
       if (isObject(value) && value.special === true) special.set(content, id);
     }
@@ -292,9 +299,13 @@ class HuggingFaceTokenizer implements Tokenizer {
     });
     const offsets = alignPieces(text, pieces);
     if (offsets === null) {
-      throw new PosttrainError('NOT_SUPPORTED', `Tokenizer.encodeWithOffsets: expected the tokens of ${describeValue(text)} to spell the text byte for byte; they do not (its normalizer or pre-tokenizer rewrites text)`, {
-        help: 'offsets need a byte-level BPE tokenizer (GPT-2, Llama 3, Qwen) or text the normalizer leaves unchanged',
-      });
+      throw new PosttrainError(
+        'NOT_SUPPORTED',
+        `Tokenizer.encodeWithOffsets: expected the tokens of ${describeValue(text)} to spell the text byte for byte; they do not (its normalizer or pre-tokenizer rewrites text)`,
+        {
+          help: 'offsets need a byte-level BPE tokenizer (GPT-2, Llama 3, Qwen) or text the normalizer leaves unchanged',
+        },
+      );
     }
     return { ids, offsets };
   }
@@ -355,7 +366,10 @@ function configTemplate(config: Json, where: string): string | undefined {
     const named = template.find((t) => isObject(t) && t.name === 'default');
     if (isObject(named) && typeof named.template === 'string') return named.template;
   }
-  throw new PosttrainError('INVALID_ARGUMENT', `loadTokenizer: expected chat_template in tokenizer_config.json to be a string or a list holding a {"name": "default", "template": …}; got ${describeValue(template)} (${where})`);
+  throw new PosttrainError(
+    'INVALID_ARGUMENT',
+    `loadTokenizer: expected chat_template in tokenizer_config.json to be a string or a list holding a {"name": "default", "template": …}; got ${describeValue(template)} (${where})`,
+  );
 }
 
 /** The `model.type`s of tokenizer.json that @huggingface/tokenizers implements. */
@@ -370,9 +384,13 @@ function checkModelType(json: Json, where: string): void {
   const model = json.model;
   const type = isObject(model) ? model.type : undefined;
   if (type === undefined || (SUPPORTED_MODEL_TYPES as readonly unknown[]).includes(type)) return;
-  throw new PosttrainError('NOT_SUPPORTED', `loadTokenizer: expected tokenizer.json in ${where} to describe a tokenizer of a supported model type (${SUPPORTED_MODEL_TYPES.join(', ')}); got model type ${describeValue(type)}`, {
-    help: 'convert the tokenizer to one of these (tokenizer.json as transformers saves it for GPT-2, Llama, Qwen, BERT or T5), or implement the Tokenizer interface for it',
-  });
+  throw new PosttrainError(
+    'NOT_SUPPORTED',
+    `loadTokenizer: expected tokenizer.json in ${where} to describe a tokenizer of a supported model type (${SUPPORTED_MODEL_TYPES.join(', ')}); got model type ${describeValue(type)}`,
+    {
+      help: 'convert the tokenizer to one of these (tokenizer.json as transformers saves it for GPT-2, Llama, Qwen, BERT or T5), or implement the Tokenizer interface for it',
+    },
+  );
 }
 
 /**

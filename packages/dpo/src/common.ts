@@ -38,13 +38,17 @@ export interface OptimizationTunables extends FineTuneTrainerOptions, OptimizerT
 
 /** Checks the model, tokenizer, records and every shared tunable; throws INVALID_OPTION naming the first bad one. @internal */
 export function checkCommon(owner: string, o: OptimizationTunables & { model: CausalLM; tokenizer: TokenizerLike; train: readonly unknown[] }, recordHelp: string): void {
-  if (!o.model || typeof o.model.forward !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected model to be a CausalLM (an object with forward); got ${o.model === undefined ? 'undefined' : typeof o.model}`);
+  if (!o.model || typeof o.model.forward !== 'function')
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected model to be a CausalLM (an object with forward); got ${o.model === undefined ? 'undefined' : typeof o.model}`);
   if (!o.tokenizer || typeof o.tokenizer.encode !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected tokenizer to have encode and decode`);
   if (!Array.isArray(o.train) || o.train.length === 0) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected train to be a non-empty array of records; got ${Array.isArray(o.train) ? 'an empty array' : typeof o.train}`, { help: recordHelp });
   }
   checkFineTuneOptions(owner, o);
-  if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, { help: "for example lora: { r: 8, alpha: 16, targetModules: 'all-linear' }" });
+  if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null))
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, {
+      help: "for example lora: { r: 8, alpha: 16, targetModules: 'all-linear' }",
+    });
 }
 
 /**

@@ -38,13 +38,22 @@ describe('dpoTrain', () => {
     });
     expect(result).toMatchObject({ objective: 'dpoSigmoidLoss', reference: 'policy before training, precomputed', steps: 40 });
     for (const record of result.history) {
-      expect(Object.keys(record).filter((k) => k.includes('/')).sort()).toEqual([...TRL_METRICS].sort());
+      expect(
+        Object.keys(record)
+          .filter((k) => k.includes('/'))
+          .sort(),
+      ).toEqual([...TRL_METRICS].sort());
       expect(record.pairs).toBe(8);
       expect(record.tokens).toBeUndefined();
       expect(record.pairs_per_second).toBeGreaterThan(0);
     }
     expect(result.evals.map((r) => r.step)).toEqual([20, 40]);
-    for (const record of result.evals) expect(Object.keys(record).filter((k) => k.startsWith('eval_')).sort()).toEqual(['eval_loss', ...TRL_METRICS.map((k) => `eval_${k}`)].sort());
+    for (const record of result.evals)
+      expect(
+        Object.keys(record)
+          .filter((k) => k.startsWith('eval_'))
+          .sort(),
+      ).toEqual(['eval_loss', ...TRL_METRICS.map((k) => `eval_${k}`)].sort());
     const [first] = result.history;
     expect(first.loss).toBeCloseTo(Math.log(2), 6); // the policy starts equal to its reference: every margin is 0
     expect(first['rewards/accuracies']).toBe(0);
@@ -73,7 +82,12 @@ describe('dpoTrain', () => {
     const disabled = await run('adapters-disabled');
     const precomputed = await run('precomputed');
     const copyPrecomputed = await run('copy-precomputed');
-    expect([copy.reference, disabled.reference, precomputed.reference, copyPrecomputed.reference]).toEqual(['frozen copy', 'adapters disabled', 'adapters disabled, precomputed', 'frozen copy, precomputed']);
+    expect([copy.reference, disabled.reference, precomputed.reference, copyPrecomputed.reference]).toEqual([
+      'frozen copy',
+      'adapters disabled',
+      'adapters disabled, precomputed',
+      'frozen copy, precomputed',
+    ]);
     expect(precomputed.precomputeSeconds).toBeGreaterThan(0);
     expect(copy.history[0].loss).toBeCloseTo(Math.log(2), 6);
     expect(copy.history[2]['rewards/margins']).not.toBe(0); // by step 3 the policy has moved: the comparison means something
@@ -101,9 +115,24 @@ describe('dpoTrain', () => {
     ] as const) {
       const model = tinyModel();
       const counts: number[] = [];
-      const result = await dpoTrain({ model, tokenizer, train: pairs.slice(0, 16), loss, lr, schedule: 'constant', batchSize: 8, maxSteps: 40, progress: 'none', callbacks: { onStep: () => void counts.push(tf.memory().numTensors) } });
+      const result = await dpoTrain({
+        model,
+        tokenizer,
+        train: pairs.slice(0, 16),
+        loss,
+        lr,
+        schedule: 'constant',
+        batchSize: 8,
+        maxSteps: 40,
+        progress: 'none',
+        callbacks: { onStep: () => void counts.push(tf.memory().numTensors) },
+      });
       expect(result).toMatchObject({ objective: loss.name, reference: 'none' });
-      expect(Object.keys(result.history[0]).filter((k) => k.includes('/') || k.includes('_')).sort()).toEqual([...TRL_METRICS, ...extra, 'grad_norm', 'learning_rate', 'num_tokens', 'pairs_per_second'].sort());
+      expect(
+        Object.keys(result.history[0])
+          .filter((k) => k.includes('/') || k.includes('_'))
+          .sort(),
+      ).toEqual([...TRL_METRICS, ...extra, 'grad_norm', 'learning_rate', 'num_tokens', 'pairs_per_second'].sort());
       const before = mean(series(result.history.slice(0, 3), 'loss'));
       const after = mean(series(result.history.slice(-5), 'loss'));
       expect(after, loss.name).toBeLessThan(before * 0.5);
@@ -131,7 +160,19 @@ describe('dpoTrain', () => {
     const dir = await mkdtemp(join(tmpdir(), 'dpo-resume-'));
     try {
       // 16 pairs in batches of 4: 4 steps an epoch, so steps 4–6 run in the second, reshuffled epoch.
-      const options = { tokenizer, train: pairs.slice(0, 16), eval: heldOut.slice(0, 4), evalEvery: 2, lora: { r: 4, alpha: 8, dropout: 0.1 }, reference: 'adapters-disabled' as const, lr: 1e-2, batchSize: 4, maxSteps: 6, progress: 'none' as const, seed: 5 };
+      const options = {
+        tokenizer,
+        train: pairs.slice(0, 16),
+        eval: heldOut.slice(0, 4),
+        evalEvery: 2,
+        lora: { r: 4, alpha: 8, dropout: 0.1 },
+        reference: 'adapters-disabled' as const,
+        lr: 1e-2,
+        batchSize: 4,
+        maxSteps: 6,
+        progress: 'none' as const,
+        seed: 5,
+      };
       const whole = tinyModel(7);
       const uninterrupted = await dpoTrain({ ...options, model: whole });
       const first = tinyModel(7);
@@ -159,7 +200,10 @@ describe('dpoTrain', () => {
       const model = tinyModel();
       const options = { tokenizer, train: pairs.slice(0, 8), eval: heldOut.slice(0, 4), lr: 1e-2, batchSize: 4, maxSteps: 2, progress: 'none' as const };
       const full = await dpoTrain({ ...options, model, logFile });
-      const lines = (await readFile(logFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+      const lines = (await readFile(logFile, 'utf8'))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
       const trainKeys = ['kind', 'step', 'epoch', 'elapsed', 'loss', 'grad_norm', 'learning_rate', 'num_tokens', 'pairs', 'pairs_per_second', ...TRL_METRICS];
       for (const line of lines.filter((l) => l.kind === 'train')) expect(Object.keys(line).sort()).toEqual([...trainKeys].sort());
       const evals = lines.filter((l) => l.kind === 'eval');
@@ -199,7 +243,7 @@ describe('dpoTrain', () => {
     expect(await message({ reference: 'adapters-disabled' })).toMatch(/^dpoTrain: expected a model with LoRA adapters for reference 'adapters-disabled'; got a model without LoRA layers\nhelp: /);
     expect(await message({ reference: 'frozen' as never })).toMatch(/^dpoTrain: expected reference to be \{ model: frozenCopy \}, 'adapters-disabled' or 'precomputed'; got "frozen"/);
     expect(await message({ reference: { model } })).toMatch(/^dpoTrain: expected reference.model to be a separate frozen copy; got the policy itself/);
-    expect(await message({ reference: { model: other, precompute: 'yes' } as never })).toBe("dpoTrain: expected reference.precompute to be true or false; got \"yes\"");
+    expect(await message({ reference: { model: other, precompute: 'yes' } as never })).toBe('dpoTrain: expected reference.precompute to be true or false; got "yes"');
     expect(await message({ reference: { model: other, cache: true } as never })).toBe('dpoTrain: unknown key "cache" in reference; known keys are model, precompute');
     expect(await message({ loss: simpoObjective(), reference: 'precomputed' })).toMatch(/^dpoTrain: expected no reference for simpoLoss, which is reference-free; got "precomputed"/);
     expect(await message({ loss: dpoObjective(ipoLoss, { beta: 0.5 }), beta: 0.2 })).toMatch(/^dpoTrain: expected beta once; got beta 0.2 and an objective \(ipoLoss\) with β 0.5\nhelp: /);

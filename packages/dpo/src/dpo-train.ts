@@ -182,7 +182,10 @@ type Lengths = Pick<DpoTunables, 'maxLength' | 'maxPromptLength' | 'maxCompletio
 function tokenizePairs(tokenizer: TokenizerLike, records: readonly DpoRecord[], lengths: Lengths, what: string): TokenizedPair[] {
   return records.map((record, i) => {
     if (!record || typeof record !== 'object' || !('chosen' in record) || !('rejected' in record)) {
-      throw new PosttrainError('INVALID_ARGUMENT', `dpoTrain: ${what} record ${i}: expected { prompt, chosen, rejected }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`);
+      throw new PosttrainError(
+        'INVALID_ARGUMENT',
+        `dpoTrain: ${what} record ${i}: expected { prompt, chosen, rejected }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`,
+      );
     }
     refuseConversational('dpoTrain', `${what} record ${i}`, record, ['prompt', 'chosen', 'rejected']);
     return tokenizePreference(tokenizer, record as PreferenceRecord, { ...lengths, name: `${what} record ${i}` });
@@ -192,8 +195,16 @@ function tokenizePairs(tokenizer: TokenizerLike, records: readonly DpoRecord[], 
 /** Reference log-probs of every pair, `[chosen…]` and `[rejected…]`, computed once (eval mode, no tape). */
 async function precompute(reference: Reference, pairs: readonly TokenizedPair[], batchSize: number, average: boolean, padTokenId: number): Promise<{ chosen: Float32Array; rejected: Float32Array }> {
   return reference.run(async (m) => ({
-    chosen: await exampleLogps(m, pairs.map((p) => p.chosen), { batchSize, average, padTokenId }),
-    rejected: await exampleLogps(m, pairs.map((p) => p.rejected), { batchSize, average, padTokenId }),
+    chosen: await exampleLogps(
+      m,
+      pairs.map((p) => p.chosen),
+      { batchSize, average, padTokenId },
+    ),
+    rejected: await exampleLogps(
+      m,
+      pairs.map((p) => p.rejected),
+      { batchSize, average, padTokenId },
+    ),
   }));
 }
 
@@ -229,7 +240,12 @@ export async function dpoTrain(options: DpoTrainOptions): Promise<DpoTrainResult
   const { model, tokenizer, objective } = o;
   const padTokenId = padTokenIdOf(tokenizer);
   // vocabSize: an id the model has no embedding for is named by record before any step.
-  const lengths: Lengths & { vocabSize: number | null } = { maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, maxCompletionLength: o.maxCompletionLength, vocabSize: model.config.vocabSize ?? null };
+  const lengths: Lengths & { vocabSize: number | null } = {
+    maxLength: o.maxLength,
+    maxPromptLength: o.maxPromptLength,
+    maxCompletionLength: o.maxCompletionLength,
+    vocabSize: model.config.vocabSize ?? null,
+  };
   const pairs = tokenizePairs(tokenizer, o.train, lengths, 'train');
   const evalPairs = tokenizePairs(tokenizer, o.eval ?? [], lengths, 'eval');
   const reference = resolveReference(owner, model, o.reference, objective.usesReference, objective.name, o.lora !== false || loraLayers(model).size > 0);
@@ -242,10 +258,16 @@ export async function dpoTrain(options: DpoTrainOptions): Promise<DpoTrainResult
 
   /** The batch of `indices` of `source`, with its reference log-probs (from the cache or a forward outside the tape). */
   const makeBatch = (source: readonly TokenizedPair[], indices: number[], cached: typeof cache): DpoBatch => {
-    const batch = collatePairs(indices.map((i) => source[i]), { padTokenId });
+    const batch = collatePairs(
+      indices.map((i) => source[i]),
+      { padTokenId },
+    );
     let refLogps: tf.Tensor1D | undefined;
     if (reference && cached) refLogps = tf.tensor1d([...indices.map((i) => cached.chosen[i]), ...indices.map((i) => cached.rejected[i])]);
-    else if (reference) refLogps = reference.run((m) => tf.tidy(() => sequenceLogprobs(m.forward(batch.inputIds, { attentionMask: batch.attentionMask }).logits, batch.labels, batch.attentionMask, { average: objective.averageLogps }).logps));
+    else if (reference)
+      refLogps = reference.run((m) =>
+        tf.tidy(() => sequenceLogprobs(m.forward(batch.inputIds, { attentionMask: batch.attentionMask }).logits, batch.labels, batch.attentionMask, { average: objective.averageLogps }).logps),
+      );
     return { ...batch, refLogps, inputTokens: indices.reduce((n, i) => n + source[i].chosen.inputIds.length + source[i].rejected.inputIds.length, 0) };
   };
   const disposeBatch = (b: DpoBatch) => tf.dispose([b.inputIds, b.attentionMask, b.labels, ...(b.refLogps ? [b.refLogps] : [])]);
@@ -275,7 +297,15 @@ export async function dpoTrain(options: DpoTrainOptions): Promise<DpoTrainResult
     return Object.fromEntries(Object.entries(sums).map(([name, sum]) => [name, sum / evalPairs.length]));
   };
 
-  const result = await fineTune<DpoBatch>({ model, records: pairs.length, makeBatch: (ix) => makeBatch(pairs, ix, cache), disposeBatch, step, evaluate: evalPairs.length ? evaluate : undefined, options: o });
+  const result = await fineTune<DpoBatch>({
+    model,
+    records: pairs.length,
+    makeBatch: (ix) => makeBatch(pairs, ix, cache),
+    disposeBatch,
+    step,
+    evaluate: evalPairs.length ? evaluate : undefined,
+    options: o,
+  });
   const referenceName = reference ? `${reference.source}${reference.precomputed ? ', precomputed' : ''}` : 'none';
   return { ...result, lora: report, objective: objective.name, reference: referenceName, precomputeSeconds };
 }

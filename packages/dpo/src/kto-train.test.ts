@@ -16,7 +16,7 @@ describe('ktoTrain', () => {
     await initBackend('wasm');
   });
 
-  it('pairs every record with another prompt\'s completion for the KL estimate, the same pairs for the same seed', () => {
+  it("pairs every record with another prompt's completion for the KL estimate, the same pairs for the same seed", () => {
     const partners = klPartners(records, 0);
     expect(partners).toEqual(klPartners(records, 0));
     expect(partners).not.toEqual(klPartners(records, 1));
@@ -41,11 +41,20 @@ describe('ktoTrain', () => {
     });
     expect(result.reference).toBe('policy before training, precomputed');
     for (const r of result.history) {
-      expect(Object.keys(r).filter((k) => k.includes('/') || k === 'kl').sort()).toEqual(KTO_METRICS);
+      expect(
+        Object.keys(r)
+          .filter((k) => k.includes('/') || k === 'kl')
+          .sort(),
+      ).toEqual(KTO_METRICS);
       expect(r.sequences).toBe(8); // KTO's loss is a mean over examples
       expect(r.tokens).toBeUndefined();
     }
-    for (const r of result.evals) expect(Object.keys(r).filter((k) => k.startsWith('eval_')).sort()).toEqual(['eval_loss', ...KTO_METRICS.map((k) => `eval_${k}`)].sort());
+    for (const r of result.evals)
+      expect(
+        Object.keys(r)
+          .filter((k) => k.startsWith('eval_'))
+          .sort(),
+      ).toEqual(['eval_loss', ...KTO_METRICS.map((k) => `eval_${k}`)].sort());
     const [first] = result.history;
     expect(first.loss).toBeCloseTo(0.5, 6); // λ·σ(0) for every example: the policy is its reference
     expect(first.kl).toBe(0);
@@ -121,10 +130,14 @@ describe('ktoTrain', () => {
       const logFile = join(dir, 'metrics.jsonl');
       const model = tinyModel();
       await ktoTrain({ model, tokenizer, train: records, eval: reversalUnpaired(1, 2), lr: 1e-2, batchSize: 8, maxSteps: 2, progress: 'none', logFile });
-      const lines = (await readFile(logFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+      const lines = (await readFile(logFile, 'utf8'))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
       const trainLines = lines.filter((l) => l.kind === 'train');
       expect(trainLines).toHaveLength(2);
-      for (const line of trainLines) expect(Object.keys(line).sort()).toEqual(['elapsed', 'epoch', 'grad_norm', 'kind', 'learning_rate', 'loss', 'num_tokens', 'sequences', 'sequences_per_second', 'step', ...KTO_METRICS].sort());
+      for (const line of trainLines)
+        expect(Object.keys(line).sort()).toEqual(['elapsed', 'epoch', 'grad_norm', 'kind', 'learning_rate', 'loss', 'num_tokens', 'sequences', 'sequences_per_second', 'step', ...KTO_METRICS].sort());
       expect(trainLines.map((l) => l.sequences)).toEqual([8, 8]);
       expect(trainLines[1].num_tokens).toBeGreaterThan(trainLines[0].num_tokens);
       const evals = lines.filter((l) => l.kind === 'eval');
@@ -144,11 +157,15 @@ describe('ktoTrain', () => {
     expect(await message({ beta: 0 })).toBe('ktoTrain: expected beta to be a number > 0; got 0');
     expect(await message({ train: records.slice(0, 1) })).toBe("ktoTrain: expected at least 2 train records (each KL pair takes another record's completion); got 1");
     expect(await message({ eval: records.slice(0, 1) })).toBe("ktoTrain: expected eval to be an array of at least 2 records (each KL pair takes another record's completion); got 1 record");
-    expect(await message({ train: [records[0], { prompt: 'ab>', completion: 'ba', label: 'good' } as never] })).toBe('ktoTrain: train record 1: expected { prompt, completion, label: boolean }; got keys [prompt, completion, label] with label "good"');
+    expect(await message({ train: [records[0], { prompt: 'ab>', completion: 'ba', label: 'good' } as never] })).toBe(
+      'ktoTrain: train record 1: expected { prompt, completion, label: boolean }; got keys [prompt, completion, label] with label "good"',
+    );
     expect(await message({ eval: 'held-out' as never })).toBe("ktoTrain: expected eval to be an array of at least 2 records (each KL pair takes another record's completion); got string");
     expect(await message({ maxPromptLength: -1 })).toBe('ktoTrain: expected maxPromptLength to be an integer ≥ 1; got -1');
     const chat = { prompt: [{ role: 'user', content: 'ab>' }], completion: [{ role: 'assistant', content: 'ba' }], label: true };
-    expect(await message({ train: [records[0], chat] as never })).toMatch(/^ktoTrain: train record 1: expected prompt, completion to be strings; got message lists for prompt and completion \(a conversational record\)\nhelp: conversational records are not supported/);
+    expect(await message({ train: [records[0], chat] as never })).toMatch(
+      /^ktoTrain: train record 1: expected prompt, completion to be strings; got message lists for prompt and completion \(a conversational record\)\nhelp: conversational records are not supported/,
+    );
     expect(await message({ reference: 'adapters-disabled' })).toMatch(/^ktoTrain: expected a model with LoRA adapters for reference 'adapters-disabled'/);
     expect(await message({ loss: 'kto' } as never)).toMatch(/^ktoTrain: unknown option "loss"; known options are model, tokenizer, train, /);
     expect(model.trainableParameters().size).toBe(model.namedParameters().size);

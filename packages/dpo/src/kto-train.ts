@@ -1,7 +1,7 @@
 // ktoTrain: unpaired preference records (one completion, labelled desirable or not) → KTO against
 // the KL reference point of mismatched prompt/completion pairs → the shared trainer loop.
 import { PosttrainError, Rng, checkNumber, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
-import { collateForTraining, tokenizePromptCompletion, type TokenizedExample, type TokenizerLike, type UnpairedPreferenceRecord } from '@posttrain/data';
+import { collateForTraining, tokenizePromptCompletion, type TokenizedExample, type TokenizerLike } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { ktoLoss } from '@posttrain/losses';
 import { checkEvalRecords, defaultFineTuneTrainerOptions, fineTune, type StepOutput, type TrainResult } from '@posttrain/trainer';
@@ -146,10 +146,19 @@ export function klPartners(records: readonly KtoRecord[], seed: number): number[
   return partners;
 }
 
-function tokenizeRecords(tokenizer: TokenizerLike, records: readonly KtoRecord[], lengths: Pick<KtoTunables, 'maxLength' | 'maxPromptLength' | 'maxCompletionLength'>, seed: number, what: string): KtoExample[] {
+function tokenizeRecords(
+  tokenizer: TokenizerLike,
+  records: readonly KtoRecord[],
+  lengths: Pick<KtoTunables, 'maxLength' | 'maxPromptLength' | 'maxCompletionLength'>,
+  seed: number,
+  what: string,
+): KtoExample[] {
   records.forEach((record, i) => {
     if (!record || typeof record !== 'object' || !('prompt' in record) || !('completion' in record) || typeof record.label !== 'boolean') {
-      throw new PosttrainError('INVALID_ARGUMENT', `ktoTrain: ${what} record ${i}: expected { prompt, completion, label: boolean }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]${'label' in record ? ` with label ${JSON.stringify(record.label)}` : ''}` : typeof record}`);
+      throw new PosttrainError(
+        'INVALID_ARGUMENT',
+        `ktoTrain: ${what} record ${i}: expected { prompt, completion, label: boolean }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]${'label' in record ? ` with label ${JSON.stringify(record.label)}` : ''}` : typeof record}`,
+      );
     }
     refuseConversational('ktoTrain', `${what} record ${i}`, record, ['prompt', 'completion']);
   });
@@ -224,7 +233,18 @@ export async function ktoTrain(options: KtoTrainOptions): Promise<KtoTrainResult
 
   const settings = { batchSize: o.batchSize, average: false, padTokenId };
   const precompute = (list: KtoExample[]) =>
-    reference.run(async (m) => ({ completion: await exampleLogps(m, list.map((e) => e.example), settings), kl: await exampleLogps(m, list.map((e) => e.kl), settings) }));
+    reference.run(async (m) => ({
+      completion: await exampleLogps(
+        m,
+        list.map((e) => e.example),
+        settings,
+      ),
+      kl: await exampleLogps(
+        m,
+        list.map((e) => e.kl),
+        settings,
+      ),
+    }));
   const t0 = performance.now();
   const cache = reference.precomputed ? await precompute(examples) : undefined;
   const evalCache = reference.precomputed && evalExamples.length ? await precompute(evalExamples) : undefined;
@@ -233,8 +253,14 @@ export async function ktoTrain(options: KtoTrainOptions): Promise<KtoTrainResult
   const logpsOf = (m: CausalLM, b: ScoredBatch) => tf.tidy(() => sequenceLogps(m, b).logps);
   /** The batch of `indices`, with the policy's KL log-probs and the reference's, all computed here, outside the tape. */
   const makeBatch = (source: KtoExample[], indices: number[], cached: typeof cache): KtoBatch => {
-    const main = collateForTraining(indices.map((i) => source[i].example), { padTokenId });
-    const kl = collateForTraining(indices.map((i) => source[i].kl), { padTokenId });
+    const main = collateForTraining(
+      indices.map((i) => source[i].example),
+      { padTokenId },
+    );
+    const kl = collateForTraining(
+      indices.map((i) => source[i].kl),
+      { padTokenId },
+    );
     const training = model.training;
     model.eval(); // no dropout, and the dropout stream of the step is left untouched
     const policyKlLogps = logpsOf(model, kl);
@@ -306,6 +332,14 @@ export async function ktoTrain(options: KtoTrainOptions): Promise<KtoTrainResult
     return means; // logged as eval_<name> by the trainer
   };
 
-  const result = await fineTune<KtoBatch>({ model, records: examples.length, makeBatch: (ix) => makeBatch(examples, ix, cache), disposeBatch, step, evaluate: evalExamples.length ? evaluate : undefined, options: o });
+  const result = await fineTune<KtoBatch>({
+    model,
+    records: examples.length,
+    makeBatch: (ix) => makeBatch(examples, ix, cache),
+    disposeBatch,
+    step,
+    evaluate: evalExamples.length ? evaluate : undefined,
+    options: o,
+  });
   return { ...result, lora: report, reference: `${reference.source}${reference.precomputed ? ', precomputed' : ''}`, precomputeSeconds };
 }

@@ -38,7 +38,7 @@ describe('preference objectives', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
-  it('rpoAlpha adds α times each chosen completion\'s mean token NLL (RPO) and logs nll_loss', () => {
+  it("rpoAlpha adds α times each chosen completion's mean token NLL (RPO) and logs nll_loss", () => {
     tf.tidy(() => {
       const x = inputs();
       const out = dpoObjective(dpoSigmoidLoss, { rpoAlpha: 0.5 }).compute(x);
@@ -53,7 +53,7 @@ describe('preference objectives', () => {
     });
   });
 
-  it('simpoObjective and orpoObjective run their losses on the policy alone, ORPO with the chosen NLL and its metrics under TRL\'s names', () => {
+  it("simpoObjective and orpoObjective run their losses on the policy alone, ORPO with the chosen NLL and its metrics under TRL's names", () => {
     expect(simpoObjective()).toMatchObject({ name: 'simpoLoss', usesReference: false, averageLogps: true, beta: 2 });
     expect(orpoObjective()).toMatchObject({ name: 'orpoLoss', usesReference: false, averageLogps: true, beta: 0.1 });
     tf.tidy(() => {
@@ -88,7 +88,9 @@ describe('preference objectives', () => {
     expect(thrown(() => dpoObjective(dpoSigmoidLoss, { rpoAlpha: -1 })).message).toBe('dpoObjective: expected rpoAlpha to be a number ≥ 0 (the weight of the chosen NLL; 0 leaves it out); got -1');
     expect(thrown(() => dpoObjective('sigmoid' as never)).message).toMatch(/^dpoObjective: expected loss to be a preference loss function; got string/);
     const bad = thrown(() => dpoObjective((() => ({ loss: tf.scalar(0) })) as never));
-    expect(bad.message).toMatch(/^dpoObjective\(preferenceLoss\): expected the loss to return \{ loss, losses, chosenRewards, rejectedRewards \} \(a PreferenceLossOutput\); got keys \[loss\]\nhelp: /);
+    expect(bad.message).toMatch(
+      /^dpoObjective\(preferenceLoss\): expected the loss to return \{ loss, losses, chosenRewards, rejectedRewards \} \(a PreferenceLossOutput\); got keys \[loss\]\nhelp: /,
+    );
     expect(isPosttrainError(bad)).toBe(true);
   });
 

@@ -1,16 +1,7 @@
 // Preference objectives: a loss of the @posttrain/losses package plus what the trainer must know to
 // feed it (reference log-probs or not, summed or length-averaged log-probs).
 import { PosttrainError, checkNumber, tf } from '@posttrain/tensor-core';
-import {
-  dpoSigmoidLoss,
-  ipoLoss,
-  orpoLoss,
-  simpoLoss,
-  type OrpoLossOptions,
-  type PreferenceLogps,
-  type PreferenceLossOutput,
-  type SimpoLossOptions,
-} from '@posttrain/losses';
+import { dpoSigmoidLoss, ipoLoss, orpoLoss, simpoLoss, type OrpoLossOptions, type PreferenceLogps, type PreferenceLossOutput, type SimpoLossOptions } from '@posttrain/losses';
 
 /**
  * A pairwise preference loss of the DPO family, `PreferenceLogps → PreferenceLossOutput`:
@@ -86,9 +77,13 @@ function checkLossOptions(owner: string, run: (x: tf.Tensor1D) => { loss: tf.Ten
   tf.tidy(() => {
     const out = run(tf.tensor1d([-1]));
     if (!out || !(out.losses instanceof tf.Tensor) || !(out.chosenRewards instanceof tf.Tensor) || !(out.rejectedRewards instanceof tf.Tensor)) {
-      throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected the loss to return { loss, losses, chosenRewards, rejectedRewards } (a PreferenceLossOutput); got ${out === null || typeof out !== 'object' ? String(out) : `keys [${Object.keys(out).join(', ')}]`}`, {
-        help: 'pass a loss of @posttrain/losses such as dpoSigmoidLoss or ipoLoss, or one with the same signature',
-      });
+      throw new PosttrainError(
+        'INVALID_ARGUMENT',
+        `${owner}: expected the loss to return { loss, losses, chosenRewards, rejectedRewards } (a PreferenceLossOutput); got ${out === null || typeof out !== 'object' ? String(out) : `keys [${Object.keys(out).join(', ')}]`}`,
+        {
+          help: 'pass a loss of @posttrain/losses such as dpoSigmoidLoss or ipoLoss, or one with the same signature',
+        },
+      );
     }
   });
 }
@@ -115,10 +110,15 @@ function checkLossOptions(owner: string, run: (x: tf.Tensor1D) => { loss: tf.Ten
  * await dpoTrain({ model, tokenizer, train: pairs, loss: dpoObjective(dpoSigmoidLoss, { rpoAlpha: 1 }), lora: { r: 8 } });
  * ```
  */
-export function dpoObjective<O extends { beta: number }>(loss: PreferenceLossFn<O> = dpoSigmoidLoss as unknown as PreferenceLossFn<O>, options: Partial<O> & { averageLogps?: boolean; rpoAlpha?: number } = {}): PreferenceObjective {
+export function dpoObjective<O extends { beta: number }>(
+  loss: PreferenceLossFn<O> = dpoSigmoidLoss as unknown as PreferenceLossFn<O>,
+  options: Partial<O> & { averageLogps?: boolean; rpoAlpha?: number } = {},
+): PreferenceObjective {
   const owner = 'dpoObjective';
   if (typeof loss !== 'function') {
-    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected loss to be a preference loss function; got ${loss === null ? 'null' : typeof loss}`, { help: 'for example dpoObjective(dpoSigmoidLoss, { beta: 0.1 }) with dpoSigmoidLoss from @posttrain/losses' });
+    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected loss to be a preference loss function; got ${loss === null ? 'null' : typeof loss}`, {
+      help: 'for example dpoObjective(dpoSigmoidLoss, { beta: 0.1 }) with dpoSigmoidLoss from @posttrain/losses',
+    });
   }
   const { averageLogps = loss === (ipoLoss as unknown), rpoAlpha = 0, ...lossOptions } = options ?? {};
   if (typeof averageLogps !== 'boolean') throw new PosttrainError('INVALID_OPTION', `${owner}: expected averageLogps to be true or false; got ${JSON.stringify(averageLogps)}`);

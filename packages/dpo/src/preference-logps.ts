@@ -70,8 +70,16 @@ export async function preferenceLogps(model: CausalLM, tokenizer: TokenizerLike,
   const training = model.training;
   model.eval();
   try {
-    const chosen = await exampleLogps(model, pairs.map((p) => p.chosen), settings);
-    const rejected = await exampleLogps(model, pairs.map((p) => p.rejected), settings);
+    const chosen = await exampleLogps(
+      model,
+      pairs.map((p) => p.chosen),
+      settings,
+    );
+    const rejected = await exampleLogps(
+      model,
+      pairs.map((p) => p.rejected),
+      settings,
+    );
     const right = chosen.reduce((n, c, i) => n + (c > rejected[i] ? 1 : 0), 0);
     return { chosen, rejected, accuracy: records.length ? right / records.length : 0 };
   } finally {

@@ -11,10 +11,11 @@ const maxDiff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.abs(a.sub(b)).m
 
 function randomizeB(model: Module, seed: number): void {
   const rng = new Rng(seed);
-  for (const layer of loraLayers(model).values()) for (const name of layer.adapters.keys()) {
-    const b = layer.loraB.get(name)!.weight;
-    b.assign(rng.normalTensor(b.shape, 0.2));
-  }
+  for (const layer of loraLayers(model).values())
+    for (const name of layer.adapters.keys()) {
+      const b = layer.loraB.get(name)!.weight;
+      b.assign(rng.normalTensor(b.shape, 0.2));
+    }
 }
 
 describe('applyLora on a tiny Llama', () => {
@@ -22,9 +23,7 @@ describe('applyLora on a tiny Llama', () => {
     const model = await tinyLlama();
     const baseTotal = model.numParameters();
     const report = applyLora(model, { r: 4, alpha: 8, targetModules: ['q_proj', 'v_proj'] });
-    expect(report.targets).toEqual([
-      'model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.v_proj', 'model.layers.1.self_attn.q_proj', 'model.layers.1.self_attn.v_proj',
-    ]);
+    expect(report.targets).toEqual(['model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.v_proj', 'model.layers.1.self_attn.q_proj', 'model.layers.1.self_attn.v_proj']);
     // q_proj 16→16: 4·(16+16) = 128; v_proj 16→8 (2 kv heads of 4): 4·(16+8) = 96; two layers.
     const expected = 2 * (128 + 96);
     expect(report.trainableParameters).toBe(expected);
@@ -47,7 +46,11 @@ describe('applyLora on a tiny Llama', () => {
     expect(() => applyLora(model, { targetModules: ['qproj'], adapterName: 'y' })).toThrow(/\["qproj"\] matched no module/);
     expect(() => applyLora(model, { targetModules: ['mlp'], adapterName: 'z' })).toThrow(/LlamaMlp/);
     let error: unknown;
-    try { applyLora(model, { targetModules: ['q_proj'], rank: 4 } as never); } catch (e) { error = e; }
+    try {
+      applyLora(model, { targetModules: ['q_proj'], rank: 4 } as never);
+    } catch (e) {
+      error = e;
+    }
     expect(isPosttrainError(error) && error.code).toBe('INVALID_OPTION');
     expect(String(error)).toMatch(/unknown option "rank"/);
     expect(() => applyLora(model, { targetModules: ['q_proj'], useDora: true, adapterName: 'd' })).toThrow(/useDora/);
@@ -70,7 +73,12 @@ describe('adapters at work', () => {
     const merged = model.forward(x).logits;
     expect(maxDiff(merged, adapted)).toBeLessThan(1e-5);
     applyLora(model, { r: 4, targetModules: 'all-linear' }); // the name 'default' is free again
-    expect(maxDiff(withAdaptersDisabled(model, () => model.forward(x).logits), merged)).toBeLessThan(1e-6);
+    expect(
+      maxDiff(
+        withAdaptersDisabled(model, () => model.forward(x).logits),
+        merged,
+      ),
+    ).toBeLessThan(1e-6);
     tf.dispose([x, adapted, merged]);
     model.dispose();
   });
@@ -86,18 +94,35 @@ describe('adapters at work', () => {
     expect(maxDiff(loraLogits, baseLogits)).toBeGreaterThan(1e-3);
     const off = withAdaptersDisabled(model, () => model.forward(x).logits);
     expect(maxDiff(off, baseLogits)).toBeLessThan(1e-6);
-    expect(() => withAdaptersDisabled(model, () => { throw new Error('boom'); })).toThrow('boom');
+    expect(() =>
+      withAdaptersDisabled(model, () => {
+        throw new Error('boom');
+      }),
+    ).toThrow('boom');
     expect(maxDiff(model.forward(x).logits, loraLogits)).toBeLessThan(1e-6);
-    const offAsync = await withAdaptersDisabled(model, async () => { await Promise.resolve(); return model.forward(x).logits; });
+    const offAsync = await withAdaptersDisabled(model, async () => {
+      await Promise.resolve();
+      return model.forward(x).logits;
+    });
     expect(maxDiff(offAsync, baseLogits)).toBeLessThan(1e-6);
-    await expect(withAdaptersDisabled(model, async () => { throw new Error('later'); })).rejects.toThrow('later');
+    await expect(
+      withAdaptersDisabled(model, async () => {
+        throw new Error('later');
+      }),
+    ).rejects.toThrow('later');
     expect(maxDiff(model.forward(x).logits, loraLogits)).toBeLessThan(1e-6);
     // merged: disabled still gives the base, and the merge comes back
     mergeAdapter(model);
-    expect(maxDiff(withAdaptersDisabled(model, () => model.forward(x).logits), baseLogits)).toBeLessThan(1e-5);
+    expect(
+      maxDiff(
+        withAdaptersDisabled(model, () => model.forward(x).logits),
+        baseLogits,
+      ),
+    ).toBeLessThan(1e-5);
     expect(maxDiff(model.forward(x).logits, loraLogits)).toBeLessThan(1e-4);
     unmergeAdapter(model);
-    base.dispose(); model.dispose();
+    base.dispose();
+    model.dispose();
   });
 
   it('merge/unmerge on a model: same logits merged, base restored within 1e-6, no tensor leaks', async () => {
@@ -114,7 +139,10 @@ describe('adapters at work', () => {
       expect(maxDiff(model.forward(x).logits, logits)).toBeLessThan(1e-4);
     });
     unmergeAdapter(model);
-    for (let i = 0; i < 2; i++) { mergeAdapter(model); unmergeAdapter(model); }
+    for (let i = 0; i < 2; i++) {
+      mergeAdapter(model);
+      unmergeAdapter(model);
+    }
     expect(tf.memory().numTensors).toBe(n);
     for (const [k, v] of model.namedParameters()) expect(maxDiff(v, before.get(k)!), k).toBeLessThanOrEqual(1e-6);
     const m = tf.memory().numTensors;

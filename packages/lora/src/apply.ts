@@ -217,7 +217,10 @@ export function planLora(model: Module, options: Partial<LoraOptions> & Pick<Lor
   }
   if (targets.length === 0) {
     throw new PosttrainError('INVALID_ARGUMENT', `applyLora: targetModules ${describeTargets(o.targetModules)} matched no module of the model`, {
-      help: `module paths look like ${[...model.namedModules().keys()].filter((p) => p !== '').slice(0, 6).join(', ')}`,
+      help: `module paths look like ${[...model.namedModules().keys()]
+        .filter((p) => p !== '')
+        .slice(0, 6)
+        .join(', ')}`,
     });
   }
   const settings = adapterSettings(o);

@@ -52,7 +52,11 @@ class Int8Linear extends Module implements LinearLike {
 /** A float layer whose weight is named `kernel`, `[out, in]`, with no bias. */
 class KernelLinear extends Module implements LinearLike {
   readonly kernel: tf.Variable;
-  constructor(readonly inFeatures: number, readonly outFeatures: number, rng: Rng) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    rng: Rng,
+  ) {
     super();
     this.kernel = this.registerParameter('kernel', rng.normalTensor([outFeatures, inFeatures], 0.3));
   }
@@ -92,8 +96,7 @@ const dispatchInt8: LoraDispatcher = (target, path) => {
   seen.push(path);
   return new LoraLinear(target); // no denseWeight: trains and applies, refuses to merge
 };
-const dispatchKernel: LoraDispatcher = (target) =>
-  target instanceof KernelLinear ? new LoraLinear(target, { denseWeight: { variable: target.kernel, fanInFanOut: false } }) : undefined;
+const dispatchKernel: LoraDispatcher = (target) => (target instanceof KernelLinear ? new LoraLinear(target, { denseWeight: { variable: target.kernel, fanInFanOut: false } }) : undefined);
 
 const maxDiff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.abs(a.sub(b)).max().dataSync()[0]);
 const snapshot = (m: Module) => new Map([...m.namedParameters()].map(([k, v]) => [k, Array.from(v.dataSync())]));
@@ -186,14 +189,21 @@ describe('a layer type added through dispatchers', () => {
     randomizeB(net, 9);
     const adapted = net.forward(x);
     const params = snapshot(net);
-    expect(codeOf(() => mergeAdapter(net))).toMatch(/^NOT_SUPPORTED: mergeAdapter: the LoRA layer at "up" wraps a Int8Linear, which exposes no dense weight to merge into \(and 1 more such layers\); nothing was merged/);
+    expect(codeOf(() => mergeAdapter(net))).toMatch(
+      /^NOT_SUPPORTED: mergeAdapter: the LoRA layer at "up" wraps a Int8Linear, which exposes no dense weight to merge into \(and 1 more such layers\); nothing was merged/,
+    );
     expect(codeOf(() => mergeAndUnload(net))).toMatch(/^NOT_SUPPORTED: mergeAndUnload/);
     expect(codeOf(() => (net.getModule('down') as LoraLinear).merge())).toMatch(/^NOT_SUPPORTED: LoraLinear: merging an adapter needs/);
     expect(snapshot(net)).toEqual(params);
     expect(loraLayers(net).size).toBe(2);
     expect(maxDiff(net.forward(x), adapted)).toBe(0);
     unmergeAdapter(net); // nothing merged: nothing to do
-    expect(maxDiff(withAdaptersDisabled(net, () => net.forward(x)), base)).toBe(0);
+    expect(
+      maxDiff(
+        withAdaptersDisabled(net, () => net.forward(x)),
+        base,
+      ),
+    ).toBe(0);
     tf.dispose([x, base, adapted]);
     net.dispose();
   });
@@ -225,7 +235,9 @@ describe('a layer type added through dispatchers', () => {
       /^INVALID_OPTION: LoraLinear: expected denseWeight to be \{ variable: a float32 tf.Variable \[7, 5\], fanInFanOut: true \}; got a float32 variable \[5, 7\]/,
     );
     tf.dispose([w, x, y, original]);
-    net.dispose(); pissa.dispose(); withDense.dispose();
+    net.dispose();
+    pissa.dispose();
+    withDense.dispose();
   });
 
   it('saves and loads the adapter in PEFT format, the layer type coming back through loadAdapter’s dispatchers', async () => {
@@ -243,7 +255,8 @@ describe('a layer type added through dispatchers', () => {
     const x = new Rng(17).normalTensor([3, 6]);
     expect(maxDiff(fresh.forward(x), net.forward(x))).toBe(0);
     tf.dispose(x);
-    net.dispose(); fresh.dispose();
+    net.dispose();
+    fresh.dispose();
   });
 
   it('rejects bad dispatchers by name', () => {
@@ -251,7 +264,9 @@ describe('a layer type added through dispatchers', () => {
     expect(codeOf(() => applyLora(net, { targetModules: ['up'], dispatchers: 'int8' as never }))).toMatch(/^INVALID_OPTION: applyLora: expected dispatchers to be an array of functions/);
     const other = new LoraLinear(new Linear(6, 12));
     const wrong: LoraDispatcher = () => other;
-    expect(codeOf(() => applyLora(net, { targetModules: ['up'], dispatchers: [wrong] }))).toMatch(/^INVALID_ARGUMENT: applyLora: a dispatcher answered a LoraLinear around another module for "up"; expected a LoraLinear wrapping that module/);
+    expect(codeOf(() => applyLora(net, { targetModules: ['up'], dispatchers: [wrong] }))).toMatch(
+      /^INVALID_ARGUMENT: applyLora: a dispatcher answered a LoraLinear around another module for "up"; expected a LoraLinear wrapping that module/,
+    );
     other.dispose();
     expect(loraLayers(net).size).toBe(0);
     expect(codeOf(() => new LoraLinear(new Module() as never))).toMatch(/^NOT_SUPPORTED: LoraLinear: expected a LinearLike base layer/);

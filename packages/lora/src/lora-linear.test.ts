@@ -4,8 +4,17 @@ import { tf, Linear, Conv1D, Rng } from '@posttrain/tensor-core';
 import { LoraLinear, type LoraAdapterSettings } from './index.js';
 
 interface Case {
-  weight: number[][]; bias: number[]; lora_A: number[][]; lora_B: number[][]; x: number[][]; upstream: number[][];
-  scaling: number; output: number[][]; grad_x: number[][]; grad_A: number[][]; grad_B: number[][];
+  weight: number[][];
+  bias: number[];
+  lora_A: number[][];
+  lora_B: number[][];
+  x: number[][];
+  upstream: number[][];
+  scaling: number;
+  output: number[][];
+  grad_x: number[][];
+  grad_A: number[][];
+  grad_B: number[][];
 }
 const fixture = JSON.parse(readFileSync(new URL('../fixtures/lora_ref.json', import.meta.url), 'utf8')) as { r: number; lora_alpha: number; lora: Case; rslora: Case };
 const settings = (over: Partial<LoraAdapterSettings> = {}): LoraAdapterSettings => ({ r: 2, alpha: 4, dropout: 0, rsLora: false, init: 'kaiming', ...over });
@@ -28,7 +37,10 @@ function layerFor(c: Case, rsLora: boolean, conv: boolean): LoraLinear {
 }
 
 describe('LoraLinear against PyTorch (scripts/reference/lora_ref.py)', () => {
-  for (const [label, rsLora] of [['lora', false], ['rslora', true]] as const) {
+  for (const [label, rsLora] of [
+    ['lora', false],
+    ['rslora', true],
+  ] as const) {
     for (const conv of [false, true]) {
       it(`${label} forward and gradients match within 1e-5 (${conv ? 'Conv1D' : 'Linear'} base)`, () => {
         const c = fixture[label];
@@ -58,7 +70,12 @@ describe('initialisation', () => {
       const layer = new LoraLinear(base);
       layer.addAdapter('default', settings({ r: 4, init }), new Rng(2));
       const x = new Rng(3).normalTensor([3, 8]);
-      expect(tf.abs(layer.forward(x).sub(base.forward(x))).max().dataSync()[0]).toBe(0);
+      expect(
+        tf
+          .abs(layer.forward(x).sub(base.forward(x)))
+          .max()
+          .dataSync()[0],
+      ).toBe(0);
       const a = layer.loraA.get('default')!.weight;
       expect(a.shape).toEqual([4, 8]);
       expect(tf.abs(a).max().dataSync()[0]).toBeGreaterThan(0);
@@ -87,7 +104,12 @@ describe('initialisation', () => {
       expect(Math.abs(gram[0][1])).toBeLessThan(1e-5);
       const x = new Rng(6).normalTensor([3, 7]);
       const full = conv ? tf.matMul(x, w) : tf.matMul(x, w, false, true);
-      expect(tf.abs(layer.forward(x).sub(full.add(base.bias!))).max().dataSync()[0]).toBeLessThan(1e-5);
+      expect(
+        tf
+          .abs(layer.forward(x).sub(full.add(base.bias!)))
+          .max()
+          .dataSync()[0],
+      ).toBeLessThan(1e-5);
       layer.dispose();
     });
   }

@@ -103,12 +103,7 @@ export const defaultLoraLinearOptions: Readonly<LoraLinearOptions> = Object.free
  */
 export function isLinearLike(module: unknown): module is LinearLike {
   const m = module as Partial<LinearLike> | null;
-  return (
-    module instanceof Module &&
-    typeof m?.forward === 'function' &&
-    Number.isInteger(m.inFeatures) &&
-    Number.isInteger(m.outFeatures)
-  );
+  return module instanceof Module && typeof m?.forward === 'function' && Number.isInteger(m.inFeatures) && Number.isInteger(m.outFeatures);
 }
 
 function defaultDenseWeight(layer: LinearLike): LoraDenseWeight | undefined {
@@ -232,13 +227,9 @@ export class LoraLinear extends Module implements LinearLike {
 
   private requireDenseWeight(what: string, owner = 'LoraLinear'): tf.Variable {
     if (this.denseWeight) return this.denseWeight.variable;
-    throw new PosttrainError(
-      'NOT_SUPPORTED',
-      `${owner}: ${what} needs the base layer's dense weight; the base layer is a ${describeLayer(this.baseLayer)}, which exposes none`,
-      {
-        help: "keep the adapter unmerged (forward applies it) and use init 'kaiming' or 'gaussian', or register a dispatcher that passes the layer's weight as new LoraLinear(layer, { denseWeight })",
-      },
-    );
+    throw new PosttrainError('NOT_SUPPORTED', `${owner}: ${what} needs the base layer's dense weight; the base layer is a ${describeLayer(this.baseLayer)}, which exposes none`, {
+      help: "keep the adapter unmerged (forward applies it) and use init 'kaiming' or 'gaussian', or register a dispatcher that passes the layer's weight as new LoraLinear(layer, { denseWeight })",
+    });
   }
 
   private settings(name: string): LoraAdapterSettings {
@@ -343,8 +334,12 @@ function checkDenseWeight(dense: LoraDenseWeight, layer: LinearLike): void {
   const expected = fanInFanOut ? [layer.inFeatures, layer.outFeatures] : [layer.outFeatures, layer.inFeatures];
   if (!(variable instanceof tf.Variable) || typeof fanInFanOut !== 'boolean' || variable.shape.join() !== expected.join() || variable.dtype !== 'float32') {
     const got = variable instanceof tf.Variable ? `a ${variable.dtype} variable ${formatShape(variable.shape)} with fanInFanOut ${String(fanInFanOut)}` : describeLayer(variable);
-    throw new PosttrainError('INVALID_OPTION', `LoraLinear: expected denseWeight to be { variable: a float32 tf.Variable ${formatShape(expected)}, fanInFanOut: ${String(fanInFanOut ?? false)} }; got ${got}`, {
-      help: 'pass the variable the base layer multiplies by, [out, in] with fanInFanOut false or [in, out] with fanInFanOut true, or leave denseWeight out',
-    });
+    throw new PosttrainError(
+      'INVALID_OPTION',
+      `LoraLinear: expected denseWeight to be { variable: a float32 tf.Variable ${formatShape(expected)}, fanInFanOut: ${String(fanInFanOut ?? false)} }; got ${got}`,
+      {
+        help: 'pass the variable the base layer multiplies by, [out, in] with fanInFanOut false or [in, out] with fanInFanOut true, or leave denseWeight out',
+      },
+    );
   }
 }

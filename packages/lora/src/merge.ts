@@ -38,7 +38,7 @@ function checkMergeable(owner: string, model: Module): void {
   throw new PosttrainError(
     'NOT_SUPPORTED',
     `${owner}: the LoRA layer at "${path}" wraps a ${layer.baseLayer.constructor.name}, which exposes no dense weight to merge into${refused.length > 1 ? ` (and ${refused.length - 1} more such layers)` : ''}; nothing was merged`,
-    { help: "keep the adapters unmerged (forward applies them), or give the layer type a dispatcher that passes new LoraLinear(layer, { denseWeight })" },
+    { help: 'keep the adapters unmerged (forward applies them), or give the layer type a dispatcher that passes new LoraLinear(layer, { denseWeight })' },
   );
 }
 

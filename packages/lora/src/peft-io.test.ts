@@ -7,8 +7,7 @@ import { applyLora, loadAdapter, loraAdapters, loraLayers, saveAdapter } from '.
 
 type Models = { createModel: (config: object, options?: object) => Module & CausalLM };
 const models = async () => (await import(new URL('../../models/src/index.ts', import.meta.url).href)) as Models;
-const llama = async (hiddenSize = 16) =>
-  (await models()).createModel({ modelType: 'llama', vocabSize: 32, hiddenSize, intermediateSize: 24, numLayers: 2, numHeads: 4, numKvHeads: 2 }, { seed: 7 });
+const llama = async (hiddenSize = 16) => (await models()).createModel({ modelType: 'llama', vocabSize: 32, hiddenSize, intermediateSize: 24, numLayers: 2, numHeads: 4, numKvHeads: 2 }, { seed: 7 });
 const dir = mkdtempSync(join(tmpdir(), 'posttrain-lora-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -23,8 +22,19 @@ describe('PEFT adapter files', () => {
     expect(files).toEqual(['adapter_model.safetensors', 'adapter_config.json']);
     const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
     expect(config).toMatchObject({
-      peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 4, lora_alpha: 16, lora_dropout: 0.05, target_modules: ['q_proj', 'v_proj'], bias: 'none',
-      use_rslora: true, use_dora: false, init_lora_weights: true, base_model_name_or_path: 'tiny-llama', fan_in_fan_out: false, inference_mode: true,
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      r: 4,
+      lora_alpha: 16,
+      lora_dropout: 0.05,
+      target_modules: ['q_proj', 'v_proj'],
+      bias: 'none',
+      use_rslora: true,
+      use_dora: false,
+      init_lora_weights: true,
+      base_model_name_or_path: 'tiny-llama',
+      fan_in_fan_out: false,
+      inference_mode: true,
     });
     const saved = readSafetensors(readFileSync(join(out, 'adapter_model.safetensors')));
     expect(Object.keys(saved).sort()).toEqual(
@@ -41,7 +51,8 @@ describe('PEFT adapter files', () => {
     expect([...b.keys()]).toEqual([...a.keys()]);
     for (const [k, v] of a) expect(Array.from(b.get(k)!.dataSync()), k).toEqual(Array.from(v.dataSync()));
     const x = tf.tensor2d([[1, 2, 3]], [1, 3], 'int32');
-    model.eval(); fresh.eval();
+    model.eval();
+    fresh.eval();
     expect(Array.from(fresh.forward(x).logits.dataSync())).toEqual(Array.from(model.forward(x).logits.dataSync()));
     expect(fresh.numParameters({ trainableOnly: true })).toBe(model.numParameters({ trainableOnly: true }));
 
@@ -50,7 +61,9 @@ describe('PEFT adapter files', () => {
     applyLora(prepared, { r: 4, alpha: 16, rsLora: true, targetModules: ['q_proj', 'v_proj'] });
     await loadAdapter(prepared, out);
     for (const [k, v] of a) expect(Array.from(prepared.namedParameters().get(k)!.dataSync()), k).toEqual(Array.from(v.dataSync()));
-    model.dispose(); fresh.dispose(); prepared.dispose();
+    model.dispose();
+    fresh.dispose();
+    prepared.dispose();
   });
 
   it('marks GPT-2 adapters fan_in_fan_out and saves init kinds as PEFT does', async () => {
@@ -69,11 +82,10 @@ describe('PEFT adapter files', () => {
     const other = await llama(32);
     applyLora(other, { r: 4, targetModules: ['q_proj'] });
     const n = tf.memory().numTensors;
-    await expect(loadAdapter(other, join(dir, 'b'))).rejects.toThrow(
-      /base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_A\.weight: the model expects \[4, 32\], the file has \[4, 16\]/,
-    );
+    await expect(loadAdapter(other, join(dir, 'b'))).rejects.toThrow(/base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_A\.weight: the model expects \[4, 32\], the file has \[4, 16\]/);
     expect(tf.memory().numTensors).toBe(n); // tensors read from the file are freed
-    model.dispose(); other.dispose();
+    model.dispose();
+    other.dispose();
   });
 
   describe('all or nothing', () => {
@@ -124,7 +136,9 @@ describe('PEFT adapter files', () => {
       expect([...model.namedParameters().keys()]).toEqual([...want.keys()]);
       for (const [k, v] of want) expect(Array.from(model.namedParameters().get(k)!.dataSync()), k).toEqual(Array.from(v.dataSync()));
       expect([...loraAdapters(model).keys()]).toEqual(['default']);
-      trained.dispose(); wide.dispose(); model.dispose();
+      trained.dispose();
+      wide.dispose();
+      model.dispose();
     });
 
     it('a PiSSA adapter that does not fit leaves the base weights untouched', async () => {
@@ -137,7 +151,8 @@ describe('PEFT adapter files', () => {
       expect(await rejection(loadAdapter(model, out))).toMatch(/^STATE_DICT_MISMATCH: /);
       expect(state(model)).toEqual(before); // PiSSA's residual was not written into o_proj
       expect(loraLayers(model).size).toBe(0);
-      trained.dispose(); model.dispose();
+      trained.dispose();
+      model.dispose();
     });
   });
 });

@@ -169,7 +169,7 @@ function initFromConfig(v: unknown, where: string): LoraInit {
   throw new PosttrainError(
     'NOT_SUPPORTED',
     `loadAdapter: ${where} has init_lora_weights ${JSON.stringify(v)}, for which PEFT rewrites the base weights when it loads the adapter; posttrain supports ${[...INITS_KEEPING_THE_BASE, 'pissa'].map((x) => JSON.stringify(x)).join(', ')}`,
-    { help: "convert the adapter to plain LoRA with PEFT first: save_pretrained(dir, path_initial_model_for_weight_conversion=...)" },
+    { help: 'convert the adapter to plain LoRA with PEFT first: save_pretrained(dir, path_initial_model_for_weight_conversion=...)' },
   );
 }
 

@@ -166,7 +166,10 @@ it.each(['olora', 'corda', 'loftq', 'lora_ga'])('refuses an adapter with init_lo
   const config = JSON.parse(readFileSync(join(ADAPTER, 'adapter_config.json'), 'utf8'));
   writeFileSync(join(copy, 'adapter_config.json'), JSON.stringify({ ...config, init_lora_weights: init }));
   const model = await loadModel(TINY_BASE);
-  const error = await loadAdapter(model, copy).then(() => undefined, (e: unknown) => e);
+  const error = await loadAdapter(model, copy).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(isPosttrainError(error) && error.code).toBe('NOT_SUPPORTED');
   expect((error as Error).message).toContain(`init_lora_weights "${init}"`);
   expect(loraLayers(model).size).toBe(0); // refused before any layer was wrapped

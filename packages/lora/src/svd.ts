@@ -29,7 +29,10 @@ export function topSingularTriplets(w: Float64Array[], cols: number, k: number):
     }
   }
   const { values, vectors } = jacobiEigen(g);
-  const order = values.map((_, i) => i).sort((a, b) => values[b] - values[a]).slice(0, k);
+  const order = values
+    .map((_, i) => i)
+    .sort((a, b) => values[b] - values[a])
+    .slice(0, k);
   const u: Float64Array[] = [];
   const s: number[] = [];
   const v: Float64Array[] = [];

@@ -41,7 +41,13 @@ describe.each(BACKENDS)('causalLmLoss on %s', (backend) => {
 
   it('stays finite with a −∞ logit, in a counted and an ignored row', () => {
     // Position 0 predicts label 1 from logits [0, 1, −∞]: loss = log(1 + e) − 1.
-    const logits = tf.tensor3d([[[0, 1, -Infinity], [2, -Infinity, 1], [0, 0, 0]]]);
+    const logits = tf.tensor3d([
+      [
+        [0, 1, -Infinity],
+        [2, -Infinity, 1],
+        [0, 0, 0],
+      ],
+    ]);
     const labels = tf.tensor2d([[-100, 1, -100]], [1, 3], 'int32');
     const { values, grad } = evaluate(logits, labels);
     const p1 = Math.E / (1 + Math.E);
@@ -74,10 +80,22 @@ describe.each(BACKENDS)('causalLmLoss on %s', (backend) => {
   });
 
   it.each([
-    [[2, 3, 4], [2, 4]],
-    [[3, 3, 4], [2, 3]],
-    [[2, 3], [2, 3]],
-    [[2, 3, 4], [2, 3, 1]],
+    [
+      [2, 3, 4],
+      [2, 4],
+    ],
+    [
+      [3, 3, 4],
+      [2, 3],
+    ],
+    [
+      [2, 3],
+      [2, 3],
+    ],
+    [
+      [2, 3, 4],
+      [2, 3, 1],
+    ],
   ])('rejects logits %j with labels %j, naming both shapes', (logitsShape, labelsShape) => {
     const logits = tf.zeros(logitsShape);
     const labels = tf.zeros(labelsShape, 'int32');
@@ -94,7 +112,11 @@ describe.each(BACKENDS)('causalLmLoss on %s', (backend) => {
     const labels = tf.zeros([1, 2], 'int32');
     expectError(() => causalLmLoss(logits, labels, { reduction: 'avg' as 'mean' }), 'INVALID_OPTION', `causalLmLoss: expected reduction to be 'mean' or 'sum'; got "avg"`);
     expectError(() => causalLmLoss(logits, labels, { ignoreIndex: Number.NaN }), 'INVALID_OPTION', 'causalLmLoss: expected ignoreIndex to be an integer; got NaN');
-    expectError(() => causalLmLoss(logits, labels, { ignore_index: -100 } as Partial<CausalLmLossOptions>), 'INVALID_OPTION', 'causalLmLoss: unknown option "ignore_index"; known options are reduction, ignoreIndex');
+    expectError(
+      () => causalLmLoss(logits, labels, { ignore_index: -100 } as Partial<CausalLmLossOptions>),
+      'INVALID_OPTION',
+      'causalLmLoss: unknown option "ignore_index"; known options are reduction, ignoreIndex',
+    );
     tf.dispose([logits, labels]);
   });
 });

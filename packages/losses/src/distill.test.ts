@@ -2,17 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
 import { causalLmLoss } from './causal-lm-loss.js';
 import { BACKENDS, checkCase, loadReference } from './testing/reference.js';
-import {
-  defaultDistillOptions,
-  defaultGeneralizedJsdOptions,
-  defaultHintonKdLossOptions,
-  forwardKl,
-  generalizedJsd,
-  hintonKdLoss,
-  reverseKl,
-  totalVariation,
-  type DistillOutput,
-} from './distill.js';
+import { defaultDistillOptions, defaultGeneralizedJsdOptions, defaultHintonKdLossOptions, forwardKl, generalizedJsd, hintonKdLoss, reverseKl, totalVariation, type DistillOutput } from './distill.js';
 
 // PyTorch references (fixtures/distill_ref.json, written by scripts/reference/losses_distill.py):
 // values (loss and perToken, or loss, kd and ce) and the gradient of loss with respect to both
@@ -57,7 +47,10 @@ it('the fixture covers every function, β ∈ {0, 0.5, 0.9, 1}, T ∈ {1, 2}, ex
   for (const fn of Object.keys(RUN)) {
     const cases = reference.filter(([, c]) => c.fn === fn);
     expect(new Set(cases.map(([, c]) => c.options.temperature ?? 1)), fn).toEqual(new Set([1, 2]));
-    expect(cases.some(([n]) => n.includes('extreme')), fn).toBe(true);
+    expect(
+      cases.some(([n]) => n.includes('extreme')),
+      fn,
+    ).toBe(true);
     const maxAbs = Math.max(...cases.flatMap(([, c]) => c.inputs.studentLogits.data.map(Math.abs)));
     expect(maxAbs, fn).toBe(100);
     // some row of some case is masked throughout
@@ -77,14 +70,41 @@ describe.each(BACKENDS)('against PyTorch on %s', (backend) => {
 });
 
 describe.each(BACKENDS)('edge cases on %s', (backend) => {
-  const student = () => tf.tensor3d([[[1, 2, -3], [0.5, 0, 4]], [[-2, 1, 0], [3, 3, 1]]]); // [2, 2, 3]
-  const teacher = () => tf.tensor3d([[[0, 1, 2], [2, -1, 0]], [[1, 1, 1], [-4, 0, 2]]]); // [2, 2, 3]
+  const student = () =>
+    tf.tensor3d([
+      [
+        [1, 2, -3],
+        [0.5, 0, 4],
+      ],
+      [
+        [-2, 1, 0],
+        [3, 3, 1],
+      ],
+    ]); // [2, 2, 3]
+  const teacher = () =>
+    tf.tensor3d([
+      [
+        [0, 1, 2],
+        [2, -1, 0],
+      ],
+      [
+        [1, 1, 1],
+        [-4, 0, 2],
+      ],
+    ]); // [2, 2, 3]
 
   it('an all-masked batch gives loss 0 and a zero, finite gradient for every function', async () => {
     await initBackend(backend);
     const before = tf.memory().numTensors;
     const [s, t, mask] = [student(), teacher(), tf.zeros([2, 2])];
-    const labels = tf.tensor2d([[0, 1], [2, -100]], [2, 2], 'int32');
+    const labels = tf.tensor2d(
+      [
+        [0, 1],
+        [2, -100],
+      ],
+      [2, 2],
+      'int32',
+    );
     const fns: [string, (x: tf.Tensor) => tf.Scalar][] = [
       ...Object.entries(divergences).map(([name, f]) => [name, (x: tf.Tensor) => f(x, t, mask).loss] as [string, (x: tf.Tensor) => tf.Scalar]),
       ...[0, 0.3, 1].map((beta) => [`generalizedJsd β=${beta}`, (x: tf.Tensor) => generalizedJsd(x, t, mask, { beta, temperature: 2 }).loss] as [string, (x: tf.Tensor) => tf.Scalar]),
@@ -93,7 +113,10 @@ describe.each(BACKENDS)('edge cases on %s', (backend) => {
     for (const [name, f] of fns) {
       const { value, grad } = tf.valueAndGrad(f)(s);
       expect(take(value), name).toEqual([0]);
-      expect(take(grad).every((g) => g === 0), name).toBe(true);
+      expect(
+        take(grad).every((g) => g === 0),
+        name,
+      ).toBe(true);
     }
     const out = hintonKdLoss(s, t, labels, mask);
     expect([take(out.kd), take(out.ce), take(out.loss)]).toEqual([[0], [0], [0]]);
@@ -104,7 +127,10 @@ describe.each(BACKENDS)('edge cases on %s', (backend) => {
   it('an empty batch (B = 0 or T = 0) gives loss 0, not NaN or uninitialised memory', async () => {
     await initBackend(backend);
     const before = tf.memory().numTensors;
-    for (const shape of [[0, 3, 4], [2, 0, 4]] as const) {
+    for (const shape of [
+      [0, 3, 4],
+      [2, 0, 4],
+    ] as const) {
       const [s, t, mask] = [tf.zeros([...shape]), tf.zeros([...shape]), tf.zeros([shape[0], shape[1]])];
       const labels = tf.zeros([shape[0], shape[1]], 'int32');
       for (const f of Object.values(divergences)) {
@@ -125,7 +151,10 @@ describe.each(BACKENDS)('edge cases on %s', (backend) => {
     const all = forwardKl(s, t, tf.ones([2, 2]));
     const full = take(all.perToken);
     all.loss.dispose();
-    const mask = tf.tensor2d([[1, 1], [0, 0]]);
+    const mask = tf.tensor2d([
+      [1, 1],
+      [0, 0],
+    ]);
     const { loss, perToken } = forwardKl(s, t, mask);
     const per = take(perToken);
     expect(per.slice(2)).toEqual([0, 0]);
@@ -147,7 +176,14 @@ describe.each(BACKENDS)('edge cases on %s', (backend) => {
 
   it('generalizedJsd at β = 0 and β = 1 is exactly forwardKl and reverseKl; near the ends it is β·forward and (1 − β)·reverse', async () => {
     await initBackend(backend);
-    const [s, t, mask] = [student(), teacher(), tf.tensor2d([[1, 0], [1, 1]])];
+    const [s, t, mask] = [
+      student(),
+      teacher(),
+      tf.tensor2d([
+        [1, 0],
+        [1, 1],
+      ]),
+    ];
     const value = (out: DistillOutput) => (out.perToken.dispose(), take(out.loss)[0]);
     const forward = value(forwardKl(s, t, mask, { temperature: 2 }));
     const reverse = value(reverseKl(s, t, mask, { temperature: 2 }));
@@ -161,8 +197,18 @@ describe.each(BACKENDS)('edge cases on %s', (backend) => {
 
   it('stays finite with logits of ±10⁴ (log-probs of −2·10⁴), values and gradients', async () => {
     await initBackend(backend);
-    const s = tf.tensor3d([[[1e4, -1e4, 0], [-1e4, 1e4, 5e3]]]);
-    const t = tf.tensor3d([[[-1e4, 1e4, 0], [-1e4, 1e4, -5e3]]]);
+    const s = tf.tensor3d([
+      [
+        [1e4, -1e4, 0],
+        [-1e4, 1e4, 5e3],
+      ],
+    ]);
+    const t = tf.tensor3d([
+      [
+        [-1e4, 1e4, 0],
+        [-1e4, 1e4, -5e3],
+      ],
+    ]);
     const mask = tf.ones([1, 2]);
     const labels = tf.tensor2d([[1, 2]], [1, 2], 'int32');
     const fns: ((x: tf.Tensor) => tf.Scalar)[] = [
@@ -186,7 +232,12 @@ describe.each(BACKENDS)('edge cases on %s', (backend) => {
     // inputs' (read from tfjs's engine state, as no public API reports them).
     const tapedBuffers = () => {
       const tape = (tf.engine().state as unknown as { activeTape: { saved?: tf.Tensor[] }[] | null }).activeTape ?? [];
-      const ids = new Set(tape.flatMap((node) => node.saved ?? []).filter((x) => x.size === B * T * V).map((x) => x.dataId));
+      const ids = new Set(
+        tape
+          .flatMap((node) => node.saved ?? [])
+          .filter((x) => x.size === B * T * V)
+          .map((x) => x.dataId),
+      );
       for (const x of [s, t]) ids.delete(x.dataId);
       return ids.size;
     };
@@ -208,7 +259,14 @@ describe.each(BACKENDS)('edge cases on %s', (backend) => {
   it('hintonKdLoss with α = 0 on logits[:, :-1] and labels[:, 1:] is the package causalLmLoss (mean over label tokens)', async () => {
     await initBackend(backend);
     const logits = tf.randomNormal([2, 6, 9], 0, 3, 'float32', 7);
-    const labels = tf.tensor2d([[-100, -100, 3, 1, 8, -100], [-100, 4, 0, 2, 2, 5]], [2, 6], 'int32');
+    const labels = tf.tensor2d(
+      [
+        [-100, -100, 3, 1, 8, -100],
+        [-100, 4, 0, 2, 2, 5],
+      ],
+      [2, 6],
+      'int32',
+    );
     const shifted = tf.slice(logits, [0, 0, 0], [2, 5, 9]);
     const next = tf.slice(labels, [0, 1], [2, 5]);
     const ones = tf.ones([2, 5]);
@@ -221,8 +279,18 @@ describe.each(BACKENDS)('edge cases on %s', (backend) => {
   it('hintonKdLoss: labels of −100 and masked tokens are out of ce; α = 1 is the KD term alone, α = 0 the cross-entropy', async () => {
     await initBackend(backend);
     const [s, t] = [student(), teacher()];
-    const labels = tf.tensor2d([[2, -100], [0, 1]], [2, 2], 'int32');
-    const mask = tf.tensor2d([[1, 1], [0, 1]]);
+    const labels = tf.tensor2d(
+      [
+        [2, -100],
+        [0, 1],
+      ],
+      [2, 2],
+      'int32',
+    );
+    const mask = tf.tensor2d([
+      [1, 1],
+      [0, 1],
+    ]);
     const { loss, kd, ce } = hintonKdLoss(s, t, labels, mask, { temperature: 2, alpha: 0.25 });
     const [l, k, c] = [take(loss)[0], take(kd)[0], take(ce)[0]];
     const logp = tf.tidy(() => tf.logSoftmax(s));
@@ -259,16 +327,10 @@ describe('errors', () => {
       [() => totalVariation(s, t, mask, { temperature: Number.NaN }), 'totalVariation: expected temperature to be a positive number; got NaN'],
       [() => generalizedJsd(s, t, mask, { beta: 1.5 }), 'generalizedJsd: expected beta to be a number in [0, 1] (0 = forward KL, 1 = reverse KL); got 1.5'],
       [() => generalizedJsd(s, t, mask, { beta: -0.1 }), 'generalizedJsd: expected beta to be a number in [0, 1] (0 = forward KL, 1 = reverse KL); got -0.1'],
-      [
-        () => forwardKl(s, t, mask, { scaleByTemperatureSquared: 'yes' as unknown as boolean }),
-        'forwardKl: expected scaleByTemperatureSquared to be true or false; got "yes"',
-      ],
+      [() => forwardKl(s, t, mask, { scaleByTemperatureSquared: 'yes' as unknown as boolean }), 'forwardKl: expected scaleByTemperatureSquared to be true or false; got "yes"'],
       [() => hintonKdLoss(s, t, labels, mask, { alpha: 2 }), 'hintonKdLoss: expected alpha to be a number in [0, 1] (the weight of the soft-target term); got 2'],
       [() => hintonKdLoss(s, t, labels, mask, { temperature: 0 }), 'hintonKdLoss: expected temperature to be a positive number; got 0'],
-      [
-        () => generalizedJsd(s, t, mask, { temprature: 2 } as never),
-        'generalizedJsd: unknown option "temprature"; known options are beta, temperature, scaleByTemperatureSquared',
-      ],
+      [() => generalizedJsd(s, t, mask, { temprature: 2 } as never), 'generalizedJsd: unknown option "temprature"; known options are beta, temperature, scaleByTemperatureSquared'],
       [() => forwardKl(s, t, mask, { beta: 0.5 } as never), 'forwardKl: unknown option "beta"; known options are temperature, scaleByTemperatureSquared'],
     ];
     for (const [fn, message] of cases) {

@@ -108,7 +108,9 @@ function checkInputs(owner: Owner, studentLogits: tf.Tensor, teacherLogits: tf.T
   const isBT = (x: tf.Tensor) => x.rank === 2 && x.shape[0] === B && x.shape[1] === T;
   const logitsOk = studentLogits.rank === 3 && V > 0 && teacherLogits.rank === 3 && studentLogits.shape.every((d, i) => d === teacherLogits.shape[i]);
   if (!logitsOk || !isBT(mask) || (labels !== undefined && !isBT(labels))) {
-    const got = Object.entries(all).map(([n, t]) => `${n} ${formatShape(t!.shape)}`).join(', ');
+    const got = Object.entries(all)
+      .map(([n, t]) => `${n} ${formatShape(t!.shape)}`)
+      .join(', ');
     const expected = labels === undefined ? 'studentLogits and teacherLogits [B, T, V] and mask [B, T]' : 'studentLogits and teacherLogits [B, T, V], labels and mask [B, T]';
     throw new PosttrainError('SHAPE_MISMATCH', `${owner}: expected ${expected}; got ${got}`, {
       help: 'run student and teacher on the same batch (same tokenizer, same positions); the mask is float32 1 where a token counts and 0 elsewhere',
@@ -135,13 +137,19 @@ function reduce(divergence: tf.Tensor, mask: tf.Tensor, scale: number): DistillO
   return { loss, perToken };
 }
 
-function divergence(owner: Owner, kind: 'forward' | 'reverse' | 'tv', studentLogits: tf.Tensor, teacherLogits: tf.Tensor, mask: tf.Tensor, options: Partial<DistillOptions> | undefined): DistillOutput {
+function divergence(
+  owner: Owner,
+  kind: 'forward' | 'reverse' | 'tv',
+  studentLogits: tf.Tensor,
+  teacherLogits: tf.Tensor,
+  mask: tf.Tensor,
+  options: Partial<DistillOptions> | undefined,
+): DistillOutput {
   const o = resolveOptions(owner, options, defaultDistillOptions);
   checkDistillOptions(owner, o);
   checkInputs(owner, studentLogits, teacherLogits, mask);
   const { temperature } = o;
-  const kernel: Kernel =
-    kind === 'forward' ? (s, t) => klKernel(temperature)(t, s) : kind === 'reverse' ? klKernel(temperature) : tvKernel(temperature);
+  const kernel: Kernel = kind === 'forward' ? (s, t) => klKernel(temperature)(t, s) : kind === 'reverse' ? klKernel(temperature) : tvKernel(temperature);
   return tf.tidy(() => ({ ...reduce(kernel(studentLogits, teacherLogits), mask, o.scaleByTemperatureSquared ? temperature * temperature : 1) }));
 }
 

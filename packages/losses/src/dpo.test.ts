@@ -95,7 +95,11 @@ describe.each(BACKENDS)('the DPO family on %s', (backend) => {
     const values = [...grads, out.chosenRewards, out.rejectedRewards, out.loss, out.losses].map((t) => Array.from(t.dataSync()));
     const shapes = [out.loss.shape, out.losses.shape];
     disposeAll(inputs, out, grads);
-    for (const g of values.slice(0, 4)) expect(g.every((v) => v === 0), String(g)).toBe(true); // ±0
+    for (const g of values.slice(0, 4))
+      expect(
+        g.every((v) => v === 0),
+        String(g),
+      ).toBe(true); // ±0
     expect(values[4]).toEqual([0.5, -0.5]);
     expect(values[5]).toEqual([0.25, -0.5]);
     expect(shapes).toEqual([[], [2]]);

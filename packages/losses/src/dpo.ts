@@ -30,7 +30,10 @@ export function logSigmoid(x: tf.Tensor): tf.Tensor {
  */
 export function pairwisePreferenceLoss(owner: string, inputs: PreferenceLogps, beta: number, lossesOf: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor): PreferenceLossOutput {
   if (!inputs || typeof inputs !== 'object') {
-    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected inputs { policyChosenLogps, policyRejectedLogps, refChosenLogps, refRejectedLogps }, each a [B] tensor; got ${inputs === null ? 'null' : typeof inputs}`);
+    throw new PosttrainError(
+      'INVALID_ARGUMENT',
+      `${owner}: expected inputs { policyChosenLogps, policyRejectedLogps, refChosenLogps, refRejectedLogps }, each a [B] tensor; got ${inputs === null ? 'null' : typeof inputs}`,
+    );
   }
   const { policyChosenLogps, policyRejectedLogps, refChosenLogps, refRejectedLogps } = inputs;
   const B = checkBatchVectors(owner, { policyChosenLogps, policyRejectedLogps, refChosenLogps, refRejectedLogps });

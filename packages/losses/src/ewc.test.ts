@@ -189,9 +189,7 @@ describe('ewcPenalty', () => {
       ),
     );
     expect(e.code).toBe('SHAPE_MISMATCH');
-    expect(e.message.split('\n')[0]).toBe(
-      'ewcPenalty: expected params, anchors and fisher of the same shape under each key; got "layer.weight": params [2, 3], anchors [3, 2], fisher [2, 3]',
-    );
+    expect(e.message.split('\n')[0]).toBe('ewcPenalty: expected params, anchors and fisher of the same shape under each key; got "layer.weight": params [2, 3], anchors [3, 2], fisher [2, 3]');
     tf.dispose([p1, p2, a1, f1, f2, wrong]);
   });
 

@@ -33,8 +33,14 @@ describe.each(BACKENDS)('gae on %s', (backend) => {
   });
 
   it('an all-masked batch gives zeros; the outputs carry no gradient', () => {
-    const rewards = tf.tensor2d([[1, 2, 3], [4, 5, 6]]);
-    const values = tf.tensor2d([[1, 1, 1], [1, 1, 1]]);
+    const rewards = tf.tensor2d([
+      [1, 2, 3],
+      [4, 5, 6],
+    ]);
+    const values = tf.tensor2d([
+      [1, 1, 1],
+      [1, 1, 1],
+    ]);
     const empty = tf.zeros([2, 3]);
     const out = gae(rewards, values, empty);
     expect(Array.from(out.advantages.dataSync())).toEqual([0, 0, 0, 0, 0, 0]);

@@ -49,7 +49,11 @@ export function gae(rewards: tf.Tensor, values: tf.Tensor, mask: tf.Tensor, opti
   const { gamma, lambda } = resolveOptions(owner, options, defaultGaeOptions);
   checkNumber(owner, 'gamma', gamma, 'a number in [0, 1]', (v) => v >= 0 && v <= 1);
   checkNumber(owner, 'lambda', lambda, 'a number in [0, 1]', (v) => v >= 0 && v <= 1);
-  const [B, T] = checkTokenMatrices(owner, { rewards, values, mask }, 'pass per-token rewards [B, T] (KL penalty per token, score at the last one), the value head output [B, T] and the response mask [B, T]');
+  const [B, T] = checkTokenMatrices(
+    owner,
+    { rewards, values, mask },
+    'pass per-token rewards [B, T] (KL penalty per token, score at the last one), the value head output [B, T] and the response mask [B, T]',
+  );
   return tf.tidy(() => {
     if (T === 0) return { advantages: tf.zeros([B, 0]) as tf.Tensor2D, returns: tf.zeros([B, 0]) as tf.Tensor2D };
     const m = tf.cast(mask, 'float32');

@@ -38,7 +38,10 @@ describe.each(BACKENDS)('GRPO on %s', (backend) => {
     const rewards = tf.tensor1d([0.3, 0.3, 0.3, 0.7, 0.7, 0.7]);
     for (const scale of ['group', 'batch', 'none'] as const) {
       const out = grpoAdvantages(rewards, { groupSize: 3, scale });
-      expect(Array.from(out.advantages.dataSync()).every((a) => a === 0), scale).toBe(true);
+      expect(
+        Array.from(out.advantages.dataSync()).every((a) => a === 0),
+        scale,
+      ).toBe(true);
       tf.dispose(Object.values(out));
     }
     tf.dispose(rewards);
@@ -46,9 +49,15 @@ describe.each(BACKENDS)('GRPO on %s', (backend) => {
 
   it('normalises as TRL: grpo averages per completion, bnpo and dapo per token, dr_grpo by B · maxCompletionLength', () => {
     // ratio 1 (on-policy), A = [1, −1]: per-token losses −1 on row 0 (3 tokens), +1 on row 1 (1 token)
-    const logprobs = tf.tensor2d([[-1, -2, -3, -4], [-1, -2, -3, -4]]);
+    const logprobs = tf.tensor2d([
+      [-1, -2, -3, -4],
+      [-1, -2, -3, -4],
+    ]);
     const advantages = tf.tensor1d([1, -1]);
-    const mask = tf.tensor2d([[1, 1, 1, 0], [1, 0, 0, 0]]);
+    const mask = tf.tensor2d([
+      [1, 1, 1, 0],
+      [1, 0, 0, 0],
+    ]);
     const expected = { grpo: 0, bnpo: -0.5, dapo: -0.5, dr_grpo: -2 / (2 * 8) };
     for (const [normalization, value] of Object.entries(expected)) {
       const out = grpoLoss({ logprobs, advantages, mask }, { normalization: normalization as 'grpo', maxCompletionLength: 8 });
@@ -60,9 +69,18 @@ describe.each(BACKENDS)('GRPO on %s', (backend) => {
   });
 
   it('an all-masked batch gives 0 and a zero, finite gradient even with garbage under the mask', () => {
-    const logprobs = tf.tensor2d([[1e4, -1e4], [Infinity, 3]]);
-    const oldLogprobs = tf.tensor2d([[0, 0], [0, Number.NaN]]);
-    const refLogprobs = tf.tensor2d([[-1e4, 1e4], [0, 0]]);
+    const logprobs = tf.tensor2d([
+      [1e4, -1e4],
+      [Infinity, 3],
+    ]);
+    const oldLogprobs = tf.tensor2d([
+      [0, 0],
+      [0, Number.NaN],
+    ]);
+    const refLogprobs = tf.tensor2d([
+      [-1e4, 1e4],
+      [0, 0],
+    ]);
     const advantages = tf.tensor1d([1, -1]);
     const mask = tf.zeros([2, 2]);
     for (const normalization of ['grpo', 'bnpo', 'dr_grpo', 'dapo'] as const) {
@@ -70,7 +88,10 @@ describe.each(BACKENDS)('GRPO on %s', (backend) => {
       const out = grpoLoss({ logprobs, oldLogprobs, refLogprobs, advantages, mask }, options);
       for (const [name, t] of Object.entries(out)) expect((t as tf.Tensor).dataSync()[0], `${normalization} ${name}`).toBe(0);
       const grad = tf.grad((lp: tf.Tensor) => grpoLoss({ logprobs: lp, oldLogprobs, refLogprobs, advantages, mask }, options).loss)(logprobs);
-      expect(Array.from(grad.dataSync()).every((g) => g === 0), normalization).toBe(true);
+      expect(
+        Array.from(grad.dataSync()).every((g) => g === 0),
+        normalization,
+      ).toBe(true);
       tf.dispose([grad, ...(Object.values(out) as tf.Tensor[])]);
     }
     tf.dispose([logprobs, oldLogprobs, refLogprobs, advantages, mask]);
@@ -82,7 +103,7 @@ describe.each(BACKENDS)('GRPO on %s', (backend) => {
     const e = thrown(() => grpoLoss({ logprobs: x, advantages: a, mask: x }, { beta: 0.04 }));
     expect(isPosttrainError(e) && e.code).toBe('INVALID_ARGUMENT');
     expect(e.message).toContain("grpoLoss: beta = 0.04 needs refLogprobs, the reference model's log-probs of the completion tokens; got none");
-    expect(e.message).toContain("help: pass refLogprobs [B, T], or set beta: 0");
+    expect(e.message).toContain('help: pass refLogprobs [B, T], or set beta: 0');
     tf.dispose([x, a]);
   });
 
@@ -122,7 +143,10 @@ describe.each(BACKENDS)('GRPO on %s', (backend) => {
     const cases: Array<[() => unknown, string]> = [
       [() => grpoAdvantages(r6, { groupSize: 4 }), 'grpoAdvantages: expected the batch size B to be a multiple of groupSize 4; got rewards [6]'],
       [() => grpoAdvantages(r23, { groupSize: 3 }), 'grpoAdvantages: expected rewards of shape [B]; got [2, 3]'],
-      [() => grpoLoss({ logprobs: x, oldLogprobs: y, advantages: a2, mask: x }), 'grpoLoss: expected logprobs, oldLogprobs, mask to share one shape [B, T]; got logprobs [2, 3], oldLogprobs [2, 4], mask [2, 3]'],
+      [
+        () => grpoLoss({ logprobs: x, oldLogprobs: y, advantages: a2, mask: x }),
+        'grpoLoss: expected logprobs, oldLogprobs, mask to share one shape [B, T]; got logprobs [2, 3], oldLogprobs [2, 4], mask [2, 3]',
+      ],
       [() => grpoLoss({ logprobs: x, refLogprobs: y, advantages: a2, mask: x }, { beta: 0.1 }), 'got logprobs [2, 3], refLogprobs [2, 4], mask [2, 3]'],
       [() => grpoLoss({ logprobs: x, advantages: a3, mask: x }), 'grpoLoss: expected advantages of shape [2] (one per completion, B from logprobs [2, 3]); got [3]'],
       [() => grpoLoss({ logprobs: x, advantages: x, mask: x }), 'grpoLoss: expected advantages of shape [2] (one per completion, B from logprobs [2, 3]); got [2, 3]'],

@@ -198,7 +198,7 @@ export function grpoLoss(inputs: GrpoLossInputs, options?: Partial<GrpoLossOptio
   const { logprobs, oldLogprobs, refLogprobs, advantages, mask } = inputs ?? ({} as GrpoLossInputs);
   if (beta > 0 && refLogprobs === undefined) {
     throw new PosttrainError('INVALID_ARGUMENT', `${owner}: beta = ${beta} needs refLogprobs, the reference model's log-probs of the completion tokens; got none`, {
-      help: 'pass refLogprobs [B, T], or set beta: 0 to train without a KL penalty (TRL\'s default)',
+      help: "pass refLogprobs [B, T], or set beta: 0 to train without a KL penalty (TRL's default)",
     });
   }
   const help = 'pass per-token tensors [B, T] of one batch of completions and one advantage per completion [B]';

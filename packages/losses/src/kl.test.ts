@@ -31,7 +31,10 @@ describe.each(BACKENDS)('KL estimators on %s', (backend) => {
     const logprobs = tf.tensor1d(p.map(Math.log));
     const refLogprobs = tf.tensor1d(q.map(Math.log));
     const weights = tf.tensor1d(p);
-    for (const [name, fn] of [['k1', k1], ['k3', k3]] as const) {
+    for (const [name, fn] of [
+      ['k1', k1],
+      ['k3', k3],
+    ] as const) {
       const mean = tf.tidy(() => tf.sum(tf.mul(fn(logprobs, refLogprobs), weights)));
       expect(mean.dataSync()[0], name).toBeCloseTo(exact, 6);
       mean.dispose();

@@ -6,7 +6,10 @@ import { PosttrainError, formatShape, tf } from '@posttrain/tensor-core';
  * both shapes otherwise.
  */
 function checkPair(owner: string, logprobs: tf.Tensor, refLogprobs: tf.Tensor): void {
-  for (const [name, t] of [['logprobs', logprobs], ['refLogprobs', refLogprobs]] as const) {
+  for (const [name, t] of [
+    ['logprobs', logprobs],
+    ['refLogprobs', refLogprobs],
+  ] as const) {
     if (!(t instanceof tf.Tensor)) {
       throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected ${name} to be a tensor; got ${t === undefined ? 'undefined' : typeof t}`);
     }

@@ -5,7 +5,6 @@ import { defaultKtoLossOptions, ktoLoss, type KtoInputs, type KtoLossOptions } f
 
 const cases = Object.entries(loadReference('preference_free_ref')).filter(([, c]) => c.fn === 'ktoLoss');
 
-
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
 describe.each(BACKENDS)('ktoLoss on %s', (backend) => {
@@ -51,7 +50,7 @@ describe('ktoLoss options and shapes', () => {
   const pkl = tf.tensor1d([-61, -48]);
   const rkl = tf.tensor1d([-61.5, -48.3]);
 
-  it('defaults to TRL\'s β 0.1 and weights 1, z₀ from the KL inputs', () => {
+  it("defaults to TRL's β 0.1 and weights 1, z₀ from the KL inputs", () => {
     expect(defaultKtoLossOptions).toEqual({ beta: 0.1, desirableWeight: 1, undesirableWeight: 1, kl: null });
     expect(Object.isFrozen(defaultKtoLossOptions)).toBe(true);
   });
@@ -83,7 +82,10 @@ describe('ktoLoss options and shapes', () => {
   });
 
   it('uses options.kl as z₀ (clamped at 0) without KL inputs', () => {
-    for (const [kl, z0] of [[0.4, 0.4], [-3, 0]]) {
+    for (const [kl, z0] of [
+      [0.4, 0.4],
+      [-3, 0],
+    ]) {
       const out = ktoLoss({ policyLogps: p, refLogps: ref, desirable: d }, { kl });
       expect(out.kl.dataSync()[0]).toBeCloseTo(z0, 6);
       expect(out.losses.dataSync()[0]).toBeCloseTo(1 - sigmoid(0.1 * (1 - z0)), 6);

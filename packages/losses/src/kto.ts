@@ -103,9 +103,13 @@ export function ktoLoss(inputs: KtoInputs, options?: Partial<KtoLossOptions>): K
   const batch = checkBatchVectors(owner, { policyLogps, refLogps, desirable });
   const klGiven = [policyKlLogps, refKlLogps].filter((t) => t !== undefined).length;
   if (o.kl === null && klGiven !== 2) {
-    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected policyKlLogps and refKlLogps (the reference point's mismatched pairs) or options.kl; got ${klGiven === 0 ? 'neither' : `only ${policyKlLogps ? 'policyKlLogps' : 'refKlLogps'}`}`, {
-      help: 'pair each prompt with another example\'s completion and pass both models\' log-probs of those pairs, or pass { kl: 0 } to drop the reference point',
-    });
+    throw new PosttrainError(
+      'INVALID_ARGUMENT',
+      `${owner}: expected policyKlLogps and refKlLogps (the reference point's mismatched pairs) or options.kl; got ${klGiven === 0 ? 'neither' : `only ${policyKlLogps ? 'policyKlLogps' : 'refKlLogps'}`}`,
+      {
+        help: "pair each prompt with another example's completion and pass both models' log-probs of those pairs, or pass { kl: 0 } to drop the reference point",
+      },
+    );
   }
   if (o.kl !== null && klGiven > 0) {
     throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected either the KL inputs or options.kl; got both`, {

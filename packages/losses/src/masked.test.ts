@@ -32,9 +32,17 @@ describe.each(BACKENDS)('masked statistics on %s', (backend) => {
   });
 
   it('an all-masked input: mean 0, whitened 0, zero finite gradients', () => {
-    const x = tf.tensor2d([[1, 2, 3], [4, 5, 6]]);
+    const x = tf.tensor2d([
+      [1, 2, 3],
+      [4, 5, 6],
+    ]);
     const mask = tf.zeros([2, 3]);
-    for (const f of [(v: tf.Tensor) => maskedMean(v, mask), (v: tf.Tensor) => maskedMean(v, mask, { axis: 1 }), (v: tf.Tensor) => maskedWhiten(v, mask), (v: tf.Tensor) => maskedWhiten(v, mask, { shiftMean: false })]) {
+    for (const f of [
+      (v: tf.Tensor) => maskedMean(v, mask),
+      (v: tf.Tensor) => maskedMean(v, mask, { axis: 1 }),
+      (v: tf.Tensor) => maskedWhiten(v, mask),
+      (v: tf.Tensor) => maskedWhiten(v, mask, { shiftMean: false }),
+    ]) {
       const out = f(x);
       expect(Array.from(out.dataSync()).every((v) => v === 0)).toBe(true);
       const grad = tf.grad((v: tf.Tensor) => tf.sum(f(v)))(x);
@@ -67,8 +75,14 @@ describe.each(BACKENDS)('masked statistics on %s', (backend) => {
   });
 
   it('a bool mask is accepted (cast to float32 0/1)', () => {
-    const x = tf.tensor2d([[1, 2], [3, 4]]);
-    const mask = tf.tensor2d([[1, 0], [1, 1]]);
+    const x = tf.tensor2d([
+      [1, 2],
+      [3, 4],
+    ]);
+    const mask = tf.tensor2d([
+      [1, 0],
+      [1, 1],
+    ]);
     const maskBool = tf.cast(mask, 'bool');
     const a = maskedMean(x, mask, { axis: 0 });
     const b = maskedMean(x, maskBool, { axis: 0 });

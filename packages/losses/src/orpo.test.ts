@@ -5,7 +5,6 @@ import { defaultOrpoLossOptions, orpoLoss, type OrpoInputs, type OrpoLossOptions
 
 const cases = Object.entries(loadReference('preference_free_ref')).filter(([, c]) => c.fn === 'orpoLoss');
 
-
 /** log(odds(c) / odds(r)) in float64. */
 function logOdds(c: number, r: number): number {
   return c - r - (Math.log(-Math.expm1(c)) - Math.log(-Math.expm1(r)));
@@ -58,7 +57,7 @@ describe('orpoLoss options and shapes', () => {
   const c = tf.tensor1d([-0.4, -0.9]);
   const r = tf.tensor1d([-1.2, -0.8]);
 
-  it('defaults to TRL\'s β = λ = 0.1', () => {
+  it("defaults to TRL's β = λ = 0.1", () => {
     expect(defaultOrpoLossOptions).toEqual({ beta: 0.1 });
     expect(Object.isFrozen(defaultOrpoLossOptions)).toBe(true);
   });

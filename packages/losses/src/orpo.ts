@@ -98,7 +98,7 @@ export function orpoLoss(inputs: OrpoInputs, options?: Partial<OrpoLossOptions>)
   }
   if (!(chosenNll.rank === 0 || (chosenNll.rank === 1 && chosenNll.shape[0] === batch))) {
     throw new PosttrainError('SHAPE_MISMATCH', `${owner}: expected chosenNll of shape [${batch}] (one per pair) or [] (a batch mean); got ${formatShape(chosenNll.shape)}`, {
-      help: 'pass the chosen completions\' NLL per pair, e.g. policyChosenLogps.neg(), or one scalar such as causalLmLoss(...).loss',
+      help: "pass the chosen completions' NLL per pair, e.g. policyChosenLogps.neg(), or one scalar such as causalLmLoss(...).loss",
     });
   }
   return tf.tidy(() => {

@@ -9,9 +9,7 @@ const valueCases = reference.filter(([, c]) => c.fn === 'ppoValueLoss');
 
 describe('PPO losses: fixture coverage and defaults', () => {
   it('covers defaults, garbage under the mask, ±20 log-ratios, dual clip, T = 128 and an all-masked batch', () => {
-    expect(policyCases.map(([n]) => n).sort()).toEqual(
-      ['ppo_policy_all_masked', 'ppo_policy_defaults', 'ppo_policy_dual_clip', 'ppo_policy_extreme', 'ppo_policy_long', 'ppo_policy_masked_garbage'],
-    );
+    expect(policyCases.map(([n]) => n).sort()).toEqual(['ppo_policy_all_masked', 'ppo_policy_defaults', 'ppo_policy_dual_clip', 'ppo_policy_extreme', 'ppo_policy_long', 'ppo_policy_masked_garbage']);
     expect(valueCases.map(([n]) => n).sort()).toEqual(['ppo_value_defaults', 'ppo_value_extreme', 'ppo_value_long', 'ppo_value_masked_garbage']);
   });
   it("has TRL's defaults (cliprange 0.2, cliprange_value 0.2), dual clip off, frozen", () => {
@@ -33,9 +31,18 @@ describe.each(BACKENDS)('PPO losses on %s', (backend) => {
   });
 
   it('an all-masked batch gives 0 and a zero, finite gradient even with garbage under the mask', () => {
-    const logprobs = tf.tensor2d([[1e4, -1e4], [Infinity, 3]]);
-    const oldLogprobs = tf.tensor2d([[0, 0], [0, Number.NaN]]);
-    const advantages = tf.tensor2d([[1e30, -1e30], [1, 1]]);
+    const logprobs = tf.tensor2d([
+      [1e4, -1e4],
+      [Infinity, 3],
+    ]);
+    const oldLogprobs = tf.tensor2d([
+      [0, 0],
+      [0, Number.NaN],
+    ]);
+    const advantages = tf.tensor2d([
+      [1e30, -1e30],
+      [1, 1],
+    ]);
     const mask = tf.zeros([2, 2]);
     const out = ppoPolicyLoss({ logprobs, oldLogprobs, advantages, mask });
     for (const [name, t] of Object.entries(out)) expect(t.dataSync()[0], name).toBe(0);

@@ -92,7 +92,11 @@ export function ppoPolicyLoss(inputs: PpoPolicyInputs, options?: Partial<PpoPoli
   checkNumber(owner, 'clipRange', clipRange, 'a number in (0, 1)', (v) => v > 0 && v < 1);
   if (dualClip !== null) checkNumber(owner, 'dualClip', dualClip, 'null (off) or a number > 1', (v) => v > 1);
   const { logprobs, oldLogprobs, advantages, mask } = inputs ?? ({} as PpoPolicyInputs);
-  checkTokenMatrices(owner, { logprobs, oldLogprobs, advantages, mask }, 'pass per-token tensors of one batch of responses, e.g. logprobs [B, T] from tokenLogprobs and the mask of the response tokens');
+  checkTokenMatrices(
+    owner,
+    { logprobs, oldLogprobs, advantages, mask },
+    'pass per-token tensors of one batch of responses, e.g. logprobs [B, T] from tokenLogprobs and the mask of the response tokens',
+  );
   return tf.tidy(() => {
     const m = tf.cast(mask, 'float32'); // [B, T]
     const keep = tf.greater(m, 0);

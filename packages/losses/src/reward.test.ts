@@ -70,7 +70,11 @@ describe.each(BACKENDS)('bradleyTerryLoss on %s', (backend) => {
     expectError(() => bradleyTerryLoss(chosen, rejected, { centerCoefficient: -0.01 }), 'INVALID_OPTION', 'bradleyTerryLoss: expected centerCoefficient to be a number ≥ 0; got -0.01');
     expectError(() => bradleyTerryLoss(chosen, rejected, { centerCoefficient: Infinity }), 'INVALID_OPTION', 'bradleyTerryLoss: expected centerCoefficient to be a number ≥ 0; got Infinity');
     expectError(() => bradleyTerryLoss(chosen, rejected, { margin: 0.5 as unknown as tf.Tensor }), 'INVALID_OPTION', 'bradleyTerryLoss: expected margin to be a [B] tensor or undefined; got number');
-    expectError(() => bradleyTerryLoss(chosen, rejected, { center_rewards_coefficient: 0.01 } as Partial<BradleyTerryLossOptions>), 'INVALID_OPTION', 'bradleyTerryLoss: unknown option "center_rewards_coefficient"; known options are margin, centerCoefficient');
+    expectError(
+      () => bradleyTerryLoss(chosen, rejected, { center_rewards_coefficient: 0.01 } as Partial<BradleyTerryLossOptions>),
+      'INVALID_OPTION',
+      'bradleyTerryLoss: unknown option "center_rewards_coefficient"; known options are margin, centerCoefficient',
+    );
     tf.dispose([chosen, rejected]);
   });
 });

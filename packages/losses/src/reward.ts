@@ -36,9 +36,13 @@ function checkScores(inputs: Record<string, tf.Tensor | undefined>): void {
   }
   const B = entries[0][1].shape[0];
   if (entries.some(([, t]) => t.rank !== 1 || t.shape[0] !== B)) {
-    throw new PosttrainError('SHAPE_MISMATCH', `bradleyTerryLoss: expected ${entries.map(([n]) => n).join(', ')} to share one shape [B]; got ${entries.map(([n, t]) => `${n} ${formatShape(t.shape)}`).join(', ')}`, {
-      help: 'pass one scalar reward per pair, e.g. the reward head output [B, 1] reshaped to [B]; chosenScores sets B',
-    });
+    throw new PosttrainError(
+      'SHAPE_MISMATCH',
+      `bradleyTerryLoss: expected ${entries.map(([n]) => n).join(', ')} to share one shape [B]; got ${entries.map(([n, t]) => `${n} ${formatShape(t.shape)}`).join(', ')}`,
+      {
+        help: 'pass one scalar reward per pair, e.g. the reward head output [B, 1] reshaped to [B]; chosenScores sets B',
+      },
+    );
   }
 }
 

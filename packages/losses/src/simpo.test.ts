@@ -5,7 +5,6 @@ import { defaultSimpoLossOptions, simpoLoss, type SimpoInputs, type SimpoLossOpt
 
 const cases = Object.entries(loadReference('preference_free_ref')).filter(([, c]) => c.fn === 'simpoLoss');
 
-
 describe.each(BACKENDS)('simpoLoss on %s', (backend) => {
   beforeAll(async () => {
     await initBackend(backend);

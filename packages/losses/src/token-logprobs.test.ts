@@ -39,7 +39,12 @@ describe.each(BACKENDS)('token log-probs on %s', (backend) => {
   });
 
   it('tokenLogprobs does not shift: logps[b, t] scores labels[b, t] with logits[b, t]', () => {
-    const logits = tf.tensor3d([[[0, Math.log(3)], [Math.log(3), 0]]]); // softmax [1/4, 3/4], [3/4, 1/4]
+    const logits = tf.tensor3d([
+      [
+        [0, Math.log(3)],
+        [Math.log(3), 0],
+      ],
+    ]); // softmax [1/4, 3/4], [3/4, 1/4]
     const labels = tf.tensor2d([[1, 1]], [1, 2], 'int32');
     const { logps } = tokenLogprobs(logits, labels);
     const got = Array.from(logps.dataSync());
@@ -67,7 +72,12 @@ describe.each(BACKENDS)('token log-probs on %s', (backend) => {
 
   it('stays finite with −∞ logits (masked vocabulary entries), values and gradients', () => {
     // Row 0: log p(1) under [0, 1, −∞] = 1 − log(1 + e); row 1: label −100 beside a −∞ logit.
-    const logits = tf.tensor3d([[[0, 1, -Infinity], [-Infinity, 2, 1]]]);
+    const logits = tf.tensor3d([
+      [
+        [0, 1, -Infinity],
+        [-Infinity, 2, 1],
+      ],
+    ]);
     const labels = tf.tensor2d([[1, -100]], [1, 2], 'int32');
     const { logps } = tokenLogprobs(logits, labels);
     expect(logps.dataSync()[0]).toBeCloseTo(1 - Math.log(1 + Math.E), 6);
@@ -88,7 +98,10 @@ describe.each(BACKENDS)('token log-probs on %s', (backend) => {
   });
 
   it('entropy of a one-hot distribution is 0 and of a uniform one log V', () => {
-    const logits = tf.tensor2d([[100, -100, -100, -100], [7, 7, 7, 7]]);
+    const logits = tf.tensor2d([
+      [100, -100, -100, -100],
+      [7, 7, 7, 7],
+    ]);
     const h = entropyFromLogits(logits);
     expect(h.shape).toEqual([2]);
     expect(h.dataSync()[0]).toBeCloseTo(0, 6);
@@ -98,7 +111,13 @@ describe.each(BACKENDS)('token log-probs on %s', (backend) => {
 
   it('sequenceLogprobs shifts: mask[:, t] selects labels[:, t], scored by logits[:, t − 1]', () => {
     // V = 2; logits[:, 0] favours token 1 (3/4), logits[:, 1] favours token 0 (3/4).
-    const logits = tf.tensor3d([[[0, Math.log(3)], [Math.log(3), 0], [0, 0]]]);
+    const logits = tf.tensor3d([
+      [
+        [0, Math.log(3)],
+        [Math.log(3), 0],
+        [0, 0],
+      ],
+    ]);
     const labels = tf.tensor2d([[5, 1, 1]], [1, 3], 'int32'); // label 0 is never scored (5 ≥ V on purpose)
     const mask = tf.tensor2d([[1, 1, 0]]);
     const out = sequenceLogprobs(logits, labels, mask);
@@ -124,8 +143,18 @@ describe.each(BACKENDS)('token log-probs on %s', (backend) => {
 
   it('float32 labels and bool masks are accepted (cast)', () => {
     const logits = tf.randomNormal([2, 4, 6], 0, 2, 'float32', 4);
-    const ids = tf.tensor2d([[0, 1, 2, 3], [4, 5, -100, 1]], [2, 4], 'int32');
-    const mask = tf.tensor2d([[0, 1, 1, 1], [0, 0, 1, 1]]);
+    const ids = tf.tensor2d(
+      [
+        [0, 1, 2, 3],
+        [4, 5, -100, 1],
+      ],
+      [2, 4],
+      'int32',
+    );
+    const mask = tf.tensor2d([
+      [0, 1, 1, 1],
+      [0, 0, 1, 1],
+    ]);
     const a = sequenceLogprobs(logits, ids, mask);
     const idsFloat = tf.cast(ids, 'float32');
     const maskBool = tf.cast(mask, 'bool');
@@ -158,7 +187,11 @@ describe.each(BACKENDS)('token log-probs on %s', (backend) => {
   ])('tokenLogprobs rejects logits %j with labels %j', (logitsShape, labelsShape, message) => {
     const logits = tf.zeros(logitsShape);
     const labels = tf.zeros(labelsShape, 'int32');
-    expectError(() => tokenLogprobs(logits, labels), 'SHAPE_MISMATCH', `${message}\nhelp: pass logits and labels of the same positions (no shift here); labels are int32 token ids, −100 where no log-prob is wanted`);
+    expectError(
+      () => tokenLogprobs(logits, labels),
+      'SHAPE_MISMATCH',
+      `${message}\nhelp: pass logits and labels of the same positions (no shift here); labels are int32 token ids, −100 where no log-prob is wanted`,
+    );
     tf.dispose([logits, labels]);
   });
 
@@ -176,7 +209,11 @@ describe.each(BACKENDS)('token log-probs on %s', (backend) => {
 
   it('entropyFromLogits rejects a scalar', () => {
     const x = tf.scalar(1);
-    expectError(() => entropyFromLogits(x), 'SHAPE_MISMATCH', 'entropyFromLogits: expected logits [..., V] with V ≥ 1; got []\nhelp: pass logits whose last axis is the vocabulary, e.g. a model output [B, T, V]');
+    expectError(
+      () => entropyFromLogits(x),
+      'SHAPE_MISMATCH',
+      'entropyFromLogits: expected logits [..., V] with V ≥ 1; got []\nhelp: pass logits whose last axis is the vocabulary, e.g. a model output [B, T, V]',
+    );
     x.dispose();
   });
 
@@ -187,7 +224,11 @@ describe.each(BACKENDS)('token log-probs on %s', (backend) => {
     expectError(() => tokenLogprobs(logits, labels, { ignoreIndx: 0 } as Partial<TokenLogprobsOptions>), 'INVALID_OPTION', 'tokenLogprobs: unknown option "ignoreIndx"; known options are ignoreIndex');
     expectError(() => tokenLogprobs(logits, labels, { ignoreIndex: 1.5 }), 'INVALID_OPTION', 'tokenLogprobs: expected ignoreIndex to be an integer; got 1.5');
     expectError(() => sequenceLogprobs(logits, labels, mask, { average: 'yes' as unknown as boolean }), 'INVALID_OPTION', 'sequenceLogprobs: expected average to be true or false; got "yes"');
-    expectError(() => sequenceLogprobs(logits, labels, mask, { mean: true } as Partial<SequenceLogprobsOptions>), 'INVALID_OPTION', 'sequenceLogprobs: unknown option "mean"; known options are average, ignoreIndex');
+    expectError(
+      () => sequenceLogprobs(logits, labels, mask, { mean: true } as Partial<SequenceLogprobsOptions>),
+      'INVALID_OPTION',
+      'sequenceLogprobs: unknown option "mean"; known options are average, ignoreIndex',
+    );
     tf.dispose([logits, labels, mask]);
   });
 });

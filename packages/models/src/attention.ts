@@ -155,7 +155,11 @@ function segmentPositions(seg: tf.Tensor): tf.Tensor {
   const startsHere = tf.notEqual(seg, previous).cast('int32'); // [B, T]
   // start(i) = the largest j ≤ i that starts a segment.
   const lower = tf.linalg.bandPart(tf.ones([t, t], 'int32'), -1, 0); // [T, T], 1 where j ≤ i
-  const starts = startsHere.mul(index).reshape([b, 1, t]).mul(lower.reshape([1, t, t])).max(-1); // [B, T]
+  const starts = startsHere
+    .mul(index)
+    .reshape([b, 1, t])
+    .mul(lower.reshape([1, t, t]))
+    .max(-1); // [B, T]
   return index.reshape([1, t]).sub(starts);
 }
 
@@ -182,5 +186,8 @@ export function scaledDotProductAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tens
   scores = scores.reshape([b, hkv, group, t, s]).add(mask.reshape([mask.shape[0] as number, 1, 1, t, s]));
   const probs = tf.softmax(scores.reshape([b, hkv, group * t, s]));
   const out = tf.matMul(probs, v); // [B, Hkv, group·T, d]
-  return out.reshape([b, h, t, d]).transpose([0, 2, 1, 3]).reshape([b, t, h * d]);
+  return out
+    .reshape([b, h, t, d])
+    .transpose([0, 2, 1, 3])
+    .reshape([b, t, h * d]);
 }

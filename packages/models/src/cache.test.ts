@@ -170,7 +170,12 @@ describe('misused caches are rejected by name', () => {
   it('a batch of another size than the cache throws SHAPE_MISMATCH naming both sizes', () => {
     const { cache } = step(llama, [[1, 2, 3]], {});
     const ids = int2d([[4], [5]]);
-    expectPosttrainError(thrown(() => llama.forward(ids, { cache })), 'SHAPE_MISMATCH', "cache's batch of 1 rows", 'got 2');
+    expectPosttrainError(
+      thrown(() => llama.forward(ids, { cache })),
+      'SHAPE_MISMATCH',
+      "cache's batch of 1 rows",
+      'got 2',
+    );
     expect(cache.length, 'the rejected call leaves the cache as it was').toBe(3);
     tf.dispose(ids);
     cache.dispose();

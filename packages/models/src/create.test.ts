@@ -46,9 +46,15 @@ describe('createModel initialisation and naming', () => {
     let weights = 0;
     for (const [key, v] of values(model)) {
       if (/(norm|ln_\d|ln_f)\.weight$/.test(key)) {
-        expect(v.every((x) => x === 1), `${key} is ones`).toBe(true);
+        expect(
+          v.every((x) => x === 1),
+          `${key} is ones`,
+        ).toBe(true);
       } else if (key.endsWith('.bias')) {
-        expect(v.every((x) => x === 0), `${key} is zeros`).toBe(true);
+        expect(
+          v.every((x) => x === 0),
+          `${key} is zeros`,
+        ).toBe(true);
       } else {
         // GPT-2 scales its residual projections (c_proj) by 1/√(2·layers) (Radford et al. 2019, §2.3).
         const expected = config.modelType === 'gpt2' && key.endsWith('c_proj.weight') ? range / Math.sqrt(2 * config.numLayers) : range;

@@ -8,7 +8,10 @@ class Gpt2Attention extends Module {
   readonly cAttn: LinearLike;
   readonly cProj: LinearLike;
 
-  constructor(private readonly config: Gpt2Config, rng: Rng) {
+  constructor(
+    private readonly config: Gpt2Config,
+    rng: Rng,
+  ) {
     super();
     const { hiddenSize: d, initializerRange: std, numLayers } = config;
     this.cAttn = this.registerModule('c_attn', new Conv1D(d, 3 * d, { rng, std }));
@@ -95,14 +98,16 @@ export class Gpt2LMHeadModel extends Module implements CausalLM {
   readonly lmHead: LinearLike | undefined;
 
   /** `initialize: false` fills weights with zeros instead of sampling them (a checkpoint will overwrite them). */
-  constructor(readonly config: Gpt2Config, seed = 0, options: { initialize?: boolean } = {}) {
+  constructor(
+    readonly config: Gpt2Config,
+    seed = 0,
+    options: { initialize?: boolean } = {},
+  ) {
     super();
     const rng = new Rng(seed);
     const init = options.initialize === false ? { ...config, initializerRange: 0 } : config;
     this.transformer = this.registerModule('transformer', new Gpt2Body(init, rng));
-    this.lmHead = config.tieWordEmbeddings
-      ? undefined
-      : this.registerModule('lm_head', new Linear(config.hiddenSize, config.vocabSize, { bias: false, rng, std: init.initializerRange }));
+    this.lmHead = config.tieWordEmbeddings ? undefined : this.registerModule('lm_head', new Linear(config.hiddenSize, config.vocabSize, { bias: false, rng, std: init.initializerRange }));
   }
 
   forward(inputIds: tf.Tensor, options: ForwardOptions = {}): ForwardOutput {

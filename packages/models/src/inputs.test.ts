@@ -39,32 +39,53 @@ describe.each(Object.keys(configs))('%s forward', (name) => {
 
   it('an id at or above the vocabulary is INVALID_ARGUMENT naming the id, where it is and vocab_size (not a raw GatherV2 error)', () =>
     withModel((model) => {
-      const input = ids([[1, 2, 3], [4, 504, 5]]);
+      const input = ids([
+        [1, 2, 3],
+        [4, 504, 5],
+      ]);
       const error = thrown(() => model.forward(input));
       expectPosttrainError(error, 'INVALID_ARGUMENT', 'expected token ids in [0, 260)', 'vocab_size 260', 'got id 504 at [1, 1]');
       expect(error.message).not.toMatch(/GatherV2/);
       expect(error.message).toMatch(/help: .*tokenizer/);
       const edge = ids([[259, 260]]);
-      expectPosttrainError(thrown(() => model.forward(edge)), 'INVALID_ARGUMENT', 'got id 260 at [0, 1]');
+      expectPosttrainError(
+        thrown(() => model.forward(edge)),
+        'INVALID_ARGUMENT',
+        'got id 260 at [0, 1]',
+      );
       tf.dispose([input, edge]);
     }));
 
   it('a negative id (a −100 label passed as input) is refused with a help line', () =>
     withModel((model) => {
       const input = ids([[1, -100, 3]]);
-      expectPosttrainError(thrown(() => model.forward(input)), 'INVALID_ARGUMENT', 'got the negative id -100 at [0, 1]', 'help: a negative id is usually a label');
+      expectPosttrainError(
+        thrown(() => model.forward(input)),
+        'INVALID_ARGUMENT',
+        'got the negative id -100 at [0, 1]',
+        'help: a negative id is usually a label',
+      );
       input.dispose();
     }));
 
   it(`a sequence beyond ${name === 'gpt2' ? 'n_positions' : 'max_position_embeddings'} is INVALID_ARGUMENT naming both lengths, counting cached positions`, () =>
     withModel((model) => {
       const long = ids([[1, 2, 3, 4, 5, 6, 7]]);
-      expectPosttrainError(thrown(() => model.forward(long)), 'INVALID_ARGUMENT', `${positionsKey[name]} = 6`, 'got a sequence of 7');
+      expectPosttrainError(
+        thrown(() => model.forward(long)),
+        'INVALID_ARGUMENT',
+        `${positionsKey[name]} = 6`,
+        'got a sequence of 7',
+      );
       const prompt = ids([[1, 2, 3, 4, 5]]);
       const first = model.forward(prompt, { useCache: true });
       const next = ids([[6, 7]]);
       expect(first.cache?.length).toBe(5);
-      expectPosttrainError(thrown(() => model.forward(next, { cache: first.cache })), 'INVALID_ARGUMENT', 'got a sequence of 7 (5 cached + 2 new)');
+      expectPosttrainError(
+        thrown(() => model.forward(next, { cache: first.cache })),
+        'INVALID_ARGUMENT',
+        'got a sequence of 7 (5 cached + 2 new)',
+      );
       first.cache!.dispose();
       tf.dispose([long, prompt, next, first.logits, first.hidden]);
     }));
@@ -82,10 +103,25 @@ describe('checkTokenIds', () => {
   const limits = { architecture: 'llama', vocabSize: 260, maxPositions: 8, positionsKey: 'max_position_embeddings' };
 
   it('reads ids on the host or by one min/max reduction (the GPU path) with the same verdict', () => {
-    const input = tf.tensor2d([[1, 2], [300, -1]], undefined, 'int32');
+    const input = tf.tensor2d(
+      [
+        [1, 2],
+        [300, -1],
+      ],
+      undefined,
+      'int32',
+    );
     const good = tf.tensor2d([[0, 259]], undefined, 'int32');
-    expectPosttrainError(thrown(() => checkTokenIds(input, limits, true)), 'INVALID_ARGUMENT', 'got id 300 at [1, 0] (ids range over [-1, 300])');
-    expectPosttrainError(thrown(() => checkTokenIds(input, limits, false)), 'INVALID_ARGUMENT', 'got id 300 (ids range over [-1, 300])');
+    expectPosttrainError(
+      thrown(() => checkTokenIds(input, limits, true)),
+      'INVALID_ARGUMENT',
+      'got id 300 at [1, 0] (ids range over [-1, 300])',
+    );
+    expectPosttrainError(
+      thrown(() => checkTokenIds(input, limits, false)),
+      'INVALID_ARGUMENT',
+      'got id 300 (ids range over [-1, 300])',
+    );
     for (const onHost of [true, false]) checkTokenIds(good, limits, onHost);
     tf.dispose([input, good]);
   });
@@ -94,8 +130,16 @@ describe('checkTokenIds', () => {
     await initBackend('wasm');
     try {
       const input = tf.tensor2d([[1, 504]], undefined, 'int32');
-      expectPosttrainError(thrown(() => checkTokenIds(input, limits)), 'INVALID_ARGUMENT', 'got id 504 at [0, 1]');
-      expectPosttrainError(thrown(() => checkTokenIds(input, limits, false)), 'INVALID_ARGUMENT', 'got id 504 (ids range');
+      expectPosttrainError(
+        thrown(() => checkTokenIds(input, limits)),
+        'INVALID_ARGUMENT',
+        'got id 504 at [0, 1]',
+      );
+      expectPosttrainError(
+        thrown(() => checkTokenIds(input, limits, false)),
+        'INVALID_ARGUMENT',
+        'got id 504 (ids range',
+      );
       input.dispose();
     } finally {
       await initBackend('cpu');

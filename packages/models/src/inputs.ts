@@ -66,12 +66,16 @@ export function checkTokenIds(inputIds: tf.Tensor, limits: InputLimits, onHost =
   if (min >= 0 && max < vocabSize) return;
   const bad = max >= vocabSize ? max : min;
   const where = at ? ` at [${at[0]}, ${at[1]}]` : '';
-  throw new PosttrainError('INVALID_ARGUMENT', `forward: expected token ids in [0, ${vocabSize}), the vocabulary of this ${architecture} model (vocab_size ${vocabSize}); got ${bad < 0 ? 'the negative id' : 'id'} ${bad}${where} (ids range over [${min}, ${max}])`, {
-    help:
-      bad < 0
-        ? 'a negative id is usually a label (−100) or padding passed as an input id: pass inputIds, not labels, and pad with a real token id'
-        : `the ids come from a tokenizer with a larger vocabulary than the model's ${vocabSize}: use the tokenizer the model was trained with (compare tokenizer.vocabSize with model.config.vocabSize)`,
-  });
+  throw new PosttrainError(
+    'INVALID_ARGUMENT',
+    `forward: expected token ids in [0, ${vocabSize}), the vocabulary of this ${architecture} model (vocab_size ${vocabSize}); got ${bad < 0 ? 'the negative id' : 'id'} ${bad}${where} (ids range over [${min}, ${max}])`,
+    {
+      help:
+        bad < 0
+          ? 'a negative id is usually a label (−100) or padding passed as an input id: pass inputIds, not labels, and pad with a real token id'
+          : `the ids come from a tokenizer with a larger vocabulary than the model's ${vocabSize}: use the tokenizer the model was trained with (compare tokenizer.vocabSize with model.config.vocabSize)`,
+    },
+  );
 }
 
 /**

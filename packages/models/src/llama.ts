@@ -16,7 +16,10 @@ class LlamaAttention extends Module {
   readonly vProj: LinearLike;
   readonly oProj: LinearLike;
 
-  constructor(private readonly config: LlamaConfig, rng: Rng) {
+  constructor(
+    private readonly config: LlamaConfig,
+    rng: Rng,
+  ) {
     super();
     const { hiddenSize: d, numHeads: h, numKvHeads: hkv, headDim: hd, initializerRange: std, qkvBias, outputBias } = config;
     this.qProj = this.registerModule('q_proj', new Linear(d, h * hd, { bias: qkvBias, rng, std }));
@@ -107,14 +110,16 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   private readonly inverseFrequencies: tf.Tensor;
 
   /** `initialize: false` fills weights with zeros instead of sampling them (a checkpoint will overwrite them). */
-  constructor(readonly config: LlamaConfig, seed = 0, options: { initialize?: boolean } = {}) {
+  constructor(
+    readonly config: LlamaConfig,
+    seed = 0,
+    options: { initialize?: boolean } = {},
+  ) {
     super();
     const rng = new Rng(seed);
     const init = options.initialize === false ? { ...config, initializerRange: 0 } : config;
     this.model = this.registerModule('model', new LlamaBody(init, rng));
-    this.lmHead = config.tieWordEmbeddings
-      ? undefined
-      : this.registerModule('lm_head', new Linear(config.hiddenSize, config.vocabSize, { bias: false, rng, std: init.initializerRange }));
+    this.lmHead = config.tieWordEmbeddings ? undefined : this.registerModule('lm_head', new Linear(config.hiddenSize, config.vocabSize, { bias: false, rng, std: init.initializerRange }));
     const inv = ropeInverseFrequencies(config.headDim, config.ropeTheta, config.ropeScaling);
     this.inverseFrequencies = this.registerBuffer('rotary_inv_freq', tf.tensor(inv), { persistent: false });
   }

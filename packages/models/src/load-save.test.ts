@@ -108,10 +108,12 @@ describe('checkpoint layouts', () => {
     old['lm_head.weight'] = tensors['transformer.wte.weight'];
     const bytes = writeSafetensors(old);
     tf.dispose([...Object.values(tensors), ...buffers]);
-    const loaded = await loadModel(new Map<string, Uint8Array | string>([
-      ['config.json', JSON.stringify(await fixtureConfig('gpt2'))],
-      ['model.safetensors', bytes],
-    ]));
+    const loaded = await loadModel(
+      new Map<string, Uint8Array | string>([
+        ['config.json', JSON.stringify(await fixtureConfig('gpt2'))],
+        ['model.safetensors', bytes],
+      ]),
+    );
     expectIdentical(loaded, reference);
     loaded.dispose();
     reference.dispose();
@@ -122,10 +124,12 @@ describe('checkpoint layouts', () => {
     const tensors = await fixtureTensors('llama');
     const bytes = writeSafetensors(tensors, undefined, { floatDtype });
     tf.dispose(Object.values(tensors));
-    const loaded = await loadModel(new Map<string, Uint8Array | string>([
-      ['config.json', JSON.stringify(await fixtureConfig('llama'))],
-      ['model.safetensors', bytes],
-    ]));
+    const loaded = await loadModel(
+      new Map<string, Uint8Array | string>([
+        ['config.json', JSON.stringify(await fixtureConfig('llama'))],
+        ['model.safetensors', bytes],
+      ]),
+    );
     for (const p of loaded.namedParameters().values()) expect(p.dtype).toBe('float32');
     const ids = tf.tensor2d([[5, 9, 14, 3, 40]], undefined, 'int32');
     const [a, b] = [reference, loaded].map((m) => {
@@ -159,10 +163,14 @@ describe('checkpoint layouts', () => {
     broken[unexpected] = tf.zeros([4]);
     const bytes = writeSafetensors(broken);
     tf.dispose([...Object.values(tensors), broken[misShaped], broken[unexpected]]);
-    const error = await rejection(loadModel(new Map<string, Uint8Array | string>([
-      ['config.json', JSON.stringify(await fixtureConfig('llama'))],
-      ['model.safetensors', bytes],
-    ])));
+    const error = await rejection(
+      loadModel(
+        new Map<string, Uint8Array | string>([
+          ['config.json', JSON.stringify(await fixtureConfig('llama'))],
+          ['model.safetensors', bytes],
+        ]),
+      ),
+    );
     expectPosttrainError(error, 'STATE_DICT_MISMATCH', misShaped, missing, unexpected, '[32, 64]', '[16, 64]');
   });
 
@@ -176,7 +184,13 @@ describe('checkpoint layouts', () => {
 describe('unsupported configs are NOT_SUPPORTED or INVALID_ARGUMENT errors naming the field', () => {
   it('an unknown model_type names it and the supported ones', async () => {
     const json = { ...(await fixtureConfig('llama')), model_type: 'bert' };
-    expectPosttrainError(thrown(() => configFromHf(json)), 'NOT_SUPPORTED', 'model_type', '"bert"', 'gpt2, llama, qwen2, mistral');
+    expectPosttrainError(
+      thrown(() => configFromHf(json)),
+      'NOT_SUPPORTED',
+      'model_type',
+      '"bert"',
+      'gpt2, llama, qwen2, mistral',
+    );
     // loadModel fails the same way before reading any weights.
     const error = await rejection(loadModel(new Map([['config.json', JSON.stringify(json)]])));
     expectPosttrainError(error, 'NOT_SUPPORTED', 'model_type');
@@ -191,7 +205,11 @@ describe('unsupported configs are NOT_SUPPORTED or INVALID_ARGUMENT errors namin
   ] as const)('%s with %j is %s naming %s', async (modelType, change, code, field) => {
     const base = await fixtureConfig(modelType === 'qwen2' ? 'qwen2' : 'llama');
     const json = { ...base, model_type: modelType, ...(modelType === 'mistral' ? { rope_scaling: null } : {}), ...change };
-    expectPosttrainError(thrown(() => configFromHf(json)), code, field);
+    expectPosttrainError(
+      thrown(() => configFromHf(json)),
+      code,
+      field,
+    );
     if (field === 'num_key_value_heads') expect(thrown(() => configFromHf(json)).message).toContain('num_attention_heads');
   });
 

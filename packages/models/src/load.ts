@@ -60,7 +60,10 @@ export const defaultSaveModelOptions: Readonly<SaveModelOptions> = Object.freeze
 export function createModel(config: ModelConfigInput, options: Partial<CreateModelOptions> = {}): PretrainedModel {
   const { seed } = resolveOptions('createModel', options, defaultCreateModelOptions);
   const complete: CausalLMConfig = config.modelType === 'gpt2' ? completeGpt2(config as Gpt2Config) : completeLlama(config as LlamaConfig);
-  const defaults = config.modelType === 'gpt2' ? completeGpt2({ modelType: 'gpt2', vocabSize: 1, hiddenSize: 1, numLayers: 1, numHeads: 1 }) : completeLlama({ modelType: 'llama', vocabSize: 1, hiddenSize: 2, intermediateSize: 1, numLayers: 1, numHeads: 1 });
+  const defaults =
+    config.modelType === 'gpt2'
+      ? completeGpt2({ modelType: 'gpt2', vocabSize: 1, hiddenSize: 1, numLayers: 1, numHeads: 1 })
+      : completeLlama({ modelType: 'llama', vocabSize: 1, hiddenSize: 2, intermediateSize: 1, numLayers: 1, numHeads: 1 });
   for (const key of Object.keys(config)) {
     if (!(key in defaults)) {
       throw new PosttrainError('INVALID_OPTION', `createModel: unknown config key "${key}"; known keys are ${Object.keys(defaults).join(', ')}`);
@@ -195,8 +198,10 @@ export async function loadModel(from: FileSource | FileSourceInput, options: Par
     if (!allowNonFinite) checkFiniteWeights(named, source.describe());
     const { missingKeys, unexpectedKeys } = loadWeights(model, named, strict, source.describe());
     const list = (keys: string[]) => `${keys.slice(0, 8).join(', ')}${keys.length > 8 ? `, … (${keys.length} in all)` : ''}`;
-    if (missingKeys.length > 0) console.warn(`loadModel: ${missingKeys.length} weight(s) of the ${config.modelType} architecture are not in ${source.describe()} and keep their random initialisation: ${list(missingKeys)}`);
-    if (unexpectedKeys.length > 0) console.warn(`loadModel: ${unexpectedKeys.length} tensor(s) in ${source.describe()} are not weights of the ${config.modelType} architecture and were skipped: ${list(unexpectedKeys)}`);
+    if (missingKeys.length > 0)
+      console.warn(`loadModel: ${missingKeys.length} weight(s) of the ${config.modelType} architecture are not in ${source.describe()} and keep their random initialisation: ${list(missingKeys)}`);
+    if (unexpectedKeys.length > 0)
+      console.warn(`loadModel: ${unexpectedKeys.length} tensor(s) in ${source.describe()} are not weights of the ${config.modelType} architecture and were skipped: ${list(unexpectedKeys)}`);
   } catch (error) {
     model.dispose();
     throw error;

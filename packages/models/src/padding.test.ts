@@ -72,10 +72,14 @@ describe.each(referenceModels)('%s: padded and packed batches give each row its 
       [...zeros(a.length), ...ones(b.length)],
       [...zeros(b.length), ...ones(a.length)],
     ];
-    const [ab, ba] = logitsOf(model, [
-      [...a, ...b],
-      [...b, ...a],
-    ], { segmentIds });
+    const [ab, ba] = logitsOf(
+      model,
+      [
+        [...a, ...b],
+        [...b, ...a],
+      ],
+      { segmentIds },
+    );
     expectClose(flat(ab.slice(0, a.length)), flat(aloneA), TOL, 'first example of row 0');
     expectClose(flat(ab.slice(a.length)), flat(aloneB), TOL, 'second example of row 0');
     expectClose(flat(ba.slice(0, b.length)), flat(aloneB), TOL, 'first example of row 1');

@@ -31,7 +31,10 @@ export function ropeInverseFrequencies(headDim: number, theta: number, scaling: 
 /** `cos` and `sin` of `positions [B, T]` times the frequencies, each `[B, 1, T, headDim]`. */
 export function ropeTables(positions: tf.Tensor, inverseFrequencies: tf.Tensor): { cos: tf.Tensor; sin: tf.Tensor } {
   const [b, t] = positions.shape as [number, number];
-  const angles = positions.cast('float32').reshape([b, t, 1]).mul(inverseFrequencies.reshape([1, 1, -1])); // [B, T, d/2]
+  const angles = positions
+    .cast('float32')
+    .reshape([b, t, 1])
+    .mul(inverseFrequencies.reshape([1, 1, -1])); // [B, T, d/2]
   const emb = tf.concat([angles, angles], -1).reshape([b, 1, t, -1]);
   return { cos: emb.cos(), sin: emb.sin() };
 }

@@ -150,7 +150,6 @@ describe('generate on the llama fixture', () => {
     expectPosttrainError(error, 'SHAPE_MISMATCH', 'inputIds');
   });
 
-
   it('token ids outside the vocabulary reject with INVALID_ARGUMENT naming the vocabulary size', async () => {
     const vocab = model.config.vocabSize;
     for (const bad of [vocab, -1]) {
@@ -171,7 +170,12 @@ describe('generate on the llama fixture', () => {
     expect(new Set(sampled.tokens.slice(0, 3).map((t) => t.join(','))).size, 'three samples of one prompt differ').toBeGreaterThan(1);
     // Each sample's log-probs are its own prompt's: row 4 belongs to `short`.
     const full = logitsOf(model, [[...short, ...sampled.tokens[4]]])[0];
-    expectClose((sampled.logprobs as number[][])[4], sampled.tokens[4].map((t, i) => logSoftmaxAt(full[short.length - 1 + i], t)), TOL, 'row 4 logprobs');
+    expectClose(
+      (sampled.logprobs as number[][])[4],
+      sampled.tokens[4].map((t, i) => logSoftmaxAt(full[short.length - 1 + i], t)),
+      TOL,
+      'row 4 logprobs',
+    );
   });
 });
 
@@ -239,7 +243,10 @@ describe('generate within the context and with bad inputs', () => {
 
 describe('sampling on a random model', () => {
   let model: PretrainedModel;
-  const prompts = [[3, 14, 15], [9, 26]];
+  const prompts = [
+    [3, 14, 15],
+    [9, 26],
+  ];
   const options = { maxNewTokens: 16, temperature: 1, stopTokenIds: [] };
 
   beforeAll(async () => {

@@ -146,7 +146,18 @@ export async function generate(model: CausalLM, inputIds: tf.Tensor, options: Pa
 
   const n = o.numReturnSequences;
   const batch = prompts * n;
-  const repeat = (t: tf.Tensor): tf.Tensor => (n === 1 ? t.clone() : tf.tidy(() => tf.gather(t, tf.tensor1d(Array.from({ length: batch }, (_, r) => Math.floor(r / n)), 'int32'))));
+  const repeat = (t: tf.Tensor): tf.Tensor =>
+    n === 1
+      ? t.clone()
+      : tf.tidy(() =>
+          tf.gather(
+            t,
+            tf.tensor1d(
+              Array.from({ length: batch }, (_, r) => Math.floor(r / n)),
+              'int32',
+            ),
+          ),
+        );
   const result: GenerateResult = { tokens: Array.from({ length: batch }, () => []), finishReasons: new Array(batch).fill('length') };
   const logprobs: number[][] | undefined = o.returnLogprobs ? Array.from({ length: batch }, () => []) : undefined;
   if (logprobs) result.logprobs = logprobs;

@@ -39,7 +39,10 @@ describe('createReference', () => {
     expect(mode, 'eval mode inside').toBe(false);
     expect(model.training, 'mode restored').toBe(true);
     expect(Math.max(...viaReference.map((v, i) => Math.abs(v - base[i])))).toBeLessThan(1e-6);
-    expect(logits(() => model.forward(input).logits), 'adapters back on').toEqual(adapted);
+    expect(
+      logits(() => model.forward(input).logits),
+      'adapters back on',
+    ).toEqual(adapted);
     model.dispose();
   });
 

@@ -119,7 +119,9 @@ export function createReference(policy: CausalLM, option: ReferenceOption | unde
     if (unknown.length > 0) throw new PosttrainError('INVALID_OPTION', `${owner}: unknown key "${unknown[0]}" in reference; known keys are model, precompute`);
     const { model, precompute = false } = mode as { model?: CausalLM; precompute?: boolean };
     if (!model || typeof model.forward !== 'function') {
-      throw new PosttrainError('INVALID_OPTION', `${owner}: expected reference.model to be a CausalLM (an object with forward); got ${describeValue(model)}`, { help: 'load a second copy of the starting model, e.g. { model: await loadModel(dir) }' });
+      throw new PosttrainError('INVALID_OPTION', `${owner}: expected reference.model to be a CausalLM (an object with forward); got ${describeValue(model)}`, {
+        help: 'load a second copy of the starting model, e.g. { model: await loadModel(dir) }',
+      });
     }
     if (model === policy) {
       throw new PosttrainError('INVALID_OPTION', `${owner}: expected reference.model to be a separate frozen copy; got the policy itself, which changes as it trains`, {

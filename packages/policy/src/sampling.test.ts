@@ -20,7 +20,10 @@ describe('samplingDistribution against the PyTorch warpers', () => {
     const all = policyReference.sampling;
     for (const filter of ['topK', 'topP', 'minP'] as const) {
       const active = all.filter((c) => (filter === 'topK' ? c.filters.topK > 0 : filter === 'topP' ? c.filters.topP < 1 : c.filters.minP > 0));
-      expect(active.some((c) => kept(c) < c.logits.data.length), `${filter} removes tokens somewhere`).toBe(true);
+      expect(
+        active.some((c) => kept(c) < c.logits.data.length),
+        `${filter} removes tokens somewhere`,
+      ).toBe(true);
     }
   });
 });

@@ -91,7 +91,10 @@ export function sequenceLogps(model: CausalLM, batch: ScoredBatch, options?: Par
   const { inputIds, attentionMask, labels } = batch;
   const shape = `[${inputIds.shape.join(', ')}]`;
   if (inputIds.rank !== 2 || inputIds.dtype !== 'int32') throw new PosttrainError('SHAPE_MISMATCH', `sequenceLogps: expected inputIds [B, T] int32; got ${shape} ${inputIds.dtype}`);
-  for (const [name, t] of [['attentionMask', attentionMask], ['labels', labels]] as const) {
+  for (const [name, t] of [
+    ['attentionMask', attentionMask],
+    ['labels', labels],
+  ] as const) {
     if (t?.rank !== 2 || t.shape[0] !== inputIds.shape[0] || t.shape[1] !== inputIds.shape[1]) {
       throw new PosttrainError('SHAPE_MISMATCH', `sequenceLogps: expected ${name} ${shape} like inputIds; got ${t ? `[${t.shape.join(', ')}]` : 'none'}`, {
         help: 'collateForTraining from @posttrain/data makes inputIds, attentionMask and labels together',

@@ -119,7 +119,8 @@ export async function evaluateRewardModel(model: RewardModel, tokenizer: Tokeniz
   if (o.maxPromptLength !== null) checkNumber(owner, 'maxPromptLength', o.maxPromptLength, 'an integer ≥ 1', (v) => Number.isInteger(v) && v >= 1);
   if (o.maxCompletionLength !== null) checkNumber(owner, 'maxCompletionLength', o.maxCompletionLength, 'an integer ≥ 1', (v) => Number.isInteger(v) && v >= 1);
   if (!(model instanceof RewardModel)) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected a RewardModel; got ${(model as object)?.constructor?.name ?? typeof model}`);
-  if (!Array.isArray(records) || records.length === 0) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected a non-empty array of preference records; got ${Array.isArray(records) ? 'an empty array' : typeof records}`);
+  if (!Array.isArray(records) || records.length === 0)
+    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected a non-empty array of preference records; got ${Array.isArray(records) ? 'an empty array' : typeof records}`);
   const pairs = records.map((r, i) => tokenizePair(tokenizer, r, i, { maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, maxCompletionLength: o.maxCompletionLength }, owner));
   return evaluatePairs(model, pairs, padTokenIdOf(tokenizer), o.batchSize);
 }

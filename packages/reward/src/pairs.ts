@@ -48,12 +48,19 @@ export function tokenizePair(tokenizer: TokenizerLike, record: RewardRecord, ind
   const where = `${owner}: record ${index}`;
   if (!record || typeof record !== 'object' || typeof record.chosen !== 'string' || typeof record.rejected !== 'string' || (record.prompt !== undefined && typeof record.prompt !== 'string')) {
     const chat = !!record && typeof record === 'object' && [record.prompt, record.chosen, record.rejected].some(Array.isArray);
-    throw new PosttrainError('INVALID_ARGUMENT', `${where}: expected { prompt?, chosen, rejected } strings; got ${chat ? 'message lists (a conversational record)' : record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`, {
-      help: chat ? 'conversational records are not supported: render each conversation to a string first (applyChatTemplate from @posttrain/data)' : "for example { prompt: 'abc>', chosen: 'cba', rejected: 'abc' }",
-    });
+    throw new PosttrainError(
+      'INVALID_ARGUMENT',
+      `${where}: expected { prompt?, chosen, rejected } strings; got ${chat ? 'message lists (a conversational record)' : record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`,
+      {
+        help: chat
+          ? 'conversational records are not supported: render each conversation to a string first (applyChatTemplate from @posttrain/data)'
+          : "for example { prompt: 'abc>', chosen: 'cba', rejected: 'abc' }",
+      },
+    );
   }
   const margin = record.margin ?? 0;
-  if (typeof margin !== 'number' || !Number.isFinite(margin)) throw new PosttrainError('INVALID_ARGUMENT', `${where}: expected margin to be a finite number; got ${typeof margin === 'number' ? String(margin) : JSON.stringify(margin)}`);
+  if (typeof margin !== 'number' || !Number.isFinite(margin))
+    throw new PosttrainError('INVALID_ARGUMENT', `${where}: expected margin to be a finite number; got ${typeof margin === 'number' ? String(margin) : JSON.stringify(margin)}`);
   const pair = tokenizePreference(tokenizer, record as PreferenceRecord, { ...lengths, truncation: 'left', name: `record ${index}` });
   return { ...pair, margin };
 }
@@ -62,7 +69,17 @@ export function tokenizePair(tokenizer: TokenizerLike, record: RewardRecord, ind
 export function collateRewardBatch(pairs: readonly TokenizedPair[], padTokenId: number, withMargin: boolean): RewardBatch {
   const batch = collatePairs(pairs, { padTokenId });
   batch.labels.dispose();
-  return { inputIds: batch.inputIds, attentionMask: batch.attentionMask, margin: withMargin ? tf.tensor1d(pairs.map((p) => p.margin), 'float32') : undefined, pairs: pairs.length };
+  return {
+    inputIds: batch.inputIds,
+    attentionMask: batch.attentionMask,
+    margin: withMargin
+      ? tf.tensor1d(
+          pairs.map((p) => p.margin),
+          'float32',
+        )
+      : undefined,
+    pairs: pairs.length,
+  };
 }
 
 /** Disposes a batch's tensors. */

@@ -9,7 +9,19 @@ import { createModel, type ModelConfigInput } from '@posttrain/models';
 import { RewardModel, loadRewardModel, rewardTrain, saveRewardModel, type RewardRecord } from './index.js';
 
 const tokenizer = new ByteTokenizer();
-const llamaConfig = (hidden = 16): ModelConfigInput => ({ modelType: 'llama', vocabSize: tokenizer.vocabSize, hiddenSize: hidden, intermediateSize: 32, numLayers: 1, numHeads: 2, numKvHeads: 1, maxPositions: 32, tieWordEmbeddings: true, eosTokenId: tokenizer.eosTokenId, padTokenId: tokenizer.padTokenId });
+const llamaConfig = (hidden = 16): ModelConfigInput => ({
+  modelType: 'llama',
+  vocabSize: tokenizer.vocabSize,
+  hiddenSize: hidden,
+  intermediateSize: 32,
+  numLayers: 1,
+  numHeads: 2,
+  numKvHeads: 1,
+  maxPositions: 32,
+  tieWordEmbeddings: true,
+  eosTokenId: tokenizer.eosTokenId,
+  padTokenId: tokenizer.padTokenId,
+});
 const fromConfig = (config: Record<string, unknown>) => createModel(configFromHf(config), { seed: 99 });
 const pairs: RewardRecord[] = [
   { prompt: 'abc>', chosen: 'cba', rejected: 'abc' },
@@ -19,9 +31,16 @@ const pairs: RewardRecord[] = [
 
 /** Rewards of a right-padded batch of different lengths, as raw float32 bits for exact comparison. */
 function rewardBits(model: RewardModel): number[] {
-  const rows = [[97, 98, 99, 62, 99, 98, 97, 258], [100, 99, 62, 99, 100, 258, 259, 259]];
+  const rows = [
+    [97, 98, 99, 62, 99, 98, 97, 258],
+    [100, 99, 62, 99, 100, 258, 259, 259],
+  ];
   const input = tf.tensor2d(rows.flat(), [2, 8], 'int32');
-  const mask = tf.tensor2d(rows.flat().map((t) => (t === 259 ? 0 : 1)), [2, 8], 'int32');
+  const mask = tf.tensor2d(
+    rows.flat().map((t) => (t === 259 ? 0 : 1)),
+    [2, 8],
+    'int32',
+  );
   const { rewards, hidden } = model.forward(input, { attentionMask: mask });
   const bits = Array.from(new Uint32Array(new Float32Array(rewards.dataSync()).buffer));
   tf.dispose([input, mask, rewards, hidden]);
@@ -160,16 +179,22 @@ describe('saveRewardModel / loadRewardModel', () => {
     const files = new Map<string, Uint8Array | string>();
     files.set('config.json', JSON.stringify(configToHf(lm.config as never)));
     const causal = await rejected(loadRewardModel(files, { backbone: fromConfig }));
-    expect(causal.message).toMatch(/^loadRewardModel: expected config\.json in in-memory files to describe a \*ForSequenceClassification model; got architectures \["LlamaForCausalLM"\]\nhelp: to start a reward model from a causal LM, wrap it: new RewardModel\(await loadModel\(dir\)\)$/);
+    expect(causal.message).toMatch(
+      /^loadRewardModel: expected config\.json in in-memory files to describe a \*ForSequenceClassification model; got architectures \["LlamaForCausalLM"\]\nhelp: to start a reward model from a causal LM, wrap it: new RewardModel\(await loadModel\(dir\)\)$/,
+    );
     files.set('config.json', JSON.stringify({ ...configToHf(lm.config as never), architectures: ['LlamaForSequenceClassification'], num_labels: 2 }));
-    expect((await rejected(loadRewardModel(files, { backbone: fromConfig }))).message).toMatch(/^loadRewardModel: expected config\.json in in-memory files to have one label \(a scalar reward\); got 2/);
+    expect((await rejected(loadRewardModel(files, { backbone: fromConfig }))).message).toMatch(
+      /^loadRewardModel: expected config\.json in in-memory files to have one label \(a scalar reward\); got 2/,
+    );
     const missing = await rejected(loadRewardModel(files, {} as never));
     expect(missing.message).toMatch(/^loadRewardModel: expected backbone to be a CausalLM or a function \(config\) → CausalLM; got undefined/);
     expect(isPosttrainError(missing) && missing.code).toBe('INVALID_OPTION');
     const model = new RewardModel(lm);
     expect((await rejected(saveRewardModel(model, new Map(), { adapterOnly: true }))).message).toMatch(/^saveRewardModel: adapterOnly is true, but the reward model has no LoRA adapters/);
     expect((await rejected(saveRewardModel(model, new Map(), { floatDtype: 'F64' as never }))).message).toBe(`saveRewardModel: expected floatDtype to be 'F32', 'F16' or 'BF16'; got "F64"`);
-    expect((await rejected(saveRewardModel(model, new Map(), { adaptorOnly: true } as never))).message).toMatch(/^saveRewardModel: unknown option "adaptorOnly"; known options are adapterOnly, config, floatDtype, baseModelNameOrPath/);
+    expect((await rejected(saveRewardModel(model, new Map(), { adaptorOnly: true } as never))).message).toMatch(
+      /^saveRewardModel: unknown option "adaptorOnly"; known options are adapterOnly, config, floatDtype, baseModelNameOrPath/,
+    );
     model.dispose();
   });
 

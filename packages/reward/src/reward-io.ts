@@ -149,9 +149,11 @@ export async function saveRewardModel(model: RewardModel, to: string | FileTarge
   const owner = 'saveRewardModel';
   const o = resolveOptions(owner, options, defaultSaveRewardModelOptions);
   if (!(model instanceof RewardModel)) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected a RewardModel; got ${(model as object)?.constructor?.name ?? typeof model}`);
-  if (o.adapterOnly !== undefined && typeof o.adapterOnly !== 'boolean') throw new PosttrainError('INVALID_OPTION', `${owner}: expected adapterOnly to be a boolean or undefined; got ${JSON.stringify(o.adapterOnly)}`);
+  if (o.adapterOnly !== undefined && typeof o.adapterOnly !== 'boolean')
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected adapterOnly to be a boolean or undefined; got ${JSON.stringify(o.adapterOnly)}`);
   if (!['F32', 'F16', 'BF16'].includes(o.floatDtype)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected floatDtype to be 'F32', 'F16' or 'BF16'; got ${JSON.stringify(o.floatDtype)}`);
-  if (o.config !== undefined && (typeof o.config !== 'object' || o.config === null || Array.isArray(o.config))) throw new PosttrainError('INVALID_OPTION', `${owner}: expected config to be an object of config.json fields; got ${JSON.stringify(o.config)}`);
+  if (o.config !== undefined && (typeof o.config !== 'object' || o.config === null || Array.isArray(o.config)))
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected config to be an object of config.json fields; got ${JSON.stringify(o.config)}`);
   const hasAdapters = loraLayers(model).size > 0;
   const adapterOnly = o.adapterOnly ?? hasAdapters;
   const target = toTarget(to);
@@ -170,7 +172,9 @@ export async function saveRewardModel(model: RewardModel, to: string | FileTarge
     }
   }
   if (!hasAdapters) {
-    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: adapterOnly is true, but the reward model has no LoRA adapters`, { help: 'save the full model (adapterOnly: false), or train with lora options' });
+    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: adapterOnly is true, but the reward model has no LoRA adapters`, {
+      help: 'save the full model (adapterOnly: false), or train with lora options',
+    });
   }
   // saveAdapter writes PEFT's files into memory; the head joins the weights as modules_to_save.
   const files = new Map<string, Uint8Array>();
@@ -211,13 +215,19 @@ function checkRewardConfig(config: Json, where: string): void {
   const architectures = config.architectures;
   const architecture = Array.isArray(architectures) ? String(architectures[0]) : undefined;
   if (architecture !== undefined && !architecture.endsWith('ForSequenceClassification')) {
-    throw new PosttrainError('INVALID_ARGUMENT', `loadRewardModel: expected ${CONFIG_FILE} in ${where} to describe a *ForSequenceClassification model; got architectures ${JSON.stringify(architectures)}`, {
-      help: 'to start a reward model from a causal LM, wrap it: new RewardModel(await loadModel(dir))',
-    });
+    throw new PosttrainError(
+      'INVALID_ARGUMENT',
+      `loadRewardModel: expected ${CONFIG_FILE} in ${where} to describe a *ForSequenceClassification model; got architectures ${JSON.stringify(architectures)}`,
+      {
+        help: 'to start a reward model from a causal LM, wrap it: new RewardModel(await loadModel(dir))',
+      },
+    );
   }
   const labels = config.num_labels ?? (config.id2label && typeof config.id2label === 'object' ? Object.keys(config.id2label as object).length : undefined);
   if (labels !== undefined && labels !== 1) {
-    throw new PosttrainError('INVALID_ARGUMENT', `loadRewardModel: expected ${CONFIG_FILE} in ${where} to have one label (a scalar reward); got ${labels}`, { help: 'a reward model is a sequence classifier with num_labels 1' });
+    throw new PosttrainError('INVALID_ARGUMENT', `loadRewardModel: expected ${CONFIG_FILE} in ${where} to have one label (a scalar reward); got ${labels}`, {
+      help: 'a reward model is a sequence classifier with num_labels 1',
+    });
   }
 }
 
@@ -243,7 +253,7 @@ export async function loadRewardModel(from: string | FileSource | FileSourceInpu
   const o = resolveOptions<LoadRewardModelOptions>(owner, options, { backbone: undefined as unknown as CausalLM });
   if (o.backbone === undefined || (typeof o.backbone !== 'function' && typeof (o.backbone as CausalLM).forward !== 'function')) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected backbone to be a CausalLM or a function (config) → CausalLM; got ${o.backbone === undefined ? 'undefined' : typeof o.backbone}`, {
-      help: "@posttrain/reward does not build models: pass backbone: (config) => createModel(configFromHf(config)) (createModel from @posttrain/models, configFromHf from @posttrain/tensor-core), or the base model of an adapter save",
+      help: '@posttrain/reward does not build models: pass backbone: (config) => createModel(configFromHf(config)) (createModel from @posttrain/models, configFromHf from @posttrain/tensor-core), or the base model of an adapter save',
     });
   }
   const source = toSource(from);
@@ -294,7 +304,8 @@ export async function loadRewardModel(from: string | FileSource | FileSourceInpu
     }
     return model;
   } catch (error) {
-    if (made) (model ?? backbone).dispose(); // a backbone we were handed stays the caller's
+    if (made)
+      (model ?? backbone).dispose(); // a backbone we were handed stays the caller's
     else model?.score.dispose();
     throw error;
   } finally {

@@ -52,10 +52,13 @@ describe('RewardModel', () => {
     expect(tf.memory().numTensors, 'tensors leaked by the test').toBe(before);
   });
 
-  it('reads the reward at each row\'s last real token with right padding, equal to the head applied by hand and to the row run alone', async () => {
+  it("reads the reward at each row's last real token with right padding, equal to the head applied by hand and to the row run alone", async () => {
     const rm = new RewardModel(llama());
     const input = ids([a, [...b, PAD, PAD, PAD]]);
-    const mask = ids([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]);
+    const mask = ids([
+      [1, 1, 1, 1, 1, 1],
+      [1, 1, 1, 0, 0, 0],
+    ]);
     const { rewards, hidden } = rm.forward(input, { attentionMask: mask });
     expect(rewards.shape).toEqual([2]);
     expect(hidden.shape).toEqual([2, 6, 16]);
@@ -71,7 +74,10 @@ describe('RewardModel', () => {
   it('reads the last column with left padding, and gives each row the reward it has alone', async () => {
     const rm = new RewardModel(llama(), { bias: true, seed: 3 });
     const input = ids([a, [PAD, PAD, PAD, ...b]]);
-    const mask = ids([[1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]]);
+    const mask = ids([
+      [1, 1, 1, 1, 1, 1],
+      [0, 0, 0, 1, 1, 1],
+    ]);
     const { rewards, hidden } = rm.forward(input, { attentionMask: mask });
     const got = Array.from(await rewards.data());
     const manual = await manualRewards(rm, hidden, [5, 5]);
@@ -89,7 +95,11 @@ describe('RewardModel', () => {
   it('values() is the head at every position, [B, T], and equals forward at each last real token', async () => {
     const rm = new RewardModel(llama());
     const input = ids([[...b, PAD, PAD, PAD], a, [PAD, 4, 9, 12, 3, 2]]);
-    const mask = ids([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1]]);
+    const mask = ids([
+      [1, 1, 1, 0, 0, 0],
+      [1, 1, 1, 1, 1, 1],
+      [0, 1, 1, 1, 1, 1],
+    ]);
     const values = rm.values(input, { attentionMask: mask });
     expect(values.shape).toEqual([3, 6]);
     const { rewards, hidden } = rm.forward(input, { attentionMask: mask });
@@ -137,11 +147,15 @@ describe('RewardModel', () => {
     const w = ((await one.score.weight.array()) as number[][])[0];
     expect(Math.sqrt(w.reduce((s, x) => s + x * x, 0) / w.length)).toBeLessThan(0.05);
     const input = ids([a]);
-    const { value, grads } = valueAndGrads(() => tf.tidy(() => {
-      const { rewards, hidden } = one.forward(input);
-      hidden.dispose();
-      return tf.sum(rewards) as tf.Scalar;
-    }), one.trainableParameters());
+    const { value, grads } = valueAndGrads(
+      () =>
+        tf.tidy(() => {
+          const { rewards, hidden } = one.forward(input);
+          hidden.dispose();
+          return tf.sum(rewards) as tf.Scalar;
+        }),
+      one.trainableParameters(),
+    );
     expect([...grads.keys()]).toContain('score.weight');
     expect([...grads.keys()]).toContain('model.layers.0.self_attn.q_proj.weight');
     expect([...grads.keys()]).toContain('model.embed_tokens.weight');

@@ -113,7 +113,9 @@ export class RewardModel extends Module {
     this.backbone = backbone;
     const kept = [...backbone.namedChildren()].filter(([name]) => name !== DROPPED);
     if (kept.some(([name]) => name === HEAD)) {
-      throw new PosttrainError('INVALID_ARGUMENT', `RewardModel: the backbone already has a child named "${HEAD}", which is the head's name`, { help: 'pass the language model without a classification head' });
+      throw new PosttrainError('INVALID_ARGUMENT', `RewardModel: the backbone already has a child named "${HEAD}", which is the head's name`, {
+        help: 'pass the language model without a classification head',
+      });
     }
     for (const [name, child] of kept) this.registerModule(name, child);
     // Every backbone parameter must sit in a kept child or the LM head, or the reward model would not train or save it.
@@ -121,9 +123,13 @@ export class RewardModel extends Module {
     for (const child of backbone.namedChildren().values()) for (const p of child.namedParameters().values()) covered.add(p);
     const loose = [...backbone.namedParameters()].filter(([, p]) => !covered.has(p)).map(([path]) => path);
     if (loose.length > 0) {
-      throw new PosttrainError('NOT_SUPPORTED', `RewardModel: expected every backbone parameter to belong to a sub-module; ${loose.join(', ')} ${loose.length === 1 ? 'is' : 'are'} registered on the backbone itself`, {
-        help: 'register them on a child module (as Hugging Face models do: model.embed_tokens, transformer.wte, …)',
-      });
+      throw new PosttrainError(
+        'NOT_SUPPORTED',
+        `RewardModel: expected every backbone parameter to belong to a sub-module; ${loose.join(', ')} ${loose.length === 1 ? 'is' : 'are'} registered on the backbone itself`,
+        {
+          help: 'register them on a child module (as Hugging Face models do: model.embed_tokens, transformer.wte, …)',
+        },
+      );
     }
     this.score = this.registerModule(HEAD, new Linear(hidden, 1, { bias: o.bias, rng: new Rng(o.seed), std: 0.02 }));
   }
@@ -140,9 +146,13 @@ export class RewardModel extends Module {
     }
     const mask = options.attentionMask;
     if (mask !== undefined && (!(mask instanceof tf.Tensor) || formatShape(mask.shape) !== formatShape(inputIds.shape))) {
-      throw new PosttrainError('SHAPE_MISMATCH', `RewardModel.${owner}: expected attentionMask of the shape of inputIds ${formatShape(inputIds.shape)}; got ${mask instanceof tf.Tensor ? formatShape(mask.shape) : typeof mask}`, {
-        help: 'pass the [B, T] mask the collator made with the ids (1 real, 0 padding)',
-      });
+      throw new PosttrainError(
+        'SHAPE_MISMATCH',
+        `RewardModel.${owner}: expected attentionMask of the shape of inputIds ${formatShape(inputIds.shape)}; got ${mask instanceof tf.Tensor ? formatShape(mask.shape) : typeof mask}`,
+        {
+          help: 'pass the [B, T] mask the collator made with the ids (1 real, 0 padding)',
+        },
+      );
     }
     return tf.tidy(() => {
       const { logits, hidden } = this.backbone.forward(inputIds, mask === undefined ? {} : { attentionMask: mask });

@@ -11,7 +11,10 @@ import { RewardModel, defaultRewardOptions, evaluateRewardModel, rewardTrain, ty
 const tokenizer = new ByteTokenizer();
 const tinyRewardModel = (seed = 1) =>
   new RewardModel(
-    createModel({ modelType: 'llama', vocabSize: tokenizer.vocabSize, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, maxPositions: 32, tieWordEmbeddings: true }, { seed }),
+    createModel(
+      { modelType: 'llama', vocabSize: tokenizer.vocabSize, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, maxPositions: 32, tieWordEmbeddings: true },
+      { seed },
+    ),
     { seed },
   );
 const STRING_OPTIONS = { alphabet: 'abcdefgh', minLength: 3, maxLength: 4 }; // examples/sft's STRING_OPTIONS
@@ -51,7 +54,11 @@ describe('rewardTrain', () => {
     expect(plain.history[0]['rewards/rejected']).toBeCloseTo(mean(r), 5);
     expect(plain.history[0].mean_reward).toBeCloseTo(mean([...c, ...r]), 5); // TRL's mean_reward: over both sides
     // An implicit prompt (TRL's { chosen, rejected } with the prompt as their common prefix) scores the same.
-    const implicit = await evaluateRewardModel(model, tokenizer, batch.map((p) => ({ chosen: p.prompt! + p.chosen, rejected: p.prompt! + p.rejected })));
+    const implicit = await evaluateRewardModel(
+      model,
+      tokenizer,
+      batch.map((p) => ({ chosen: p.prompt! + p.chosen, rejected: p.prompt! + p.rejected })),
+    );
     expect(implicit.chosenScores).toEqual(c);
     const margins = [0, 1, 2, 0.5, 0, 3];
     const withMargin = await rewardTrain({ model, tokenizer, train: batch.map((p, i) => ({ ...p, margin: margins[i] })), batchSize: 6, maxSteps: 1, lr: 0, progress: 'none', centerCoefficient: 0.1 });
@@ -90,7 +97,7 @@ describe('rewardTrain', () => {
     expect(params.has('score.weight')).toBe(true);
     expect(result.lora!.targets).not.toContain('score');
     // q 32→32, k and v 32→16, o 32→32, gate and up 32→64, down 64→32: r·(in + out) each; the head 32.
-    const expected = 4 * ((32 + 32) + 2 * (32 + 16) + (32 + 32) + 2 * (32 + 64) + (64 + 32)) + 32;
+    const expected = 4 * (32 + 32 + 2 * (32 + 16) + (32 + 32) + 2 * (32 + 64) + (64 + 32)) + 32;
     expect(result.lora).toMatchObject({ trainableParameters: expected });
     expect([...model.trainableParameters().keys()].filter((k) => !k.includes('.lora_'))).toEqual(['score.weight']);
     model.dispose();
@@ -108,9 +115,27 @@ describe('rewardTrain', () => {
       const logFile = join(dir, 'log', 'metrics.jsonl');
       const result = await rewardTrain({ model, tokenizer, train: pairs, eval: pairs.slice(0, 10), evalEvery: 2, batchSize: 16, maxSteps: 4, lr: 1e-2, progress: 'none', logFile });
       expect(result.evals.map((r) => r.step)).toEqual([2, 4]);
-      for (const r of result.evals) expect(r).toMatchObject({ eval_loss: expect.any(Number), eval_accuracy: expect.any(Number), eval_margin: expect.any(Number), 'eval_rewards/chosen': expect.any(Number), 'eval_rewards/rejected': expect.any(Number) });
-      for (const r of result.history) expect(r).toMatchObject({ loss: expect.any(Number), accuracy: expect.any(Number), margin: expect.any(Number), 'rewards/chosen': expect.any(Number), 'rewards/rejected': expect.any(Number), pairs: 16 });
-      const lines = (await readFile(logFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+      for (const r of result.evals)
+        expect(r).toMatchObject({
+          eval_loss: expect.any(Number),
+          eval_accuracy: expect.any(Number),
+          eval_margin: expect.any(Number),
+          'eval_rewards/chosen': expect.any(Number),
+          'eval_rewards/rejected': expect.any(Number),
+        });
+      for (const r of result.history)
+        expect(r).toMatchObject({
+          loss: expect.any(Number),
+          accuracy: expect.any(Number),
+          margin: expect.any(Number),
+          'rewards/chosen': expect.any(Number),
+          'rewards/rejected': expect.any(Number),
+          pairs: 16,
+        });
+      const lines = (await readFile(logFile, 'utf8'))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
       const metrics = ['accuracy', 'loss', 'margin', 'mean_reward', 'rewards/chosen', 'rewards/rejected'];
       for (const line of lines.filter((l) => l.kind === 'train')) {
         expect(Object.keys(line).sort()).toEqual([...metrics, 'elapsed', 'epoch', 'grad_norm', 'kind', 'learning_rate', 'num_tokens', 'pairs', 'pairs_per_second', 'step'].sort());
@@ -146,9 +171,13 @@ describe('rewardTrain', () => {
     expect(await message({ batchSize: 0 })).toBe('rewardTrain: expected batchSize to be an integer ≥ 1; got 0');
     expect(await message({ centerCoefficient: -0.1 })).toBe('rewardTrain: expected centerCoefficient to be a number ≥ 0; got -0.1');
     expect(await message({ schedule: 'step' as never })).toBe(`rewardTrain: expected schedule to be 'constant', 'linear' or 'cosine'; got "step"`);
-    expect(await message({ center_rewards_coefficient: 0.01 } as never)).toMatch(/^rewardTrain: unknown option "center_rewards_coefficient"; known options are model, tokenizer, train, .*\bcenterCoefficient\b/);
+    expect(await message({ center_rewards_coefficient: 0.01 } as never)).toMatch(
+      /^rewardTrain: unknown option "center_rewards_coefficient"; known options are model, tokenizer, train, .*\bcenterCoefficient\b/,
+    );
     expect(await message({ train: [] })).toMatch(/^rewardTrain: expected train to be a non-empty array of preference records; got an empty array/);
-    expect(await message({ train: [pairs[0], { prompt: 'ab>', completion: 'ba' } as never] })).toMatch(/^rewardTrain: record 1: expected \{ prompt\?, chosen, rejected \} strings; got keys \[prompt, completion\]/);
+    expect(await message({ train: [pairs[0], { prompt: 'ab>', completion: 'ba' } as never] })).toMatch(
+      /^rewardTrain: record 1: expected \{ prompt\?, chosen, rejected \} strings; got keys \[prompt, completion\]/,
+    );
     expect(await message({ train: [{ ...pairs[0], margin: Number.NaN }] })).toBe('rewardTrain: record 0: expected margin to be a finite number; got NaN');
     expect(await message({ eval: { prompt: 'ab>' } as never })).toBe('rewardTrain: expected eval to be an array of { prompt?, chosen, rejected } records; got object');
     expect(await message({ maxPromptLength: 0 })).toBe('rewardTrain: expected maxPromptLength to be an integer ≥ 1; got 0');
@@ -157,7 +186,9 @@ describe('rewardTrain', () => {
       /^rewardTrain: record 0: expected \{ prompt\?, chosen, rejected \} strings; got message lists \(a conversational record\)\nhelp: conversational records are not supported: render each conversation to a string first/,
     );
     expect(await message({ lora: 'yes' as never })).toMatch(/^rewardTrain: expected lora to be LoRA options or false; got "yes"/);
-    expect(await message({ model: createModel({ modelType: 'llama', vocabSize: 8, hiddenSize: 4, intermediateSize: 8, numLayers: 1, numHeads: 1 }) as never })).toMatch(/^rewardTrain: expected model to be a RewardModel; got LlamaForCausalLM\nhelp: wrap the language model: new RewardModel\(backbone\)$/);
+    expect(await message({ model: createModel({ modelType: 'llama', vocabSize: 8, hiddenSize: 4, intermediateSize: 8, numLayers: 1, numHeads: 1 }) as never })).toMatch(
+      /^rewardTrain: expected model to be a RewardModel; got LlamaForCausalLM\nhelp: wrap the language model: new RewardModel\(backbone\)$/,
+    );
     const error = await rejected(rewardTrain({ ...base, logEvery: 0 }));
     expect(isPosttrainError(error) && error.code).toBe('INVALID_OPTION');
     expect(model.trainableParameters().size).toBe(model.namedParameters().size); // nothing was wrapped or frozen

@@ -127,24 +127,40 @@ type Resolved = RewardTunables & Pick<RewardTrainOptions, 'model' | 'tokenizer' 
 export function resolveRewardOptions(options: RewardTrainOptions): Resolved {
   const owner = 'rewardTrain';
   const { model, tokenizer, train: records, ...rest } = (options ?? {}) as RewardTrainOptions;
-  const o = resolveOptions<Resolved>(owner, { model, tokenizer, train: records, ...rest }, { model: undefined as unknown as RewardModel, tokenizer: undefined as unknown as TokenizerLike, train: undefined as unknown as RewardRecord[], ...defaultRewardOptions });
+  const o = resolveOptions<Resolved>(
+    owner,
+    { model, tokenizer, train: records, ...rest },
+    { model: undefined as unknown as RewardModel, tokenizer: undefined as unknown as TokenizerLike, train: undefined as unknown as RewardRecord[], ...defaultRewardOptions },
+  );
   if (!(o.model instanceof RewardModel)) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected model to be a RewardModel; got ${o.model === undefined ? 'undefined' : (o.model as object)?.constructor?.name ?? typeof o.model}`, { help: 'wrap the language model: new RewardModel(backbone)' });
+    throw new PosttrainError(
+      'INVALID_OPTION',
+      `${owner}: expected model to be a RewardModel; got ${o.model === undefined ? 'undefined' : ((o.model as object)?.constructor?.name ?? typeof o.model)}`,
+      { help: 'wrap the language model: new RewardModel(backbone)' },
+    );
   }
   if (!o.tokenizer || typeof o.tokenizer.encode !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected tokenizer to have encode and decode`);
   if (!Array.isArray(o.train) || o.train.length === 0) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected train to be a non-empty array of preference records; got ${Array.isArray(o.train) ? 'an empty array' : typeof o.train}`, { help: "for example [{ prompt: 'abc>', chosen: 'cba', rejected: 'abc' }]" });
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected train to be a non-empty array of preference records; got ${Array.isArray(o.train) ? 'an empty array' : typeof o.train}`, {
+      help: "for example [{ prompt: 'abc>', chosen: 'cba', rejected: 'abc' }]",
+    });
   }
   checkEvalRecords(owner, o.eval, { shape: '{ prompt?, chosen, rejected }' });
   checkFineTuneOptions(owner, o);
   checkNumber(owner, 'centerCoefficient', o.centerCoefficient, 'a number ≥ 0', (v) => v >= 0);
   if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null)) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, { help: "for example lora: { r: 16, alpha: 32, targetModules: 'all-linear' }" });
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, {
+      help: "for example lora: { r: 16, alpha: 32, targetModules: 'all-linear' }",
+    });
   }
   if (o.lora !== false && o.lora.targetModules !== undefined && o.lora.targetModules !== 'all-linear' && matchesTarget(o.lora.targetModules, 'score', o.model.score)) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora.targetModules to leave out the head "score"; got ${o.lora.targetModules instanceof RegExp ? String(o.lora.targetModules) : JSON.stringify(o.lora.targetModules)}`, {
-      help: "the head trains fully beside the adapters (PEFT's modules_to_save); target the backbone's layers, e.g. ['q_proj', 'v_proj'] or 'all-linear'",
-    });
+    throw new PosttrainError(
+      'INVALID_OPTION',
+      `${owner}: expected lora.targetModules to leave out the head "score"; got ${o.lora.targetModules instanceof RegExp ? String(o.lora.targetModules) : JSON.stringify(o.lora.targetModules)}`,
+      {
+        help: "the head trains fully beside the adapters (PEFT's modules_to_save); target the backbone's layers, e.g. ['q_proj', 'v_proj'] or 'all-linear'",
+      },
+    );
   }
   return o;
 }
@@ -203,9 +219,14 @@ export async function rewardTrain(options: RewardTrainOptions): Promise<RewardTr
   const evalPairs = (o.eval ?? []).map((r, i) => tokenizePair(tokenizer, r, i, lengths, `${owner}: eval`));
   const withMargin = o.train.some((r) => r.margin !== undefined);
   const report = o.lora === false ? undefined : addAdapters(model, o.lora, o.seed);
-  if (model.trainableParameters().size === 0) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: the reward model has no trainable parameters`, { help: 'unfreeze it (model.unfreeze()) or pass lora options' });
+  if (model.trainableParameters().size === 0)
+    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: the reward model has no trainable parameters`, { help: 'unfreeze it (model.unfreeze()) or pass lora options' });
   const makeBatch = (indices: number[]): RewardBatch & { inputTokens: number } => ({
-    ...collateRewardBatch(indices.map((i) => pairs[i]), padTokenId, withMargin),
+    ...collateRewardBatch(
+      indices.map((i) => pairs[i]),
+      padTokenId,
+      withMargin,
+    ),
     inputTokens: indices.reduce((n, i) => n + pairs[i].chosen.inputIds.length + pairs[i].rejected.inputIds.length, 0),
   });
   const step = (batch: RewardBatch & { inputTokens: number }): StepOutput => {

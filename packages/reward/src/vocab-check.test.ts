@@ -14,7 +14,10 @@ beforeAll(async () => {
 describe('token ids outside the backbone', () => {
   it('rewardTrain names the record and both vocabulary sizes', async () => {
     const tokenizer = new ByteTokenizer(); // 260 ids, EOS 258
-    const backbone = createModel({ modelType: 'llama', vocabSize: 258, hiddenSize: 16, intermediateSize: 32, numLayers: 1, numHeads: 2, numKvHeads: 1, maxPositions: 32, tieWordEmbeddings: true }, { seed: 1 });
+    const backbone = createModel(
+      { modelType: 'llama', vocabSize: 258, hiddenSize: 16, intermediateSize: 32, numLayers: 1, numHeads: 2, numKvHeads: 1, maxPositions: 32, tieWordEmbeddings: true },
+      { seed: 1 },
+    );
     const model = new RewardModel(backbone, { seed: 1 });
     const error = await rewardTrain({ model, tokenizer, train: [{ prompt: 'ab>', chosen: 'ba', rejected: 'ab' }], maxSteps: 1, progress: 'none' }).then(
       () => undefined,

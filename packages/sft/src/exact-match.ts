@@ -85,7 +85,11 @@ export async function exactMatch<E extends { prompt: string }>(
   for (const indices of byLength.values()) {
     for (let start = 0; start < indices.length; start += o.batchSize) {
       const chunk = indices.slice(start, start + o.batchSize);
-      const prompt = tf.tensor2d(chunk.map((i) => encoded[i]), undefined, 'int32');
+      const prompt = tf.tensor2d(
+        chunk.map((i) => encoded[i]),
+        undefined,
+        'int32',
+      );
       try {
         const { tokens, finishReasons } = await generate(model, prompt, { greedy: true, maxNewTokens: o.maxNewTokens, stopTokenIds, padTokenId: eos ?? 0 });
         chunk.forEach((example, j) => {

@@ -46,7 +46,7 @@ describe('sftTrain guards', () => {
     model.dispose();
   });
 
-  it("a tokenizer larger than the model is an error naming the record and both vocabulary sizes (not a raw GatherV2)", async () => {
+  it('a tokenizer larger than the model is an error naming the record and both vocabulary sizes (not a raw GatherV2)', async () => {
     const model = tinyModel(258); // every byte, but not the tokenizer's EOS (258) that ends each record
     const error = await rejected(sftTrain({ model, tokenizer, train: [{ prompt: 'a', completion: 'b' }], maxSteps: 1, ...quiet }));
     expect(error.code).toBe('INVALID_ARGUMENT');

@@ -9,7 +9,10 @@ import { defaultSftOptions, sftTrain, type SftTrainOptions, type SftRecord } fro
 
 const tokenizer = new ByteTokenizer();
 const tinyModel = (seed = 1): PretrainedModel =>
-  createModel({ modelType: 'llama', vocabSize: tokenizer.vocabSize, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, maxPositions: 32, tieWordEmbeddings: true }, { seed });
+  createModel(
+    { modelType: 'llama', vocabSize: tokenizer.vocabSize, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, maxPositions: 32, tieWordEmbeddings: true },
+    { seed },
+  );
 const reversal: SftRecord[] = reversalTask.generate(0, 64, { minLength: 3, maxLength: 4 }).map((e) => reversalTask.toPromptCompletion(e));
 
 function thrown(fn: () => unknown): Error & { code?: string } {
@@ -36,7 +39,10 @@ describe('sftTrain', () => {
 
   it('puts the loss on completion tokens only by default, and on every predicted token without completionOnlyLoss', async () => {
     const model = tinyModel();
-    const records = [{ prompt: 'ab>', completion: 'ba' }, { prompt: 'abc>', completion: 'cba' }];
+    const records = [
+      { prompt: 'ab>', completion: 'ba' },
+      { prompt: 'abc>', completion: 'cba' },
+    ];
     // 'ab>' + 'ba' + EOS: labels on b, a, EOS = 3; 'abc>' + 'cba' + EOS: 4. Without completion-only:
     // every token but the first is predicted, 5 + 7 = 12.
     const only = await sftTrain({ model, tokenizer, train: records, batchSize: 2, maxSteps: 1, progress: 'none' });
@@ -79,7 +85,7 @@ describe('sftTrain', () => {
     expect(params.get('model.layers.0.self_attn.q_proj.base_layer.weight')!.arraySync()).toEqual(before);
     expect(tf.max(tf.abs(params.get('model.layers.0.self_attn.q_proj.lora_B.default.weight')!)).arraySync()).toBeGreaterThan(0);
     // q 32→32, k and v 32→16, o 32→32, gate and up 32→64, down 64→32: r·(in + out) each.
-    const expected = 4 * ((32 + 32) + 2 * (32 + 16) + (32 + 32) + 2 * (32 + 64) + (64 + 32));
+    const expected = 4 * (32 + 32 + 2 * (32 + 16) + (32 + 32) + 2 * (32 + 64) + (64 + 32));
     expect(result.lora).toMatchObject({ trainableParameters: expected });
     expect([...model.trainableParameters().values()].reduce((n, v) => n + v.size, 0)).toBe(expected);
     model.dispose();
@@ -111,7 +117,14 @@ describe('sftTrain', () => {
       const logFile = join(dir, 'metrics.jsonl');
       const result = await sftTrain({ model, tokenizer, train: reversal, eval: reversal.slice(0, 10), evalEvery: 2, batchSize: 16, maxSteps: 4, lr: 1e-2, warmupSteps: 2, logFile, progress: 'none' });
       for (const record of result.history) {
-        expect(record).toMatchObject({ kind: 'train', loss: expect.any(Number), learning_rate: expect.any(Number), grad_norm: expect.any(Number), tokens: expect.any(Number), tokens_per_second: expect.any(Number) });
+        expect(record).toMatchObject({
+          kind: 'train',
+          loss: expect.any(Number),
+          learning_rate: expect.any(Number),
+          grad_norm: expect.any(Number),
+          tokens: expect.any(Number),
+          tokens_per_second: expect.any(Number),
+        });
         expect(record.mean_token_accuracy).toBeGreaterThanOrEqual(0);
         expect(record.mean_token_accuracy).toBeLessThanOrEqual(1);
         expect(record.entropy).toBeGreaterThan(0);
@@ -120,13 +133,17 @@ describe('sftTrain', () => {
       expect(result.history.map((r) => r.learning_rate)).toEqual([0, 5e-3, 1e-2, 5e-3]); // warm-up, then linear to 0 at step 4
       expect(result.evals.map((r) => r.step)).toEqual([2, 4]);
       for (const r of result.evals) expect(r).toMatchObject({ eval_loss: expect.any(Number), eval_mean_token_accuracy: expect.any(Number) });
-      const lines = (await readFile(logFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+      const lines = (await readFile(logFile, 'utf8'))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
       expect(lines.filter((l) => l.kind === 'train')).toHaveLength(4);
       expect(lines.filter((l) => l.kind === 'eval')).toHaveLength(2);
       // The JSONL records use TRL's keys, and only they (docs/metrics.md), with eval_ on evaluation.
       const trainKeys = ['kind', 'step', 'epoch', 'elapsed', 'loss', 'grad_norm', 'learning_rate', 'num_tokens', 'tokens', 'tokens_per_second', 'mean_token_accuracy', 'entropy'];
       for (const line of lines.filter((l) => l.kind === 'train')) expect(Object.keys(line).sort()).toEqual([...trainKeys].sort());
-      for (const line of lines.filter((l) => l.kind === 'eval')) expect(Object.keys(line).sort()).toEqual(['elapsed', 'epoch', 'eval_entropy', 'eval_loss', 'eval_mean_token_accuracy', 'kind', 'step']);
+      for (const line of lines.filter((l) => l.kind === 'eval'))
+        expect(Object.keys(line).sort()).toEqual(['elapsed', 'epoch', 'eval_entropy', 'eval_loss', 'eval_mean_token_accuracy', 'kind', 'step']);
       // num_tokens: TRL's running total of non-padding input tokens; 16 records of 3–4 letters, '>', reversed, EOS.
       const counts = lines.filter((l) => l.kind === 'train').map((l) => l.num_tokens);
       expect(counts[0]).toBeGreaterThan(result.history[0].tokens!);

@@ -130,13 +130,24 @@ interface SftBatch {
 export function resolveSftOptions(options: SftTrainOptions): SftTunables & Pick<SftTrainOptions, 'model' | 'tokenizer' | 'train'> {
   const owner = 'sftTrain';
   const { model, tokenizer, train: records, ...rest } = (options ?? {}) as SftTrainOptions;
-  const o = resolveOptions<SftTunables & Pick<SftTrainOptions, 'model' | 'tokenizer' | 'train'>>(owner, { model, tokenizer, train: records, ...rest }, { model: undefined as unknown as CausalLM, tokenizer: undefined as unknown as TokenizerLike, train: undefined as unknown as SftRecord[], ...defaultSftOptions });
-  if (!o.model || typeof o.model.forward !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected model to be a CausalLM (an object with forward); got ${o.model === undefined ? 'undefined' : typeof o.model}`);
+  const o = resolveOptions<SftTunables & Pick<SftTrainOptions, 'model' | 'tokenizer' | 'train'>>(
+    owner,
+    { model, tokenizer, train: records, ...rest },
+    { model: undefined as unknown as CausalLM, tokenizer: undefined as unknown as TokenizerLike, train: undefined as unknown as SftRecord[], ...defaultSftOptions },
+  );
+  if (!o.model || typeof o.model.forward !== 'function')
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected model to be a CausalLM (an object with forward); got ${o.model === undefined ? 'undefined' : typeof o.model}`);
   if (!o.tokenizer || typeof o.tokenizer.encode !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected tokenizer to have encode and decode`);
-  if (!Array.isArray(o.train) || o.train.length === 0) throw new PosttrainError('INVALID_OPTION', `${owner}: expected train to be a non-empty array of records; got ${Array.isArray(o.train) ? 'an empty array' : typeof o.train}`, { help: "for example [{ prompt: 'ab>', completion: 'ba' }] or [{ text: 'ab>ba' }]" });
+  if (!Array.isArray(o.train) || o.train.length === 0)
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected train to be a non-empty array of records; got ${Array.isArray(o.train) ? 'an empty array' : typeof o.train}`, {
+      help: "for example [{ prompt: 'ab>', completion: 'ba' }] or [{ text: 'ab>ba' }]",
+    });
   checkEvalRecords(owner, o.eval, { shape: '{ prompt, completion } or { text }' });
   checkFineTuneOptions(owner, o);
-  if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, { help: "for example lora: { r: 8, alpha: 16, targetModules: 'all-linear' }" });
+  if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null))
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, {
+      help: "for example lora: { r: 8, alpha: 16, targetModules: 'all-linear' }",
+    });
   return o;
 }
 
@@ -146,7 +157,10 @@ function tokenize(tokenizer: TokenizerLike, record: SftRecord, index: number, co
   const options = { completionOnly, maxLength, name: `record ${index}`, vocabSize, requireLabels: true };
   if (record && typeof record === 'object' && 'prompt' in record && 'completion' in record) return tokenizePromptCompletion(tokenizer, record as PromptCompletionRecord, options);
   if (record && typeof record === 'object' && 'text' in record) return tokenizeLanguageModeling(tokenizer, record as LanguageModelingRecord, options);
-  throw new PosttrainError('INVALID_ARGUMENT', `sftTrain: record ${index}: expected { prompt, completion } or { text }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`);
+  throw new PosttrainError(
+    'INVALID_ARGUMENT',
+    `sftTrain: record ${index}: expected { prompt, completion } or { text }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`,
+  );
 }
 
 /**
@@ -176,7 +190,10 @@ export async function sftTrain(options: SftTrainOptions): Promise<SftTrainResult
   const evalExamples = (o.eval ?? []).map((r, i) => tokenize(tokenizer, r, i, o.completionOnlyLoss, o.maxLength, vocabSize));
   const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
   const makeBatch = (indices: number[]): SftBatch => ({
-    ...collateForTraining(indices.map((i) => examples[i]), { padTokenId }),
+    ...collateForTraining(
+      indices.map((i) => examples[i]),
+      { padTokenId },
+    ),
     inputTokens: indices.reduce((n, i) => n + examples[i].inputIds.length, 0),
   });
   const step = (batch: SftBatch): StepOutput => {

@@ -15,10 +15,7 @@ mkdirSync(dirname(outfile), { recursive: true });
 
 await build({
   stdin: {
-    contents: [
-      "import '@tensorflow/tfjs-core/dist/register_all_gradients';",
-      "import '@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops';",
-    ].join('\n'),
+    contents: ["import '@tensorflow/tfjs-core/dist/register_all_gradients';", "import '@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops';"].join('\n'),
     resolveDir: here,
     sourcefile: 'tfjs-registration-entry.js',
   },

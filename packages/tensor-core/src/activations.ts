@@ -23,8 +23,15 @@ export function geluTanh(x: tf.Tensor): tf.Tensor {
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [xs, ts] = saved;
         // d/dx = 0.5(1 + t) + 0.5·x·(1 − t²)·√(2/π)·(1 + 3c·x²)
-        const dInner = xs.square().mul(3 * GELU_C).add(1).mul(SQRT_2_OVER_PI);
-        const grad = ts.add(1).add(xs.mul(ts.square().neg().add(1)).mul(dInner)).mul(0.5);
+        const dInner = xs
+          .square()
+          .mul(3 * GELU_C)
+          .add(1)
+          .mul(SQRT_2_OVER_PI);
+        const grad = ts
+          .add(1)
+          .add(xs.mul(ts.square().neg().add(1)).mul(dInner))
+          .mul(0.5);
         return dy.mul(grad);
       },
     };

@@ -160,7 +160,7 @@ const swiftShaderIcd = '/usr/lib/chromium/vk_swiftshader_icd.json';
 function noAdapterHelp(): string {
   if (!isNode) return 'use a browser with WebGPU enabled (for a software adapter: chromium --enable-unsafe-webgpu)';
   return (
-    'Dawn needs a Vulkan driver: a GPU\'s, or SwiftShader for tests (Debian: apt-get install chromium libvulkan1, ' +
+    "Dawn needs a Vulkan driver: a GPU's, or SwiftShader for tests (Debian: apt-get install chromium libvulkan1, " +
     `then VK_ICD_FILENAMES=${swiftShaderIcd}, set before the first initBackend call of the process)`
   );
 }
@@ -234,9 +234,7 @@ async function findAdapter(): Promise<AdapterSearch> {
     }
   }
   const info = adapter.info ?? (await adapter.requestAdapterInfo?.()) ?? {};
-  const parts = ['vendor', 'architecture', 'device', 'description']
-    .map((k) => info[k])
-    .filter((v): v is string => typeof v === 'string' && v !== '');
+  const parts = ['vendor', 'architecture', 'device', 'description'].map((k) => info[k]).filter((v): v is string => typeof v === 'string' && v !== '');
   const description = parts.join(' ') || 'unknown adapter';
   // Dawn reports SwiftShader as vendor "google", architecture "swiftshader", `info.isFallbackAdapter`
   // true; older implementations put `isFallbackAdapter` on the adapter itself.

@@ -53,12 +53,7 @@ describe('writeCheckpoint and readCheckpoint', () => {
     const index = await fileSource(files).readText('model.safetensors.index.json');
     const weightMap = { 'lm_head.weight': shards[2], 'model.embed.weight': shards[0], 'model.ids': shards[1], 'model.norm.weight': shards[3] };
     expect(index).toBe(`${JSON.stringify({ metadata: { total_size: 240 }, weight_map: weightMap }, null, 2)}\n`);
-    expect(shards.map((s) => [...parseSafetensorsHeader(files.get(s) as Uint8Array).tensors.keys()])).toEqual([
-      ['model.embed.weight'],
-      ['model.ids'],
-      ['lm_head.weight'],
-      ['model.norm.weight'],
-    ]);
+    expect(shards.map((s) => [...parseSafetensorsHeader(files.get(s) as Uint8Array).tensors.keys()])).toEqual([['model.embed.weight'], ['model.ids'], ['lm_head.weight'], ['model.norm.weight']]);
     const back = await readCheckpoint(fileSource(files));
     await expectSame(back, tensors);
     disposeAll(back);
@@ -80,19 +75,11 @@ describe('writeCheckpoint and readCheckpoint', () => {
       const tensors = makeTensors();
       try {
         await writeCheckpoint(tensors, fileTarget(dir), { maxShardBytes: 150, fileName: 'adapter_model.safetensors', dtypes: { 'model.ids': 'I64' } });
-        expect((await readdir(dir)).sort()).toEqual([
-          'adapter_model-00001-of-00002.safetensors',
-          'adapter_model-00002-of-00002.safetensors',
-          'adapter_model.safetensors.index.json',
-        ]);
+        expect((await readdir(dir)).sort()).toEqual(['adapter_model-00001-of-00002.safetensors', 'adapter_model-00002-of-00002.safetensors', 'adapter_model.safetensors.index.json']);
         const back = await readCheckpoint(fileSource(dir), { fileName: 'adapter_model.safetensors' });
         await expectSame(back, tensors);
         disposeAll(back);
-        await expectRejection(
-          readCheckpoint(fileSource(dir)),
-          'FILE_NOT_FOUND',
-          `expected model.safetensors or model.safetensors.index.json in directory ${dir}; found neither`,
-        );
+        await expectRejection(readCheckpoint(fileSource(dir)), 'FILE_NOT_FOUND', `expected model.safetensors or model.safetensors.index.json in directory ${dir}; found neither`);
       } finally {
         disposeAll(tensors);
       }
@@ -139,11 +126,7 @@ describe('readCheckpoint on broken checkpoints', () => {
 
   it('names every missing shard before reading any', async () => {
     const source = fileSource({ 'model.safetensors.index.json': index({ a: shard1, b: shard2, c: 'model-extra.safetensors' }) });
-    await expectRejection(
-      readCheckpoint(source),
-      'FILE_NOT_FOUND',
-      `model.safetensors.index.json lists shards missing from in-memory files: ${shard1}, ${shard2}, model-extra.safetensors`,
-    );
+    await expectRejection(readCheckpoint(source), 'FILE_NOT_FOUND', `model.safetensors.index.json lists shards missing from in-memory files: ${shard1}, ${shard2}, model-extra.safetensors`);
   });
 
   it('names keys absent from their shard, and disposes what it already decoded', async () => {
@@ -153,11 +136,7 @@ describe('readCheckpoint on broken checkpoints', () => {
       [shard2]: writeSafetensors({ c: a }),
       'model.safetensors.index.json': index({ a: shard1, b: shard2, d: shard2 }),
     };
-    await expectRejection(
-      readCheckpoint(fileSource(files)),
-      'SAFETENSORS_FORMAT',
-      `model.safetensors.index.json maps tensors to ${shard2}, but ${shard2} in in-memory files does not hold b, d`,
-    );
+    await expectRejection(readCheckpoint(fileSource(files)), 'SAFETENSORS_FORMAT', `model.safetensors.index.json maps tensors to ${shard2}, but ${shard2} in in-memory files does not hold b, d`);
     a.dispose();
   });
 
@@ -168,11 +147,7 @@ describe('readCheckpoint on broken checkpoints', () => {
     const header = new TextEncoder().encode('{"b":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}');
     const i64File = new Uint8Array([...new Uint8Array(new BigUint64Array([BigInt(header.length)]).buffer), ...header, ...big]);
     const files = { [shard1]: writeSafetensors({ a }), [shard2]: i64File, 'model.safetensors.index.json': index({ a: shard1, b: shard2 }) };
-    await expectRejection(
-      readCheckpoint(fileSource(files)),
-      'SAFETENSORS_FORMAT',
-      `${shard2} in in-memory files: tensor "b" (I64): expected values in the int32 range`,
-    );
+    await expectRejection(readCheckpoint(fileSource(files)), 'SAFETENSORS_FORMAT', `${shard2} in in-memory files: tensor "b" (I64): expected values in the int32 range`);
     await expectRejection(
       readCheckpoint(fileSource({ 'model.safetensors': new Uint8Array(3) })),
       'SAFETENSORS_FORMAT',
@@ -183,16 +158,8 @@ describe('readCheckpoint on broken checkpoints', () => {
 
   it('rejects an index that is not JSON or has no proper weight_map, and shard names that climb out', async () => {
     const read = (text: string) => readCheckpoint(fileSource({ 'model.safetensors.index.json': text }));
-    await expectRejection(
-      read('{"weight_map": '),
-      'SAFETENSORS_FORMAT',
-      'model.safetensors.index.json in in-memory files: expected JSON; got a parse error',
-    );
-    await expectRejection(
-      read('{"metadata": {}}'),
-      'SAFETENSORS_FORMAT',
-      'model.safetensors.index.json in in-memory files: expected a "weight_map" object; got undefined',
-    );
+    await expectRejection(read('{"weight_map": '), 'SAFETENSORS_FORMAT', 'model.safetensors.index.json in in-memory files: expected JSON; got a parse error');
+    await expectRejection(read('{"metadata": {}}'), 'SAFETENSORS_FORMAT', 'model.safetensors.index.json in in-memory files: expected a "weight_map" object; got undefined');
     await expectRejection(read(index({ a: 3 })), 'SAFETENSORS_FORMAT', 'expected weight_map["a"] to be a shard file name; got 3');
     await expectRejection(read(index({ a: '../model.safetensors' })), 'INVALID_ARGUMENT', 'got "../model.safetensors"');
   });
@@ -202,16 +169,8 @@ describe('checkpoint options', () => {
   it('reject bad options by name', async () => {
     const t = { a: range(1) };
     const target = fileTarget(new Map());
-    await expectRejection(
-      writeCheckpoint(t, target, { maxShardBytes: 0 }),
-      'INVALID_OPTION',
-      'writeCheckpoint: expected maxShardBytes to be a number of bytes > 0 (Infinity for one file); got 0',
-    );
-    await expectRejection(
-      writeCheckpoint(t, target, { fileName: 'model.bin' }),
-      'INVALID_OPTION',
-      'writeCheckpoint: expected fileName to be a file name ending in .safetensors; got "model.bin"',
-    );
+    await expectRejection(writeCheckpoint(t, target, { maxShardBytes: 0 }), 'INVALID_OPTION', 'writeCheckpoint: expected maxShardBytes to be a number of bytes > 0 (Infinity for one file); got 0');
+    await expectRejection(writeCheckpoint(t, target, { fileName: 'model.bin' }), 'INVALID_OPTION', 'writeCheckpoint: expected fileName to be a file name ending in .safetensors; got "model.bin"');
     await expectRejection(
       writeCheckpoint(t, target, { shardSize: 5 } as object),
       'INVALID_OPTION',

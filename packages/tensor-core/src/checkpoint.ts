@@ -178,13 +178,9 @@ export async function readCheckpoint(source: FileSource, options?: ReadCheckpoin
       const header = parseIn(bytes, shard, source);
       const absent = keys.filter((key) => !header.tensors.has(key));
       if (absent.length) {
-        throw new PosttrainError(
-          'SAFETENSORS_FORMAT',
-          `${indexName} maps tensors to ${shard}, but ${shard} in ${source.describe()} does not hold ${list(absent)}`,
-          {
-            help: 'the index and the shards come from different saves; re-download or re-save the checkpoint',
-          },
-        );
+        throw new PosttrainError('SAFETENSORS_FORMAT', `${indexName} maps tensors to ${shard}, but ${shard} in ${source.describe()} does not hold ${list(absent)}`, {
+          help: 'the index and the shards come from different saves; re-download or re-save the checkpoint',
+        });
       }
       decodeAll(header, bytes, keys, out, shard, source);
     }
@@ -203,14 +199,7 @@ function parseIn(bytes: Uint8Array, file: string, source: FileSource): Safetenso
   }
 }
 
-function decodeAll(
-  header: SafetensorsHeader,
-  bytes: Uint8Array,
-  keys: string[],
-  out: Record<string, tf.Tensor>,
-  file: string,
-  source: FileSource,
-): Record<string, tf.Tensor> {
+function decodeAll(header: SafetensorsHeader, bytes: Uint8Array, keys: string[], out: Record<string, tf.Tensor>, file: string, source: FileSource): Record<string, tf.Tensor> {
   const made: tf.Tensor[] = [];
   try {
     for (const key of keys) {
@@ -241,18 +230,11 @@ function decodeAll(
  * // ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']
  * ```
  */
-export async function writeCheckpoint(
-  tensors: Record<string, tf.Tensor>,
-  target: FileTarget,
-  options?: WriteCheckpointOptions,
-): Promise<WriteCheckpointResult> {
+export async function writeCheckpoint(tensors: Record<string, tf.Tensor>, target: FileTarget, options?: WriteCheckpointOptions): Promise<WriteCheckpointResult> {
   const { fileName, maxShardBytes, metadata, ...safetensorsOptions } = resolveOptions('writeCheckpoint', options, defaultWriteCheckpointOptions);
   checkFileName('writeCheckpoint', fileName);
   if (typeof maxShardBytes !== 'number' || !(maxShardBytes > 0)) {
-    throw new PosttrainError(
-      'INVALID_OPTION',
-      `writeCheckpoint: expected maxShardBytes to be a number of bytes > 0 (Infinity for one file); got ${describe(maxShardBytes)}`,
-    );
+    throw new PosttrainError('INVALID_OPTION', `writeCheckpoint: expected maxShardBytes to be a number of bytes > 0 (Infinity for one file); got ${describe(maxShardBytes)}`);
   }
   const fileMetadata = { format: 'pt', ...metadata };
   const dtypes = storedDtypes(tensors, safetensorsOptions);

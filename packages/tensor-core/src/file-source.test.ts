@@ -28,11 +28,7 @@ async function checkSource(source: FileSource, where: string): Promise<void> {
   expect(await source.exists('missing.json')).toBe(false);
   await expectRejection(source.read('missing.json'), 'FILE_NOT_FOUND', `expected a file "missing.json" in ${where}`);
   for (const bad of ['../secret', '/etc/passwd', 'a//b', '', 'sub/./x', 'a\\b', 'C:/x']) {
-    await expectRejection(
-      source.read(bad),
-      'INVALID_ARGUMENT',
-      `expected a relative file name like "model.safetensors" or "sub/config.json" in ${where}; got ${JSON.stringify(bad)}`,
-    );
+    await expectRejection(source.read(bad), 'INVALID_ARGUMENT', `expected a relative file name like "model.safetensors" or "sub/config.json" in ${where}; got ${JSON.stringify(bad)}`);
   }
 }
 
@@ -53,11 +49,7 @@ describe('fileSource over a Node directory', () => {
   it('says when the directory itself does not exist', async () => {
     const source = fileSource(join(dir(), 'nope'));
     expect(await source.exists('a.json')).toBe(false);
-    await expectRejection(
-      source.read('a.json'),
-      'FILE_NOT_FOUND',
-      `expected a file "a.json" in directory ${join(dir(), 'nope')}; the directory does not exist`,
-    );
+    await expectRejection(source.read('a.json'), 'FILE_NOT_FOUND', `expected a file "a.json" in directory ${join(dir(), 'nope')}; the directory does not exist`);
   });
 });
 
@@ -72,20 +64,12 @@ describe('fileSource over an in-memory map', () => {
   it('reads a Map and a record of bytes or text', async () => {
     await checkSource(fileSource(new Map(Object.entries(files()))), 'in-memory files');
     await checkSource(fileSource(files()), 'in-memory files');
-    await expectRejection(
-      fileSource(files()).read('nope.bin'),
-      'FILE_NOT_FOUND',
-      'it does not exist (the map holds weights.bin, config.json, my file.txt, sub/inner.txt)',
-    );
+    await expectRejection(fileSource(files()).read('nope.bin'), 'FILE_NOT_FOUND', 'it does not exist (the map holds weights.bin, config.json, my file.txt, sub/inner.txt)');
   });
 
   it('rejects values that are not bytes or text, and inputs that are no source', () => {
-    expect(() => fileSource({ 'a.bin': [1, 2] as unknown as Uint8Array })).toThrow(
-      'fileSource: expected file "a.bin" to be a Uint8Array or a string; got an array of length 2',
-    );
-    expect(() => fileSource(42 as unknown as string)).toThrow(
-      'fileSource: expected a directory path, a URL, a Map or a record of name → bytes; got 42',
-    );
+    expect(() => fileSource({ 'a.bin': [1, 2] as unknown as Uint8Array })).toThrow('fileSource: expected file "a.bin" to be a Uint8Array or a string; got an array of length 2');
+    expect(() => fileSource(42 as unknown as string)).toThrow('fileSource: expected a directory path, a URL, a Map or a record of name → bytes; got 42');
     expect(() => fileSource(new URL('ftp://example.com/x/'))).toThrow('fileSource: expected an http:, https: or file: URL; got ftp:');
   });
 });
@@ -114,22 +98,14 @@ describe('fileSource over HTTP', () => {
   it('reads from a base URL with fetch, with or without the trailing slash, and encodes names', async () => {
     await checkSource(fileSource(`${base}/models/`), `URL ${base}/models/`);
     await checkSource(fileSource(new URL(`${base}/models?token=x`)), `URL ${base}/models/`);
-    await expectRejection(
-      fileSource(`${base}/models`).read('missing.json'),
-      'FILE_NOT_FOUND',
-      `GET ${base}/models/missing.json answered HTTP 404 Not Found`,
-    );
+    await expectRejection(fileSource(`${base}/models`).read('missing.json'), 'FILE_NOT_FOUND', `GET ${base}/models/missing.json answered HTTP 404 Not Found`);
   });
 
   it('falls back to GET when the server refuses HEAD, and reports HTTP and network failures', async () => {
     const source = fileSource(`${base}/nohead/`);
     expect(await source.exists('config.json')).toBe(true);
     expect(await source.exists('missing.json')).toBe(false);
-    await expectRejection(
-      fileSource(`${base}/models/`).read('broken.bin'),
-      'FILE_NOT_FOUND',
-      `GET ${base}/models/broken.bin answered HTTP 500 Internal Server Error`,
-    );
+    await expectRejection(fileSource(`${base}/models/`).read('broken.bin'), 'FILE_NOT_FOUND', `GET ${base}/models/broken.bin answered HTTP 500 Internal Server Error`);
     await expectRejection(fileSource(`${base}/models/`).exists('broken.bin'), 'FILE_NOT_FOUND', `${base}/models/broken.bin answered HTTP 500`);
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
@@ -189,8 +165,6 @@ describe('fileTarget', () => {
   });
 
   it('rejects targets it cannot write to', () => {
-    expect(() => fileTarget(new URL('https://example.com/out/'))).toThrow(
-      'fileTarget: expected a directory path, a file: URL or a Map; got "https://example.com/out/"',
-    );
+    expect(() => fileTarget(new URL('https://example.com/out/'))).toThrow('fileTarget: expected a directory path, a file: URL or a Map; got "https://example.com/out/"');
   });
 });

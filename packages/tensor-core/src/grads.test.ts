@@ -45,7 +45,10 @@ describe('valueAndGrads', () => {
 
   it("keys gradients by a Module's parameter paths, and matches the analytic gradient", () => {
     const model = new Mlp();
-    const x = tf.tensor([[0.5, -1, 2], [1, 0.25, -0.5]]);
+    const x = tf.tensor([
+      [0.5, -1, 2],
+      [1, 0.25, -0.5],
+    ]);
     const { value, grads } = valueAndGrads(() => tf.sum(model.forward(x)) as tf.Scalar, model.namedParameters());
     expect([...grads.keys()]).toEqual(['up.weight', 'up.bias', 'down.weight', 'down.bias']);
     // d Σy / d down.bias = the batch size for each output.
@@ -101,7 +104,7 @@ describe('valueAndGrads', () => {
     const params = new Map([['w', w]]);
     const before = tf.memory().numTensors;
     const notScalar = thrown(() => valueAndGrads(() => tf.mul(w, 2) as unknown as tf.Scalar, params));
-    expect(thrown(() => valueAndGrads(() => 3 as unknown as tf.Scalar, params)).message).toContain("expected fn to return a scalar tensor; got 3");
+    expect(thrown(() => valueAndGrads(() => 3 as unknown as tf.Scalar, params)).message).toContain('expected fn to return a scalar tensor; got 3');
     expect(isPosttrainError(notScalar)).toBe(true);
     expect(notScalar.code).toBe('SHAPE_MISMATCH');
     expect(notScalar.message).toContain('expected fn to return a scalar tensor; got shape [2]');

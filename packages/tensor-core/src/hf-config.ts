@@ -160,7 +160,10 @@ function llamaFromHf(json: Json, modelType: LlamaConfig['modelType']): LlamaConf
   if (act !== 'silu') throw notSupported(`hidden_act ${JSON.stringify(act)} is not supported; supported: "silu"`);
   const sliding = modelType === 'qwen2' ? json.use_sliding_window === true : json.sliding_window != null;
   if (sliding) {
-    throw notSupported(`sliding-window attention (${modelType === 'qwen2' ? 'use_sliding_window: true' : `sliding_window: ${JSON.stringify(json.sliding_window)}`}) is not supported`, 'posttrain attends over the whole context; use a checkpoint without a sliding window');
+    throw notSupported(
+      `sliding-window attention (${modelType === 'qwen2' ? 'use_sliding_window: true' : `sliding_window: ${JSON.stringify(json.sliding_window)}`}) is not supported`,
+      'posttrain attends over the whole context; use a checkpoint without a sliding window',
+    );
   }
   const hiddenSize = int(json, 'hidden_size');
   const numHeads = int(json, 'num_attention_heads');

@@ -65,7 +65,7 @@ describe('Linear', () => {
     layer.dispose();
   });
 
-  it("initialises as PyTorch by default (uniform in ±1/√in) and as Hugging Face with std", () => {
+  it('initialises as PyTorch by default (uniform in ±1/√in) and as Hugging Face with std', () => {
     const layer = new Linear(64, 256, { rng: new Rng(1) });
     const bound = 1 / 8;
     const w = layer.weight.dataSync();
@@ -199,7 +199,11 @@ describe('Dropout', () => {
     const [a1, b1] = [withDropoutRng(new Rng(9), () => a.forward(x)), withDropoutRng(new Rng(9), () => b.forward(x))];
     expect(Array.from(a1.dataSync())).toEqual(Array.from(b1.dataSync()));
     const own = new Dropout(0.5, new Rng(2)).forward(x);
-    expect(() => withDropoutRng(new Rng(9), () => { throw new Error('inside'); })).toThrow('inside');
+    expect(() =>
+      withDropoutRng(new Rng(9), () => {
+        throw new Error('inside');
+      }),
+    ).toThrow('inside');
     const b2 = b.forward(x); // back on b's own stream: its first mask
     expect(Array.from(b2.dataSync())).toEqual(Array.from(own.dataSync()));
     tf.dispose([x, a1, b1, own, b2]);
@@ -210,10 +214,7 @@ describe('Dropout', () => {
     const x = variableOf(tf.ones([2000]));
     const upstream = tf.tidy(() => tf.randomNormal([2000], 0, 1, 'float32', 3));
     const y = new Dropout(p, new Rng(5)).forward(x); // same seed, same mask as below
-    const { value, grads } = tf.variableGrads(
-      () => tf.tidy(() => tf.sum(tf.mul(new Dropout(p, new Rng(5)).forward(x), upstream)) as tf.Scalar),
-      [x],
-    );
+    const { value, grads } = tf.variableGrads(() => tf.tidy(() => tf.sum(tf.mul(new Dropout(p, new Rng(5)).forward(x), upstream)) as tf.Scalar), [x]);
     const g = grads[x.name].dataSync();
     const ys = y.dataSync();
     const u = upstream.dataSync();

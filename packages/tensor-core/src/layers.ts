@@ -97,8 +97,7 @@ export class Linear extends Module implements LinearLike {
     this.outFeatures = outFeatures;
     const rng = o.rng ?? sharedRng;
     const bound = 1 / Math.sqrt(inFeatures);
-    const init = (shape: number[]): tf.Tensor =>
-      o.std === undefined ? rng.uniformTensor(shape, -bound, bound) : rng.normalTensor(shape, o.std);
+    const init = (shape: number[]): tf.Tensor => (o.std === undefined ? rng.uniformTensor(shape, -bound, bound) : rng.normalTensor(shape, o.std));
     this.weight = this.registerParameter('weight', init([outFeatures, inFeatures]));
     this.bias = o.bias ? this.registerParameter('bias', o.std === undefined ? init([outFeatures]) : tf.zeros([outFeatures])) : undefined;
   }
@@ -112,12 +111,7 @@ export class Linear extends Module implements LinearLike {
  * `x [..., in]` → `[..., out]` through a weight stored `[out, in]` (`transposed`, Linear) or
  * `[in, out]` (Conv1D), with the optional bias fused into the matmul.
  */
-export function denseForward(
-  owner: string,
-  x: tf.Tensor,
-  layer: { inFeatures: number; outFeatures: number; weight: tf.Tensor; bias: tf.Tensor | undefined },
-  transposed: boolean,
-): tf.Tensor {
+export function denseForward(owner: string, x: tf.Tensor, layer: { inFeatures: number; outFeatures: number; weight: tf.Tensor; bias: tf.Tensor | undefined }, transposed: boolean): tf.Tensor {
   if (x.shape[x.shape.length - 1] !== layer.inFeatures) {
     throw new PosttrainError('SHAPE_MISMATCH', `${owner}: expected input [..., ${layer.inFeatures}]; got ${formatShape(x.shape)}`);
   }

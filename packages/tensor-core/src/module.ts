@@ -188,7 +188,10 @@ export class Module {
       if (unexpectedKeys.length > 0) lines.push(`  unexpected keys (${unexpectedKeys.length}): ${unexpectedKeys.join(', ')}`);
       if (misShaped.length > 0) lines.push(`  mis-shaped keys (${misShaped.length}): ${misShaped.join('; ')}`);
       throw new PosttrainError('STATE_DICT_MISMATCH', lines.join('\n'), {
-        help: misShaped.length > 0 ? 'check that the checkpoint was made for this configuration' : 'loadStateDict(tensors, { strict: false }) loads a partial state dict and returns the missing and unexpected keys',
+        help:
+          misShaped.length > 0
+            ? 'check that the checkpoint was made for this configuration'
+            : 'loadStateDict(tensors, { strict: false }) loads a partial state dict and returns the missing and unexpected keys',
       });
     }
     for (const [key, target] of targets) {

@@ -105,9 +105,7 @@ describe('memory', () => {
       tf.tidy(() => {
         layer.forward(x);
       });
-      const { value, grads } = tf.variableGrads(() => tf.tidy(() => tf.sum(tf.square(layer.forward(x))) as tf.Scalar), [
-        ...layer.namedParameters().values(),
-      ]);
+      const { value, grads } = tf.variableGrads(() => tf.tidy(() => tf.sum(tf.square(layer.forward(x))) as tf.Scalar), [...layer.namedParameters().values()]);
       tf.dispose([value, ...Object.values(grads)]);
       tf.grad((t: tf.Tensor) => tf.sum(tf.square(layer.forward(t))))(x).dispose();
       expect(tf.memory().numTensors).toBe(before);

@@ -43,17 +43,17 @@ export function checkGrads(owner: string, params: ReadonlyMap<string, tf.Variabl
     const param = params.get(path);
     if (!param) {
       throw new PosttrainError('INVALID_ARGUMENT', `${owner}.step: got a gradient for "${path}", which is not one of the optimiser's ${params.size} parameters`, {
-        help: `known paths start with ${[...params.keys()].slice(0, 5).map((k) => `"${k}"`).join(', ')}${params.size > 5 ? ', …' : ''}`,
+        help: `known paths start with ${[...params.keys()]
+          .slice(0, 5)
+          .map((k) => `"${k}"`)
+          .join(', ')}${params.size > 5 ? ', …' : ''}`,
       });
     }
     if (!(grad instanceof tf.Tensor) || grad.isDisposed) {
       throw new PosttrainError('INVALID_ARGUMENT', `${owner}.step: expected the gradient of "${path}" to be a live tf.Tensor; got ${grad instanceof tf.Tensor ? 'a disposed tensor' : describe(grad)}`);
     }
     if (!sameShape(grad.shape, param.shape)) {
-      throw new PosttrainError(
-        'SHAPE_MISMATCH',
-        `${owner}.step: expected the gradient of "${path}" to have the parameter's shape ${formatShape(param.shape)}; got ${formatShape(grad.shape)}`,
-      );
+      throw new PosttrainError('SHAPE_MISMATCH', `${owner}.step: expected the gradient of "${path}" to have the parameter's shape ${formatShape(param.shape)}; got ${formatShape(grad.shape)}`);
     }
     if (grad.dtype !== 'float32') {
       throw new PosttrainError('DTYPE_MISMATCH', `${owner}.step: expected a float32 gradient for "${path}"; got ${grad.dtype}`);

@@ -314,9 +314,21 @@ describe('AdamW', () => {
 
   it('rejects two gradients for one tied variable', () => {
     const w = variable([1, 1], [2]);
-    const adam = new AdamW(new Map([['embed.weight', w], ['head.weight', w]]));
+    const adam = new AdamW(
+      new Map([
+        ['embed.weight', w],
+        ['head.weight', w],
+      ]),
+    );
     const g = tf.ones([2]);
-    const error = thrown(() => adam.step(new Map([['embed.weight', g], ['head.weight', g]])));
+    const error = thrown(() =>
+      adam.step(
+        new Map([
+          ['embed.weight', g],
+          ['head.weight', g],
+        ]),
+      ),
+    );
     expect(error.message).toContain('got gradients for "embed.weight" and "head.weight", which are the same variable');
     g.dispose();
     w.dispose();

@@ -112,13 +112,7 @@ export interface AdamWHyper {
  * p.assign(next.param);
  * ```
  */
-export function adamwUpdate(
-  param: tf.Tensor,
-  grad: tf.Tensor,
-  expAvg: tf.Tensor,
-  expAvgSq: tf.Tensor,
-  h: AdamWHyper,
-): { param: tf.Tensor; expAvg: tf.Tensor; expAvgSq: tf.Tensor } {
+export function adamwUpdate(param: tf.Tensor, grad: tf.Tensor, expAvg: tf.Tensor, expAvgSq: tf.Tensor, h: AdamWHyper): { param: tf.Tensor; expAvg: tf.Tensor; expAvgSq: tf.Tensor } {
   return tf.tidy(() => {
     const decay = 1 - h.lr * h.weightDecay;
     const decayed = decay === 1 ? param : tf.mul(param, decay);

@@ -132,30 +132,44 @@ describe.skipIf(!existsSync(dist))('the built package loads', () => {
     }
   });
 
-  it.skipIf(!existsSync('/usr/bin/chromium'))('in a browser bundle (esbuild, headless chromium)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'posttrain-browser-'));
-    try {
-      const entry = join(dir, 'entry.js');
-      writeFileSync(
-        entry,
-        `import { tf, initBackend, Linear } from '@posttrain/tensor-core';
-         window.result = (async () => {${probe('browser: true').replace('console.log(JSON.stringify(', 'return (').replace(/\)\);$/, ');')} })();`,
-      );
-      const bundle = await build({ entryPoints: [entry], bundle: true, write: false, format: 'iife', platform: 'browser', nodePaths: [join(packageDir, 'node_modules'), join(packageDir, '..', '..', 'node_modules')], logLevel: 'silent' });
-      const { chromium } = await import('playwright-core');
-      const browser = await chromium.launch({
-        executablePath: '/usr/bin/chromium',
-        args: ['--headless', '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-      });
+  it.skipIf(!existsSync('/usr/bin/chromium'))(
+    'in a browser bundle (esbuild, headless chromium)',
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'posttrain-browser-'));
       try {
-        const page = await browser.newPage();
-        await page.addScriptTag({ content: bundle.outputFiles[0].text });
-        expectWorking(await page.evaluate(() => (window as unknown as { result: Promise<ReturnType<typeof parse>> }).result));
+        const entry = join(dir, 'entry.js');
+        writeFileSync(
+          entry,
+          `import { tf, initBackend, Linear } from '@posttrain/tensor-core';
+         window.result = (async () => {${probe('browser: true')
+           .replace('console.log(JSON.stringify(', 'return (')
+           .replace(/\)\);$/, ');')} })();`,
+        );
+        const bundle = await build({
+          entryPoints: [entry],
+          bundle: true,
+          write: false,
+          format: 'iife',
+          platform: 'browser',
+          nodePaths: [join(packageDir, 'node_modules'), join(packageDir, '..', '..', 'node_modules')],
+          logLevel: 'silent',
+        });
+        const { chromium } = await import('playwright-core');
+        const browser = await chromium.launch({
+          executablePath: '/usr/bin/chromium',
+          args: ['--headless', '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+        });
+        try {
+          const page = await browser.newPage();
+          await page.addScriptTag({ content: bundle.outputFiles[0].text });
+          expectWorking(await page.evaluate(() => (window as unknown as { result: Promise<ReturnType<typeof parse>> }).result));
+        } finally {
+          await browser.close();
+        }
       } finally {
-        await browser.close();
+        rmSync(dir, { recursive: true, force: true });
       }
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }, 60_000);
+    },
+    60_000,
+  );
 });

@@ -118,7 +118,8 @@ function float32Below(x: number): number {
   const f = new Float32Array([x]);
   if (f[0] < x) return f[0];
   const bits = new Int32Array(f.buffer);
-  if (f[0] === 0) bits[0] = -2147483647; // -0 and 0 → the smallest negative subnormal
+  if (f[0] === 0)
+    bits[0] = -2147483647; // -0 and 0 → the smallest negative subnormal
   else bits[0] += f[0] > 0 ? -1 : 1;
   return f[0];
 }

@@ -141,9 +141,7 @@ describe('writeSafetensors', () => {
       ['small', 'I8'],
       ['byte', 'U8'],
     ]);
-    expect(Array.from(bytes.subarray(header.tensors.get('ids')!.start, header.tensors.get('ids')!.start + 16))).toEqual([
-      0, 0, 0, 128, 255, 255, 255, 255, 255, 255, 255, 127, 0, 0, 0, 0,
-    ]);
+    expect(Array.from(bytes.subarray(header.tensors.get('ids')!.start, header.tensors.get('ids')!.start + 16))).toEqual([0, 0, 0, 128, 255, 255, 255, 255, 255, 255, 255, 127, 0, 0, 0, 0]);
     const back = readSafetensors(bytes);
     expect(Array.from(back.ids.dataSync())).toEqual([-2147483648, 2147483647, -1]);
     expect(Array.from(back.small.dataSync())).toEqual([-128, 127, 0]);
@@ -161,46 +159,18 @@ describe('writeSafetensors', () => {
     const gone = tf.tensor1d([1]);
     gone.dispose();
     const cases: [() => unknown, string, string][] = [
-      [
-        () => writeSafetensors({ i }, undefined, { dtypes: { i: 'F16' } }),
-        'DTYPE_MISMATCH',
-        'cannot store tensor "i" (int32) as "F16"; a int32 tensor can be stored as I32, I64, I8, U8',
-      ],
-      [
-        () => writeSafetensors({ f }, undefined, { dtypes: { f: 'I64' } }),
-        'DTYPE_MISMATCH',
-        'cannot store tensor "f" (float32) as "I64"; a float32 tensor can be stored as F32, F16, BF16',
-      ],
+      [() => writeSafetensors({ i }, undefined, { dtypes: { i: 'F16' } }), 'DTYPE_MISMATCH', 'cannot store tensor "i" (int32) as "F16"; a int32 tensor can be stored as I32, I64, I8, U8'],
+      [() => writeSafetensors({ f }, undefined, { dtypes: { f: 'I64' } }), 'DTYPE_MISMATCH', 'cannot store tensor "f" (float32) as "I64"; a float32 tensor can be stored as F32, F16, BF16'],
       [() => writeSafetensors({ b }, undefined, { dtypes: { b: 'U8' } }), 'DTYPE_MISMATCH', 'cannot store tensor "b" (bool) as "U8"'],
-      [
-        () => writeSafetensors({ i }, undefined, { dtypes: { i: 'I8' } }),
-        'INVALID_ARGUMENT',
-        'tensor "i" cannot be stored as I8: expected values in [-128, 127]; got 300 at flat index 0',
-      ],
-      [
-        () => writeSafetensors({ i }, undefined, { intDtype: 'U8' }),
-        'INVALID_ARGUMENT',
-        'tensor "i" cannot be stored as U8: expected values in [0, 255]; got 300 at flat index 0',
-      ],
-      [
-        () => writeSafetensors({ f }, undefined, { floatDtype: 'F64' as 'F32' }),
-        'INVALID_OPTION',
-        'expected floatDtype to be one of F32, F16, BF16; got "F64"',
-      ],
-      [
-        () => writeSafetensors({ f }, undefined, { dtype: 'F16' } as object),
-        'INVALID_OPTION',
-        'unknown option "dtype"; known options are floatDtype, intDtype, dtypes',
-      ],
+      [() => writeSafetensors({ i }, undefined, { dtypes: { i: 'I8' } }), 'INVALID_ARGUMENT', 'tensor "i" cannot be stored as I8: expected values in [-128, 127]; got 300 at flat index 0'],
+      [() => writeSafetensors({ i }, undefined, { intDtype: 'U8' }), 'INVALID_ARGUMENT', 'tensor "i" cannot be stored as U8: expected values in [0, 255]; got 300 at flat index 0'],
+      [() => writeSafetensors({ f }, undefined, { floatDtype: 'F64' as 'F32' }), 'INVALID_OPTION', 'expected floatDtype to be one of F32, F16, BF16; got "F64"'],
+      [() => writeSafetensors({ f }, undefined, { dtype: 'F16' } as object), 'INVALID_OPTION', 'unknown option "dtype"; known options are floatDtype, intDtype, dtypes'],
       [() => writeSafetensors({ f }, undefined, { dtypes: { g: 'F16' } }), 'INVALID_OPTION', 'dtypes names "g", which is not among the tensors [f]'],
       [() => writeSafetensors({ __metadata__: f }), 'INVALID_ARGUMENT', '"__metadata__" is reserved by the format'],
       [() => writeSafetensors({ f }, { step: 3 as unknown as string }), 'INVALID_ARGUMENT', 'expected metadata "step" to be a string; got 3'],
       [() => writeSafetensors({ gone }), 'INVALID_ARGUMENT', 'expected "gone" to be a live tf.Tensor; got a disposed tensor'],
-      [
-        () => writeSafetensors({ x: [1, 2] as unknown as tf.Tensor }),
-        'INVALID_ARGUMENT',
-        'expected "x" to be a live tf.Tensor; got an array of length 2',
-      ],
+      [() => writeSafetensors({ x: [1, 2] as unknown as tf.Tensor }), 'INVALID_ARGUMENT', 'expected "x" to be a live tf.Tensor; got an array of length 2'],
     ];
     for (const [run, code, message] of cases) {
       expect(run).toThrow(message);
@@ -229,22 +199,7 @@ describe('the PyTorch reference (scripts/reference/safetensors_ref.py)', () => {
         dtype: 'F32',
       },
       half: {
-        input: tf.tensor1d([
-          1 + 2 ** -11,
-          1 + 3 * 2 ** -11,
-          65504,
-          65519.99609375,
-          65520,
-          2 ** -24,
-          2 ** -25,
-          3 * 2 ** -25,
-          -0,
-          NaN,
-          -Infinity,
-          0.1,
-          1e-8,
-          6.1e-5,
-        ]),
+        input: tf.tensor1d([1 + 2 ** -11, 1 + 3 * 2 ** -11, 65504, 65519.99609375, 65520, 2 ** -24, 2 ** -25, 3 * 2 ** -25, -0, NaN, -Infinity, 0.1, 1e-8, 6.1e-5]),
         dtype: 'F16',
       },
       brain: { input: tf.tensor1d([1 + 2 ** -8, 1 + 3 * 2 ** -8, 3.4028234663852886e38, 0.1, -0, NaN, 1e-40, -1e30]), dtype: 'BF16' },

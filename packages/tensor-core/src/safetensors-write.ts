@@ -52,7 +52,10 @@ const STORABLE: Record<string, SafetensorsDtype[]> = { float32: ['F32', 'F16', '
 export function storedDtypes(tensors: Record<string, tf.Tensor>, options?: WriteSafetensorsOptions): Map<string, SafetensorsDtype> {
   const owner = 'writeSafetensors';
   const o = resolveOptions(owner, options, defaultWriteSafetensorsOptions);
-  for (const [key, kind] of [['floatDtype', 'float32'], ['intDtype', 'int32']] as const) {
+  for (const [key, kind] of [
+    ['floatDtype', 'float32'],
+    ['intDtype', 'int32'],
+  ] as const) {
     if (!STORABLE[kind].includes(o[key])) {
       throw fail('INVALID_OPTION', `${owner}: expected ${key} to be one of ${STORABLE[kind].join(', ')}; got ${describe(o[key])}`);
     }
@@ -177,11 +180,7 @@ function compareCodePoints(a: string, b: string): number {
  * });
  * ```
  */
-export function writeSafetensors(
-  tensors: Record<string, tf.Tensor>,
-  metadata?: Record<string, string>,
-  options?: WriteSafetensorsOptions,
-): Uint8Array {
+export function writeSafetensors(tensors: Record<string, tf.Tensor>, metadata?: Record<string, string>, options?: WriteSafetensorsOptions): Uint8Array {
   return serialize(tensors, (name) => tensors[name].dataSync() as Values, metadata, options);
 }
 
@@ -194,23 +193,14 @@ export function writeSafetensors(
  * const bytes = await writeSafetensorsAsync(model.stateDict(), { format: 'pt' });
  * ```
  */
-export async function writeSafetensorsAsync(
-  tensors: Record<string, tf.Tensor>,
-  metadata?: Record<string, string>,
-  options?: WriteSafetensorsOptions,
-): Promise<Uint8Array> {
+export async function writeSafetensorsAsync(tensors: Record<string, tf.Tensor>, metadata?: Record<string, string>, options?: WriteSafetensorsOptions): Promise<Uint8Array> {
   storedDtypes(tensors, options); // validate before reading anything from the device
   const values = new Map<string, Values>();
   for (const [name, tensor] of Object.entries(tensors)) values.set(name, (await tensor.data()) as Values);
   return serialize(tensors, (name) => values.get(name)!, metadata, options);
 }
 
-function serialize(
-  tensors: Record<string, tf.Tensor>,
-  valuesOf: (name: string) => Values,
-  metadata: Record<string, string> | undefined,
-  options: WriteSafetensorsOptions | undefined,
-): Uint8Array {
+function serialize(tensors: Record<string, tf.Tensor>, valuesOf: (name: string) => Values, metadata: Record<string, string> | undefined, options: WriteSafetensorsOptions | undefined): Uint8Array {
   const dtypes = storedDtypes(tensors, options);
   if (metadata !== undefined && !isObject(metadata)) {
     throw fail('INVALID_ARGUMENT', `writeSafetensors: expected metadata to be a record of strings; got ${describe(metadata)}`);

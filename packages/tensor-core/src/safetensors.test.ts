@@ -3,13 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
 import { isPosttrainError } from './errors.js';
-import {
-  MAX_SAFETENSORS_HEADER_BYTES,
-  decodeSafetensorsTensor,
-  parseSafetensorsHeader,
-  readSafetensors,
-  type SafetensorsDtype,
-} from './safetensors.js';
+import { MAX_SAFETENSORS_HEADER_BYTES, decodeSafetensorsTensor, parseSafetensorsHeader, readSafetensors, type SafetensorsDtype } from './safetensors.js';
 import { writeSafetensors } from './safetensors-write.js';
 import { disposeAll, expectNoTensorLeaks } from './testing/tensors.js';
 
@@ -59,9 +53,7 @@ describe('writeSafetensors and readSafetensors', () => {
     for (const [name, t] of Object.entries(tensors)) {
       expect(back[name].dtype).toBe(t.dtype);
       expect(back[name].shape).toEqual(t.shape);
-      expect(Array.from(back[name].dataSync()).map((v) => (Object.is(v, -0) ? '-0' : v))).toEqual(
-        Array.from(t.dataSync()).map((v) => (Object.is(v, -0) ? '-0' : v)),
-      );
+      expect(Array.from(back[name].dataSync()).map((v) => (Object.is(v, -0) ? '-0' : v))).toEqual(Array.from(t.dataSync()).map((v) => (Object.is(v, -0) ? '-0' : v)));
     }
     expect(Object.getPrototypeOf(back)).toBe(Object.prototype); // "__proto__" is a tensor, not the prototype
     disposeAll(tensors);
@@ -73,7 +65,11 @@ describe('writeSafetensors and readSafetensors', () => {
     const bytes = Buffer.from(writeSafetensors(tensors, undefined, { dtypes: { b: 'I64' } }));
     expect(bytes.byteOffset > 0 || bytes.buffer.byteLength > bytes.length).toBe(true); // small Buffers share Node's pool
     const back = readSafetensors(bytes);
-    expect([back.a, back.b, back.m].map((t) => Array.from(t.dataSync()))).toEqual([[1.5, -2], [7, -7], [1, 0]]);
+    expect([back.a, back.b, back.m].map((t) => Array.from(t.dataSync()))).toEqual([
+      [1.5, -2],
+      [7, -7],
+      [1, 0],
+    ]);
     disposeAll(tensors);
     disposeAll(back);
   });
@@ -82,10 +78,7 @@ describe('writeSafetensors and readSafetensors', () => {
     const data = new Uint8Array(24);
     new DataView(data.buffer).setBigInt64(8, 2n ** 40n, true);
     const header = { a: { dtype: 'F32', shape: [2], data_offsets: [16, 24] }, ids: { dtype: 'I64', shape: [2], data_offsets: [0, 16] } };
-    expectFormatError(
-      rawFile(header, data),
-      'tensor "ids" (I64): expected values in the int32 range [-2147483648, 2147483647], as tfjs has no int64; got 1099511627776 at flat index 1',
-    );
+    expectFormatError(rawFile(header, data), 'tensor "ids" (I64): expected values in the int32 range [-2147483648, 2147483647], as tfjs has no int64; got 1099511627776 at flat index 1');
   });
 
   it('parses the header alone and decodes one tensor lazily, from a prefix of the file', () => {
@@ -110,16 +103,10 @@ describe('writeSafetensors and readSafetensors', () => {
     const info = full.tensors.get('a')!;
     const lazy = decodeSafetensorsTensor(info, bytes.slice(info.start, info.end));
     expect(Array.from(lazy.dataSync())).toEqual([1, 2, 3, 4]);
-    expect(() => decodeSafetensorsTensor(info, bytes.subarray(0, 3))).toThrow(
-      'decodeSafetensorsTensor: expected the 16 bytes of tensor "a"; got 3 bytes',
-    );
+    expect(() => decodeSafetensorsTensor(info, bytes.subarray(0, 3))).toThrow('decodeSafetensorsTensor: expected the 16 bytes of tensor "a"; got 3 bytes');
     const f64 = { ...info, dtype: 'F64' as const, shape: [2] };
-    expect(() => decodeSafetensorsTensor(f64, bytes.slice(info.start, info.end))).toThrow(
-      'tensor "a": expected one of the dtypes tfjs can hold (F32, F16, BF16, I64, I32, I8, U8, BOOL); got F64',
-    );
-    expect(() => parseSafetensorsHeader(bytes.subarray(0, 20), { byteLength: bytes.byteLength })).toThrow(
-      `expected the first ${full.dataStart} bytes (length and header); got 20`,
-    );
+    expect(() => decodeSafetensorsTensor(f64, bytes.slice(info.start, info.end))).toThrow('tensor "a": expected one of the dtypes tfjs can hold (F32, F16, BF16, I64, I32, I8, U8, BOOL); got F64');
+    expect(() => parseSafetensorsHeader(bytes.subarray(0, 20), { byteLength: bytes.byteLength })).toThrow(`expected the first ${full.dataStart} bytes (length and header); got 20`);
     [a, b, lazy].forEach((t) => t.dispose());
   });
 });
@@ -129,26 +116,10 @@ describe('readSafetensors on malformed files', () => {
   const cases: [string, Uint8Array, string][] = [
     ['an empty file', new Uint8Array(0), 'expected at least 8 bytes (the header length); got 0 bytes (truncated file)'],
     ['a 5-byte file', bytesOf(1, 0, 0, 0, 0), 'expected at least 8 bytes (the header length); got 5 bytes'],
-    [
-      'a header length larger than the file',
-      rawFile('{}', new Uint8Array(0), 100n),
-      'header length 100 is larger than the file: expected at most 2; got 100 (truncated file?)',
-    ],
-    [
-      'a header length above 100 MB',
-      rawFile('{}', new Uint8Array(0), BigInt(MAX_SAFETENSORS_HEADER_BYTES + 1)),
-      'expected a header length of at most 100000000 bytes (100 MB); got 100000001',
-    ],
-    [
-      'a header length of 2^64 - 1',
-      rawFile('{}', new Uint8Array(0), 2n ** 64n - 1n),
-      'expected a header length of at most 100000000 bytes (100 MB); got 18446744073709551615',
-    ],
-    [
-      'a header that is not UTF-8',
-      rawFile('', bytesOf(0xff, 0xfe), 2n),
-      'expected a UTF-8 JSON header of 2 bytes; got bytes that are not valid UTF-8',
-    ],
+    ['a header length larger than the file', rawFile('{}', new Uint8Array(0), 100n), 'header length 100 is larger than the file: expected at most 2; got 100 (truncated file?)'],
+    ['a header length above 100 MB', rawFile('{}', new Uint8Array(0), BigInt(MAX_SAFETENSORS_HEADER_BYTES + 1)), 'expected a header length of at most 100000000 bytes (100 MB); got 100000001'],
+    ['a header length of 2^64 - 1', rawFile('{}', new Uint8Array(0), 2n ** 64n - 1n), 'expected a header length of at most 100000000 bytes (100 MB); got 18446744073709551615'],
+    ['a header that is not UTF-8', rawFile('', bytesOf(0xff, 0xfe), 2n), 'expected a UTF-8 JSON header of 2 bytes; got bytes that are not valid UTF-8'],
     ['a header that is not JSON', rawFile('{"a": '), 'expected a JSON header; got "{\\"a\\": "'],
     ['a JSON array', rawFile('[1, 2]'), 'expected the header to be a JSON object; got an array'],
     ['JSON null', rawFile('null'), 'expected the header to be a JSON object; got null'],
@@ -160,72 +131,32 @@ describe('readSafetensors on malformed files', () => {
       'tensor "w": expected dtype to be one of BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64; got "F128"',
     ],
     ['a missing dtype', rawFile({ w: { shape: [1], data_offsets: [0, 4] } }, new Uint8Array(4)), 'tensor "w": expected dtype to be one of'],
-    [
-      'a negative dim',
-      rawFile({ w: f32([-1], [0, 4]) }, new Uint8Array(4)),
-      'tensor "w": expected shape to be an array of non-negative integers; got [-1]',
-    ],
-    [
-      'a fractional dim',
-      rawFile({ w: f32([1.5], [0, 6]) }, new Uint8Array(6)),
-      'tensor "w": expected shape to be an array of non-negative integers; got [1.5]',
-    ],
-    [
-      'a shape that is not an array',
-      rawFile({ w: f32('3' as unknown as number[], [0, 12]) }, new Uint8Array(12)),
-      'tensor "w": expected shape to be an array of non-negative integers; got "3"',
-    ],
-    [
-      'offsets with three numbers',
-      rawFile({ w: f32([1], [0, 4, 8]) }, new Uint8Array(8)),
-      'tensor "w": expected data_offsets to be [begin, end] with 0 ≤ begin ≤ end; got [0,4,8]',
-    ],
+    ['a negative dim', rawFile({ w: f32([-1], [0, 4]) }, new Uint8Array(4)), 'tensor "w": expected shape to be an array of non-negative integers; got [-1]'],
+    ['a fractional dim', rawFile({ w: f32([1.5], [0, 6]) }, new Uint8Array(6)), 'tensor "w": expected shape to be an array of non-negative integers; got [1.5]'],
+    ['a shape that is not an array', rawFile({ w: f32('3' as unknown as number[], [0, 12]) }, new Uint8Array(12)), 'tensor "w": expected shape to be an array of non-negative integers; got "3"'],
+    ['offsets with three numbers', rawFile({ w: f32([1], [0, 4, 8]) }, new Uint8Array(8)), 'tensor "w": expected data_offsets to be [begin, end] with 0 ≤ begin ≤ end; got [0,4,8]'],
     ['negative offsets', rawFile({ w: f32([1], [-4, 0]) }), 'tensor "w": expected data_offsets to be [begin, end] with 0 ≤ begin ≤ end; got [-4,0]'],
-    [
-      'offsets with begin after end',
-      rawFile({ w: f32([1], [8, 4]) }, new Uint8Array(8)),
-      'tensor "w": expected data_offsets to be [begin, end] with 0 ≤ begin ≤ end; got [8,4]',
-    ],
-    [
-      'offsets past the buffer (truncated data)',
-      rawFile({ w: f32([2], [0, 8]) }, new Uint8Array(4)),
-      'tensor "w": expected data_offsets within the 4-byte data buffer; got [0, 8] (truncated file?)',
-    ],
-    [
-      'offsets that disagree with dtype × shape',
-      rawFile({ w: f32([3], [0, 8]) }, new Uint8Array(8)),
-      'tensor "w": expected 8 bytes from data_offsets [0, 8] to equal F32 size × shape [3] = 12 bytes',
-    ],
+    ['offsets with begin after end', rawFile({ w: f32([1], [8, 4]) }, new Uint8Array(8)), 'tensor "w": expected data_offsets to be [begin, end] with 0 ≤ begin ≤ end; got [8,4]'],
+    ['offsets past the buffer (truncated data)', rawFile({ w: f32([2], [0, 8]) }, new Uint8Array(4)), 'tensor "w": expected data_offsets within the 4-byte data buffer; got [0, 8] (truncated file?)'],
+    ['offsets that disagree with dtype × shape', rawFile({ w: f32([3], [0, 8]) }, new Uint8Array(8)), 'tensor "w": expected 8 bytes from data_offsets [0, 8] to equal F32 size × shape [3] = 12 bytes'],
     [
       'a shape whose size overflows',
       rawFile({ w: f32([2 ** 40, 2 ** 40], [0, 4]) }, new Uint8Array(4)),
       'tensor "w": expected 4 bytes from data_offsets [0, 4] to equal F32 size × shape [1099511627776, 1099511627776] = 4.835703278458517e+24 bytes',
     ],
-    [
-      'overlapping tensors',
-      rawFile({ a: f32([2], [0, 8]), b: f32([2], [4, 12]) }, new Uint8Array(12)),
-      'tensor "b": data_offsets [4, 12] overlap tensor "a" [0, 8]',
-    ],
+    ['overlapping tensors', rawFile({ a: f32([2], [0, 8]), b: f32([2], [4, 12]) }, new Uint8Array(12)), 'tensor "b": data_offsets [4, 12] overlap tensor "a" [0, 8]'],
     [
       'a gap between tensors',
       rawFile({ a: f32([1], [0, 4]), b: f32([1], [8, 12]) }, new Uint8Array(12)),
       'tensor "b": expected data_offsets to begin at 4, right after tensor "a"; got 8 (a gap of 4 bytes)',
     ],
-    [
-      'a first tensor not at 0',
-      rawFile({ a: f32([1], [4, 8]) }, new Uint8Array(8)),
-      'tensor "a": expected data_offsets to begin at 0, right after the buffer start; got 4',
-    ],
+    ['a first tensor not at 0', rawFile({ a: f32([1], [4, 8]) }, new Uint8Array(8)), 'tensor "a": expected data_offsets to begin at 0, right after the buffer start; got 4'],
     [
       'trailing bytes after the last tensor',
       rawFile({ a: f32([1], [0, 4]) }, new Uint8Array(12)),
       'expected the tensors to cover the whole 12-byte data buffer; they end at 4, leaving 8 trailing bytes',
     ],
-    [
-      'metadata that is not an object',
-      rawFile({ __metadata__: ['x'] }),
-      'expected "__metadata__" to be an object of strings; got an array of length 1',
-    ],
+    ['metadata that is not an object', rawFile({ __metadata__: ['x'] }), 'expected "__metadata__" to be an object of strings; got an array of length 1'],
     ['a metadata value that is not a string', rawFile({ __metadata__: { step: 3 } }), 'expected "__metadata__"."step" to be a string; got 3'],
   ];
   it.each(cases)('throws SAFETENSORS_FORMAT on %s', (_, bytes, message) => {

@@ -85,7 +85,21 @@ export const MAX_SAFETENSORS_HEADER_BYTES = 100_000_000;
 // The Rust `Dtype` enum's order (increasing alignment): writers sort by it, descending, then by name.
 // prettier-ignore
 const ELEMENT_BYTES: Record<SafetensorsFormatDtype, number> = {
-  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, I16: 2, U16: 2, F16: 2, BF16: 2, I32: 4, U32: 4, F32: 4, F64: 8, I64: 8, U64: 8,
+  BOOL: 1,
+  U8: 1,
+  I8: 1,
+  F8_E5M2: 1,
+  F8_E4M3: 1,
+  I16: 2,
+  U16: 2,
+  F16: 2,
+  BF16: 2,
+  I32: 4,
+  U32: 4,
+  F32: 4,
+  F64: 8,
+  I64: 8,
+  U64: 8,
 };
 /** Every format dtype in the Rust `Dtype` enum's order (increasing alignment). */
 export const FORMAT_DTYPES = Object.keys(ELEMENT_BYTES) as SafetensorsFormatDtype[];
@@ -311,7 +325,11 @@ export function decodeSafetensorsTensor(info: SafetensorsTensorInfo, data: Uint8
     case 'U8':
       return tf.tensor(Int32Array.from(data), shape, 'int32');
     case 'BOOL':
-      return tf.tensor(Uint8Array.from(data, (b) => (b ? 1 : 0)), shape, 'bool');
+      return tf.tensor(
+        Uint8Array.from(data, (b) => (b ? 1 : 0)),
+        shape,
+        'bool',
+      );
     default: {
       const supported = 'F32, F16, BF16, I64, I32, I8, U8, BOOL';
       throw new PosttrainError('NOT_SUPPORTED', `tensor "${info.name}": expected one of the dtypes tfjs can hold (${supported}); got ${info.dtype}`, {

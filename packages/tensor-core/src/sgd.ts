@@ -58,12 +58,7 @@ export type SGDHyper = SGDOptions;
  * p.assign(next.param);
  * ```
  */
-export function sgdUpdate(
-  param: tf.Tensor,
-  grad: tf.Tensor,
-  momentumBuffer: tf.Tensor | undefined,
-  h: SGDHyper,
-): { param: tf.Tensor; momentumBuffer: tf.Tensor | undefined } {
+export function sgdUpdate(param: tf.Tensor, grad: tf.Tensor, momentumBuffer: tf.Tensor | undefined, h: SGDHyper): { param: tf.Tensor; momentumBuffer: tf.Tensor | undefined } {
   return tf.tidy(() => {
     let d = h.weightDecay !== 0 ? tf.add(grad, tf.mul(param, h.weightDecay)) : grad;
     let buffer: tf.Tensor | undefined;
@@ -109,11 +104,9 @@ export class SGD implements Optimizer {
       throw new PosttrainError('INVALID_OPTION', `SGD: expected nesterov to be a boolean; got ${describe(o.nesterov)}`);
     }
     if (o.nesterov && (this.momentum === 0 || this.dampening !== 0)) {
-      throw new PosttrainError(
-        'INVALID_OPTION',
-        `SGD: Nesterov momentum needs momentum > 0 and dampening 0; got momentum ${this.momentum} and dampening ${this.dampening}`,
-        { help: 'set { momentum: 0.9, dampening: 0 } or nesterov: false' },
-      );
+      throw new PosttrainError('INVALID_OPTION', `SGD: Nesterov momentum needs momentum > 0 and dampening 0; got momentum ${this.momentum} and dampening ${this.dampening}`, {
+        help: 'set { momentum: 0.9, dampening: 0 } or nesterov: false',
+      });
     }
     this.nesterov = o.nesterov;
   }

@@ -41,14 +41,20 @@ describe('wasm kernels agree with cpu', () => {
     });
   }
 
-  it.each([[6, 4], [2, 7]])('fused matMul with bias and transposeB, [%i, 5] × [%i, 5]ᵀ, forward and gradients', async (m, n) => {
+  it.each([
+    [6, 4],
+    [2, 7],
+  ])('fused matMul with bias and transposeB, [%i, 5] × [%i, 5]ᵀ, forward and gradients', async (m, n) => {
     const x = random([m, 5], 3);
     const w = random([n, 5], 4);
     const bias = random([n], 5);
     const upstream = random([m, n], 6);
     const run = () => {
       const f = (xs: tf.Tensor, ws: tf.Tensor, bs: tf.Tensor) =>
-        tf.fused.matMul({ a: xs as tf.Tensor2D, b: ws as tf.Tensor2D, transposeB: true, bias: bs }).mul(upstream()).sum();
+        tf.fused
+          .matMul({ a: xs as tf.Tensor2D, b: ws as tf.Tensor2D, transposeB: true, bias: bs })
+          .mul(upstream())
+          .sum();
       const { value, grads } = tf.valueAndGrads(f)([x(), w(), bias()]);
       return [value, ...grads];
     };
@@ -63,7 +69,17 @@ describe('wasm kernels agree with cpu', () => {
   });
 
   it('UnsortedSegmentSum drops out-of-range ids, as TensorFlow does', async () => {
-    const [out] = await on('wasm', () => tf.unsortedSegmentSum(tf.tensor2d([[1, 2], [3, 4], [5, 6]]), tf.tensor1d([0, 7, -1], 'int32'), 2));
+    const [out] = await on('wasm', () =>
+      tf.unsortedSegmentSum(
+        tf.tensor2d([
+          [1, 2],
+          [3, 4],
+          [5, 6],
+        ]),
+        tf.tensor1d([0, 7, -1], 'int32'),
+        2,
+      ),
+    );
     expect(out.values).toEqual([1, 2, 0, 0]);
   });
 

@@ -57,7 +57,12 @@ describe.skipIf(!gpu)(`WebGPU (${gpu?.adapter ?? 'no adapter'}) agrees with cpu`
     if (gpu?.softwareAdapter) expect((await initBackend('auto')).name).not.toBe('webgpu');
   });
 
-  for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+  for (const [ta, tb] of [
+    [false, false],
+    [true, false],
+    [false, true],
+    [true, true],
+  ] as const) {
     it(`batched matMul transposeA=${ta} transposeB=${tb}`, async () => {
       const a = random(ta ? [3, 5, 7] : [3, 7, 5], 1);
       const b = random(tb ? [3, 4, 5] : [3, 5, 4], 2);
@@ -136,7 +141,7 @@ describe('WebGPU without an adapter', () => {
     const script = [
       `const { initBackend, isPosttrainError } = await import(${JSON.stringify(new URL('./index.ts', import.meta.url).href)});`,
       "try { await initBackend('webgpu'); console.log('unexpected: got an adapter'); }",
-      "catch (e) { console.log(JSON.stringify({ posttrain: isPosttrainError(e), code: e.code, message: e.message })); }",
+      'catch (e) { console.log(JSON.stringify({ posttrain: isPosttrainError(e), code: e.code, message: e.message })); }',
     ].join('\n');
     const tsx = fileURLToPath(new URL('../../../node_modules/tsx/dist/cli.mjs', import.meta.url));
     const { stdout } = await withTempDir('posttrain-webgpu-', async (dir) => {

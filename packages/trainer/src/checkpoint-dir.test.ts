@@ -30,7 +30,10 @@ function setup(n = 4) {
   const parameters = model.trainableParameters();
   const optimizer = new AdamW(parameters, { lr: 0.05, weightDecay: 0 });
   const batches = Array.from({ length: n }, (_, i) => {
-    const x = tf.tensor2d([[i, 1], [1, -i]]);
+    const x = tf.tensor2d([
+      [i, 1],
+      [1, -i],
+    ]);
     const y = tf.tensor2d([[1], [2]]);
     made.push(x, y);
     return { x, y };
@@ -41,7 +44,14 @@ function setup(n = 4) {
     return { lossSum: tf.sum(tf.square(tf.sub(model.forward(x), y))) as tf.Scalar, tokens: 2 };
   };
   const steps_ = () => steps;
-  return Object.defineProperties({ parameters, optimizer, batches, step, progress: 'none' as const }, { steps: { value: steps_, enumerable: false } }) as { parameters: typeof parameters; optimizer: AdamW; batches: Batch[]; step: typeof step; progress: 'none'; steps: () => number };
+  return Object.defineProperties({ parameters, optimizer, batches, step, progress: 'none' as const }, { steps: { value: steps_, enumerable: false } }) as {
+    parameters: typeof parameters;
+    optimizer: AdamW;
+    batches: Batch[];
+    step: typeof step;
+    progress: 'none';
+    steps: () => number;
+  };
 }
 
 /** The id of a process that ran on this machine and has exited. */

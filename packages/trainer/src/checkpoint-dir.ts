@@ -88,7 +88,10 @@ export async function lockCheckpointDir(dir: string, warn: (message: string) => 
     }
     const held = await readLock(path);
     if (held === undefined || held.hostname !== hostname || held.pid === process.pid || isAlive(held.pid) || attempt > 0) {
-      const who = held === undefined ? 'a run whose lock file cannot be read yet' : `process ${held.pid} on ${held.hostname}${held.pid === process.pid && held.hostname === hostname ? ' (this process)' : ''}, since ${held.started}`;
+      const who =
+        held === undefined
+          ? 'a run whose lock file cannot be read yet'
+          : `process ${held.pid} on ${held.hostname}${held.pid === process.pid && held.hostname === hostname ? ' (this process)' : ''}, since ${held.started}`;
       throw new PosttrainError('INVALID_OPTION', `train: expected checkpointDir ${root} to be free; a live run holds it: ${who} (${path})`, {
         help: `wait for that run to end or pass another checkpointDir; if no run is using it (one on another machine that crashed), delete ${path}`,
       });
@@ -134,7 +137,10 @@ export async function rotateCheckpoints(root: string, keep: number, saved: strin
   const fs = await import('node:fs/promises');
   const dir = root.replace(/[/\\]+$/, '') || root;
   const entries = await fs.readdir(dir, { withFileTypes: true });
-  const savedName = saved.replace(/[/\\]+$/, '').split(/[/\\]/).pop();
+  const savedName = saved
+    .replace(/[/\\]+$/, '')
+    .split(/[/\\]/)
+    .pop();
   const steps = entries
     .filter((e) => e.isDirectory() && /^step-\d+$/.test(e.name))
     .map((e) => e.name)

@@ -28,7 +28,10 @@ function setup(seed = 3) {
   const parameters = model.trainableParameters();
   const optimizer = new AdamW(parameters, { lr: 0.05, weightDecay: 0 });
   const batches = Array.from({ length: 8 }, (_, i) => {
-    const x = tf.tensor2d([[i, 1], [1, -i]]);
+    const x = tf.tensor2d([
+      [i, 1],
+      [1, -i],
+    ]);
     const y = tf.tensor2d([[1], [2]]);
     made.push(x, y);
     return { x, y };
@@ -40,7 +43,10 @@ function setup(seed = 3) {
   };
   const weights = () => [...parameters.values()].flatMap((p) => [...p.dataSync()]);
   const steps_ = () => steps;
-  return Object.defineProperties({ parameters, optimizer, batches, step, progress: 'none' as const }, { steps: { value: steps_, enumerable: false }, weights: { value: weights, enumerable: false } }) as { parameters: typeof parameters; optimizer: AdamW; batches: Batch[]; step: typeof step; progress: 'none'; steps: () => number; weights: () => number[] };
+  return Object.defineProperties(
+    { parameters, optimizer, batches, step, progress: 'none' as const },
+    { steps: { value: steps_, enumerable: false }, weights: { value: weights, enumerable: false } },
+  ) as { parameters: typeof parameters; optimizer: AdamW; batches: Batch[]; step: typeof step; progress: 'none'; steps: () => number; weights: () => number[] };
 }
 
 /** A run of 4 steps with accumulation 2 and batch size 2, checkpointed under a fresh root. */

@@ -113,7 +113,10 @@ export async function readTrainerState(dir: string): Promise<TrainerState> {
   try {
     text = await fileSource(dir).readText(TRAINER_STATE_FILE);
   } catch (error) {
-    throw new PosttrainError('INVALID_ARGUMENT', `train: expected to read ${file}; reading it failed (${(error as Error).message.split('\n')[0]})`, { cause: error, help: 'check that the file exists and is readable' });
+    throw new PosttrainError('INVALID_ARGUMENT', `train: expected to read ${file}; reading it failed (${(error as Error).message.split('\n')[0]})`, {
+      cause: error,
+      help: 'check that the file exists and is readable',
+    });
   }
   let state: TrainerState;
   try {
@@ -123,7 +126,11 @@ export async function readTrainerState(dir: string): Promise<TrainerState> {
   }
   const counts = ['step', 'epoch', 'batchInEpoch'] as const;
   if (state === null || typeof state !== 'object' || state.format !== 'posttrain-trainer' || counts.some((k) => !Number.isInteger(state[k]) || state[k] < 0)) {
-    throw new PosttrainError('INVALID_ARGUMENT', `train: expected ${file} to be a posttrain trainer state (format "posttrain-trainer", integer step, epoch and batchInEpoch); got ${JSON.stringify(state).slice(0, 200)}`, { help: damaged });
+    throw new PosttrainError(
+      'INVALID_ARGUMENT',
+      `train: expected ${file} to be a posttrain trainer state (format "posttrain-trainer", integer step, epoch and batchInEpoch); got ${JSON.stringify(state).slice(0, 200)}`,
+      { help: damaged },
+    );
   }
   return state;
 }
@@ -150,9 +157,13 @@ export interface ResumePlan {
  */
 export function checkResume(state: TrainerState, dir: string, plan: ResumePlan): void {
   if (plan.maxSteps !== undefined && plan.maxSteps <= state.step) {
-    throw new PosttrainError('INVALID_OPTION', `train: expected maxSteps above the step of the checkpoint to resume from (${dir}, step ${state.step}); got maxSteps ${plan.maxSteps}, which would run no step`, {
-      help: `maxSteps counts every step of the run, those before the checkpoint included: pass maxSteps > ${state.step}, or use the checkpoint as it is`,
-    });
+    throw new PosttrainError(
+      'INVALID_OPTION',
+      `train: expected maxSteps above the step of the checkpoint to resume from (${dir}, step ${state.step}); got maxSteps ${plan.maxSteps}, which would run no step`,
+      {
+        help: `maxSteps counts every step of the run, those before the checkpoint included: pass maxSteps > ${state.step}, or use the checkpoint as it is`,
+      },
+    );
   }
   for (const key of ['gradientAccumulationSteps', 'batchSize'] as const) {
     const saved = state[key];

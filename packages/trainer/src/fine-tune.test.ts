@@ -13,7 +13,23 @@ describe('defaultFineTuneTrainerOptions', () => {
   it('is frozen and holds exactly the pass-through options', () => {
     expect(Object.isFrozen(defaultFineTuneTrainerOptions)).toBe(true);
     expect(Object.keys(defaultFineTuneTrainerOptions).sort()).toEqual(
-      ['callbacks', 'checkpointDir', 'checkpointEvery', 'epochs', 'evalEvery', 'gradientAccumulationSteps', 'logEvery', 'logFile', 'maxGradNorm', 'maxSteps', 'progress', 'progressStream', 'resumeFrom', 'saveTotalLimit', 'signal'].sort(),
+      [
+        'callbacks',
+        'checkpointDir',
+        'checkpointEvery',
+        'epochs',
+        'evalEvery',
+        'gradientAccumulationSteps',
+        'logEvery',
+        'logFile',
+        'maxGradNorm',
+        'maxSteps',
+        'progress',
+        'progressStream',
+        'resumeFrom',
+        'saveTotalLimit',
+        'signal',
+      ].sort(),
     );
     expect(defaultFineTuneTrainerOptions.maxGradNorm).toBe(1);
   });
@@ -66,7 +82,12 @@ describe('shuffledOrder', () => {
   });
 
   it("is Rng.shuffle's permutation, the one implementation (so the learning proofs' orders are unchanged)", () => {
-    for (const [seed, epoch, n] of [[0, 0, 16], [5, 2, 20], [-7, 9, 1000], [123456, 0, 64]]) {
+    for (const [seed, epoch, n] of [
+      [0, 0, 16],
+      [5, 2, 20],
+      [-7, 9, 1000],
+      [123456, 0, 64],
+    ]) {
       expect(shuffledOrder(seed, epoch, n)).toEqual(new Rng((seed ^ Math.imul(epoch + 1, 0x9e3779b1)) | 0).shuffle(Array.from({ length: n }, (_, i) => i)));
     }
   });
@@ -116,12 +137,28 @@ describe('shuffledBatches', () => {
   it('slices the shuffled order into batches and disposes each when the consumer moves on or stops', () => {
     const made: number[][] = [];
     const disposed: number[][] = [];
-    const all = [...shuffledBatches(4, 1, 7, 3, (ix) => (made.push(ix), ix), (b) => disposed.push(b))];
+    const all = [
+      ...shuffledBatches(
+        4,
+        1,
+        7,
+        3,
+        (ix) => (made.push(ix), ix),
+        (b) => disposed.push(b),
+      ),
+    ];
     expect(all.map((b) => b.length)).toEqual([3, 3, 1]);
     expect(all.flat()).toEqual(shuffledOrder(4, 1, 7));
     expect(disposed).toEqual(made);
     disposed.length = 0;
-    const it = shuffledBatches(4, 1, 7, 3, (ix) => ix, (b) => disposed.push(b));
+    const it = shuffledBatches(
+      4,
+      1,
+      7,
+      3,
+      (ix) => ix,
+      (b) => disposed.push(b),
+    );
     const first = it.next().value;
     it.return(undefined); // a consumer that stops early still frees the batch it holds
     expect(disposed).toEqual([first]);
@@ -168,7 +205,12 @@ describe('fineTune', () => {
   it('trains with AdamW, learns, and disposes its optimizer', async () => {
     manualSeed(1);
     const model = new Linear(2, 1);
-    const x = tf.tensor2d([[1, 0], [0, 1], [1, 1], [2, -1]]);
+    const x = tf.tensor2d([
+      [1, 0],
+      [0, 1],
+      [1, 1],
+      [2, -1],
+    ]);
     const y = tf.tensor2d([[1], [-1], [0], [3]]);
     const step = (): StepOutput => ({ lossSum: tf.sum(tf.square(tf.sub(model.forward(x), y))) as tf.Scalar, tokens: 4 });
     const mse = () => tf.tidy(() => tf.mean(tf.square(tf.sub(model.forward(x), y))).dataSync()[0]);

@@ -17,7 +17,21 @@ import { defaultTrainOptions, type StepOutput, type TrainableModel, type TrainRe
  */
 export type FineTuneTrainerOptions = Pick<
   TrainTunables,
-  'gradientAccumulationSteps' | 'maxSteps' | 'epochs' | 'maxGradNorm' | 'evalEvery' | 'callbacks' | 'logFile' | 'progress' | 'progressStream' | 'logEvery' | 'checkpointDir' | 'checkpointEvery' | 'saveTotalLimit' | 'resumeFrom' | 'signal'
+  | 'gradientAccumulationSteps'
+  | 'maxSteps'
+  | 'epochs'
+  | 'maxGradNorm'
+  | 'evalEvery'
+  | 'callbacks'
+  | 'logFile'
+  | 'progress'
+  | 'progressStream'
+  | 'logEvery'
+  | 'checkpointDir'
+  | 'checkpointEvery'
+  | 'saveTotalLimit'
+  | 'resumeFrom'
+  | 'signal'
 >;
 
 /**
@@ -80,8 +94,10 @@ export function checkFineTuneOptions(
   owner: string,
   o: FineTuneTrainerOptions & OptimizerTunables & { batchSize: number; seed: number; maxLength?: number | null; maxPromptLength?: number | null; maxCompletionLength?: number | null },
 ): void {
-  const int = (name: 'batchSize' | 'epochs' | 'warmupSteps' | 'gradientAccumulationSteps' | 'maxSteps' | 'evalEvery' | 'logEvery' | 'saveTotalLimit' | 'maxLength' | 'maxPromptLength' | 'maxCompletionLength', min: number) =>
-    checkNumber(owner, name, o[name], `an integer ≥ ${min}`, (v) => Number.isInteger(v) && v >= min);
+  const int = (
+    name: 'batchSize' | 'epochs' | 'warmupSteps' | 'gradientAccumulationSteps' | 'maxSteps' | 'evalEvery' | 'logEvery' | 'saveTotalLimit' | 'maxLength' | 'maxPromptLength' | 'maxCompletionLength',
+    min: number,
+  ) => checkNumber(owner, name, o[name], `an integer ≥ ${min}`, (v) => Number.isInteger(v) && v >= min);
   int('batchSize', 1);
   int('epochs', 1);
   int('warmupSteps', 0);
@@ -97,7 +113,8 @@ export function checkFineTuneOptions(
   checkNumber(owner, 'weightDecay', o.weightDecay, 'a number ≥ 0', (v) => v >= 0);
   checkNumber(owner, 'seed', o.seed, 'an integer', Number.isInteger);
   if (o.maxGradNorm !== null) checkNumber(owner, 'maxGradNorm', o.maxGradNorm, 'a number > 0 or null', (v) => v > 0);
-  if (!['constant', 'linear', 'cosine'].includes(o.schedule)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected schedule to be 'constant', 'linear' or 'cosine'; got ${JSON.stringify(o.schedule)}`);
+  if (!['constant', 'linear', 'cosine'].includes(o.schedule))
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected schedule to be 'constant', 'linear' or 'cosine'; got ${JSON.stringify(o.schedule)}`);
 }
 
 /**

@@ -111,13 +111,19 @@ describe('train', () => {
     });
     expect(calls).toEqual(['step 1', 'step 2', 'eval 2', 'step 3', 'step 4', 'eval 4', 'step 5', 'end 5']);
     expect(result.evals.map((r) => r.eval_heldOutLoss)).toEqual([0.5, 0.25]);
-    const lines = readFileSync(logFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync(logFile, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const trainLines = lines.filter((l) => l.kind === 'train');
     expect(trainLines).toHaveLength(5);
     for (const l of trainLines) {
       for (const key of ['step', 'epoch', 'loss', 'learning_rate', 'grad_norm', 'tokens', 'tokens_per_second', 'elapsed', 'mae']) expect(typeof l[key]).toBe('number');
     }
-    expect(lines.filter((l) => l.kind === 'eval').map((l) => [l.step, l.eval_heldOutLoss])).toEqual([[2, 0.5], [4, 0.25]]);
+    expect(lines.filter((l) => l.kind === 'eval').map((l) => [l.step, l.eval_heldOutLoss])).toEqual([
+      [2, 0.5],
+      [4, 0.25],
+    ]);
     expect(lines.at(-1)).toMatchObject({ kind: 'end', step: 5, stoppedBy: 'data' });
   });
 
@@ -129,7 +135,16 @@ describe('train', () => {
     };
     const logFile = join(dir, 'units', 'metrics.jsonl');
     let text = '';
-    const result = await train({ parameters, optimizer, step: asPairs, batches: makeBatches([4, 4, 2, 2]), gradientAccumulationSteps: 2, logFile, progress: 'lines', progressStream: { write: (t: string) => (text += t) } });
+    const result = await train({
+      parameters,
+      optimizer,
+      step: asPairs,
+      batches: makeBatches([4, 4, 2, 2]),
+      gradientAccumulationSteps: 2,
+      logFile,
+      progress: 'lines',
+      progressStream: { write: (t: string) => (text += t) },
+    });
     expect(result.history.map((r) => r.pairs)).toEqual([8, 4]);
     expect(result.history.map((r) => r.num_tokens)).toEqual([80, 120]); // a running total, as TRL's
     expect(result.history.map((r) => r.epoch)).toEqual([0.5, 1]);
@@ -138,7 +153,10 @@ describe('train', () => {
       expect(r.tokens).toBeUndefined();
       expect(r.tokens_per_second).toBeUndefined();
     }
-    const lines = readFileSync(logFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync(logFile, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(Object.keys(lines[0]).sort()).toEqual(['elapsed', 'epoch', 'grad_norm', 'kind', 'learning_rate', 'loss', 'mae', 'num_tokens', 'pairs', 'pairs_per_second', 'step']);
     expect(text).toMatch(/grad_norm \d+\.\d{3} pairs\/s \d+ elapsed/);
   });
@@ -146,11 +164,22 @@ describe('train', () => {
   it('keeps eval_ names as they are, and refuses a step output with no unit, two units, or a unit that changes', async () => {
     const a = setup();
     const kept = await train({ ...a, batches: makeBatches([4, 4]), evalEvery: 1, evaluate: () => ({ eval_loss: 1, accuracy: 0.5 }), ...quiet });
-    expect(Object.keys(kept.evals[0]).filter((k) => k.startsWith('eval_')).sort()).toEqual(['eval_accuracy', 'eval_loss']);
+    expect(
+      Object.keys(kept.evals[0])
+        .filter((k) => k.startsWith('eval_'))
+        .sort(),
+    ).toEqual(['eval_accuracy', 'eval_loss']);
     const rejection = async (make: (loss: (b: Batch) => tf.Scalar) => (b: Batch, c: StepContext) => StepOutput) => {
       const b = setup();
       const before = tf.memory().numTensors;
-      const error = await train({ parameters: b.parameters, optimizer: b.optimizer, step: make((batch) => b.step(batch).lossSum), batches: makeBatches([4, 4]), gradientAccumulationSteps: 2, ...quiet }).catch((e: unknown) => e as Error & { code?: string });
+      const error = await train({
+        parameters: b.parameters,
+        optimizer: b.optimizer,
+        step: make((batch) => b.step(batch).lossSum),
+        batches: makeBatches([4, 4]),
+        gradientAccumulationSteps: 2,
+        ...quiet,
+      }).catch((e: unknown) => e as Error & { code?: string });
       expect(tf.memory().numTensors - before).toBe(4); // the x and y of the 2 batches made above; nothing of the failed step is left
       expect(isPosttrainError(error)).toBe(true);
       return error as Error & { code?: string };
@@ -159,7 +188,11 @@ describe('train', () => {
     expect(none.message).toMatch(/^train: expected step to return exactly one of tokens, sequences or pairs \(how many units its lossSum sums over\); got none at optimizer step 1, micro-batch 0/);
     const two = await rejection((loss) => (batch) => ({ lossSum: loss(batch), tokens: 4, pairs: 2 }) as unknown as StepOutput);
     expect(two.message).toMatch(/got tokens and pairs at optimizer step 1/);
-    const changing = await rejection((loss) => (batch, { microBatch }) => (microBatch === 0 ? { lossSum: loss(batch), tokens: 4 } : { lossSum: loss(batch), pairs: 4 }));
+    const changing = await rejection(
+      (loss) =>
+        (batch, { microBatch }) =>
+          microBatch === 0 ? { lossSum: loss(batch), tokens: 4 } : { lossSum: loss(batch), pairs: 4 },
+    );
     expect(changing.code).toBe('INVALID_ARGUMENT');
     expect(changing.message).toMatch(/expected every micro-batch of a step to count the same loss unit; got tokens and then pairs at optimizer step 1, micro-batch 1/);
   });
@@ -177,7 +210,12 @@ describe('train', () => {
     text = '';
     const c = setup();
     await train({ ...c, batches: makeBatches(Array(7).fill(4)), progress: 'lines', progressStream: stream, logEvery: 3 });
-    expect(text.trim().split('\n').map((l) => l.split(' ')[1])).toEqual(['1/7', '3/7', '6/7', '7/7']);
+    expect(
+      text
+        .trim()
+        .split('\n')
+        .map((l) => l.split(' ')[1]),
+    ).toEqual(['1/7', '3/7', '6/7', '7/7']);
     text = '';
     const d = setup();
     await train({ ...d, batches: makeBatches(Array(40).fill(4)), progress: 'lines', progressStream: stream });
@@ -205,7 +243,15 @@ describe('train', () => {
   it('leaks no tensors: the count after 6 steps equals the count after 1', async () => {
     const { parameters, optimizer, step } = setup();
     const counts: number[] = [];
-    await train({ parameters, optimizer, step, batches: makeBatches(Array(12).fill(3)), gradientAccumulationSteps: 2, callbacks: { onStep: () => void counts.push(tf.memory().numTensors) }, ...quiet });
+    await train({
+      parameters,
+      optimizer,
+      step,
+      batches: makeBatches(Array(12).fill(3)),
+      gradientAccumulationSteps: 2,
+      callbacks: { onStep: () => void counts.push(tf.memory().numTensors) },
+      ...quiet,
+    });
     expect(counts).toHaveLength(6);
     expect(new Set(counts).size).toBe(1);
   });
@@ -213,7 +259,15 @@ describe('train', () => {
   it('stops after the current step when the signal aborts, and takes parameters from model', async () => {
     const { model, optimizer, step } = setup();
     const controller = new AbortController();
-    const result = await train({ model, optimizer, step, batches: makeBatches(Array(6).fill(4)), signal: controller.signal, callbacks: { onStep: (r) => (r.step === 2 ? controller.abort() : undefined) }, ...quiet });
+    const result = await train({
+      model,
+      optimizer,
+      step,
+      batches: makeBatches(Array(6).fill(4)),
+      signal: controller.signal,
+      callbacks: { onStep: (r) => (r.step === 2 ? controller.abort() : undefined) },
+      ...quiet,
+    });
     expect([result.steps, result.stoppedBy]).toEqual([2, 'aborted']);
   });
 
@@ -226,10 +280,12 @@ describe('train', () => {
 
 describe('checkpoints', () => {
   // A step that draws from the context's generator (like dropout), so resuming must restore it too.
-  const noisy = (step: (b: Batch, c: StepContext) => StepOutput) => (batch: Batch, context: StepContext): StepOutput => {
-    const out = step(batch, context);
-    return { ...out, lossSum: tf.mul(out.lossSum, 1 + 0.1 * context.rng.uniform()) as tf.Scalar };
-  };
+  const noisy =
+    (step: (b: Batch, c: StepContext) => StepOutput) =>
+    (batch: Batch, context: StepContext): StepOutput => {
+      const out = step(batch, context);
+      return { ...out, lossSum: tf.mul(out.lossSum, 1 + 0.1 * context.rng.uniform()) as tf.Scalar };
+    };
 
   it('writes complete checkpoints atomically, and resume refuses one without trainer_state.json', async () => {
     const root = join(dir, 'ckpt-files');

@@ -227,9 +227,13 @@ async function runStep<B>(o: ReturnType<typeof resolveTrainOptions<B>>, reader: 
       try {
         microUnit = unitOf(output, step, micro);
         if (unit !== undefined && microUnit !== unit) {
-          throw new PosttrainError('INVALID_ARGUMENT', `train: expected every micro-batch of a step to count the same loss unit; got ${unit} and then ${microUnit} at optimizer step ${step + 1}, micro-batch ${micro}`, {
-            help: 'return the same one of tokens, sequences or pairs from every call of step',
-          });
+          throw new PosttrainError(
+            'INVALID_ARGUMENT',
+            `train: expected every micro-batch of a step to count the same loss unit; got ${unit} and then ${microUnit} at optimizer step ${step + 1}, micro-batch ${micro}`,
+            {
+              help: 'return the same one of tokens, sequences or pairs from every call of step',
+            },
+          );
         }
       } catch (error) {
         tf.dispose([value, ...kept]);
@@ -247,14 +251,24 @@ async function runStep<B>(o: ReturnType<typeof resolveTrainOptions<B>>, reader: 
       }
       const [loss, microCount, microInputTokens] = read;
       if (!Number.isFinite(loss)) {
-        throw nonFinite(`train: the loss of optimizer step ${step + 1} is ${loss} at micro-batch ${micro} of ${accumulation} (0-based; epoch ${reader.epoch}, batch ${reader.batchInEpoch - 1})`, step + 1, micro);
+        throw nonFinite(
+          `train: the loss of optimizer step ${step + 1} is ${loss} at micro-batch ${micro} of ${accumulation} (0-based; epoch ${reader.epoch}, batch ${reader.batchInEpoch - 1})`,
+          step + 1,
+          micro,
+        );
       }
       if (!Number.isFinite(microCount) || microCount < 0) {
-        throw new PosttrainError('INVALID_ARGUMENT', `train: expected step to return ${microUnit} ≥ 0 (the loss ${microUnit} of the micro-batch); got ${microCount} at optimizer step ${step + 1}, micro-batch ${micro}`);
+        throw new PosttrainError(
+          'INVALID_ARGUMENT',
+          `train: expected step to return ${microUnit} ≥ 0 (the loss ${microUnit} of the micro-batch); got ${microCount} at optimizer step ${step + 1}, micro-batch ${micro}`,
+        );
       }
       if (output.inputTokens !== undefined) {
         if (!Number.isFinite(microInputTokens) || microInputTokens < 0) {
-          throw new PosttrainError('INVALID_ARGUMENT', `train: expected step to return inputTokens ≥ 0 (the non-padding input tokens of the micro-batch) or none; got ${microInputTokens} at optimizer step ${step + 1}, micro-batch ${micro}`);
+          throw new PosttrainError(
+            'INVALID_ARGUMENT',
+            `train: expected step to return inputTokens ≥ 0 (the non-padding input tokens of the micro-batch) or none; got ${microInputTokens} at optimizer step ${step + 1}, micro-batch ${micro}`,
+          );
         }
         inputTokens = (inputTokens ?? 0) + microInputTokens;
       }
@@ -269,7 +283,10 @@ async function runStep<B>(o: ReturnType<typeof resolveTrainOptions<B>>, reader: 
       });
     }
     for (const [path, g] of sums) {
-      sums.set(path, tf.tidy(() => tf.div(g, count)));
+      sums.set(
+        path,
+        tf.tidy(() => tf.div(g, count)),
+      );
       g.dispose();
     }
     const gradNorm = await clipGradNormAsync(sums, o.maxGradNorm ?? Number.MAX_VALUE);
@@ -289,9 +306,13 @@ async function runStep<B>(o: ReturnType<typeof resolveTrainOptions<B>>, reader: 
 function unitOf(out: StepOutput, step: number, micro: number): LossUnit {
   const given = LOSS_UNITS.filter((u) => (out as Partial<Record<LossUnit, unknown>>)[u] !== undefined);
   if (given.length !== 1) {
-    throw new PosttrainError('INVALID_ARGUMENT', `train: expected step to return exactly one of tokens, sequences or pairs (how many units its lossSum sums over); got ${given.length === 0 ? 'none' : given.join(' and ')} at optimizer step ${step + 1}, micro-batch ${micro}`, {
-      help: 'for example { lossSum, tokens: labelTokens } for a language-modelling loss, { lossSum, pairs: B } for a pairwise one',
-    });
+    throw new PosttrainError(
+      'INVALID_ARGUMENT',
+      `train: expected step to return exactly one of tokens, sequences or pairs (how many units its lossSum sums over); got ${given.length === 0 ? 'none' : given.join(' and ')} at optimizer step ${step + 1}, micro-batch ${micro}`,
+      {
+        help: 'for example { lossSum, tokens: labelTokens } for a language-modelling loss, { lossSum, pairs: B } for a pairwise one',
+      },
+    );
   }
   return given[0];
 }

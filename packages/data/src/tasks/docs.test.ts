@@ -18,7 +18,11 @@ describe('task doc examples', () => {
     expect(additionTask.verify('12+7=', '18')).toEqual({ correct: false, score: 0.5 });
     expect(additionTask.preferencePair({ prompt: '58+67=', answer: '125', metadata: {} }, 2).rejected).toBe('115');
     const reversals = reversalTask.generate(0, 3);
-    expect(reversals.map((e) => [e.prompt, e.answer])).toEqual([['cafa>', 'afac'], ['ace>', 'eca'], ['ha>', 'ah']]);
+    expect(reversals.map((e) => [e.prompt, e.answer])).toEqual([
+      ['cafa>', 'afac'],
+      ['ace>', 'eca'],
+      ['ha>', 'ah'],
+    ]);
     expect(reversalTask.verify('abc>', 'cab')).toEqual({ correct: false, score: 1 / 3 });
     expect(reversalTask.preferencePair(reversals[0], 0)).toEqual({ prompt: 'cafa>', chosen: 'afac', rejected: 'cafa' });
     const sorts = sortingTask.generate(0, 3);

@@ -143,7 +143,10 @@ export function defineVerifiableTask<O extends object, M extends object>(spec: V
     preferencePair(example, rng) {
       const rejected = spec.reject(example, toRng(`${name}.preferencePair`, rng));
       if (rejected.length !== example.answer.length || task.verify(example, rejected).correct) {
-        throw new PosttrainError('INVALID_ARGUMENT', `${name}.preferencePair: expected a wrong answer of length ${example.answer.length} for ${JSON.stringify(example.prompt)}; got ${JSON.stringify(rejected)}`);
+        throw new PosttrainError(
+          'INVALID_ARGUMENT',
+          `${name}.preferencePair: expected a wrong answer of length ${example.answer.length} for ${JSON.stringify(example.prompt)}; got ${JSON.stringify(rejected)}`,
+        );
       }
       return { prompt: example.prompt, chosen: example.answer, rejected };
     },

@@ -9,7 +9,10 @@ export const tokenizer = new ByteTokenizer();
 
 /** A 1-layer Llama of ~18k parameters for the byte tokenizer; the same seed gives the same weights. */
 export const tinyModel = (seed = 1): PretrainedModel =>
-  createModel({ modelType: 'llama', vocabSize: tokenizer.vocabSize, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, maxPositions: 32, tieWordEmbeddings: true }, { seed });
+  createModel(
+    { modelType: 'llama', vocabSize: tokenizer.vocabSize, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, maxPositions: 32, tieWordEmbeddings: true },
+    { seed },
+  );
 
 /** Reversal preference pairs of 3–4 letters: rejected is the string unreversed or two letters swapped. */
 export const reversalPairs = (seed: number, count: number): DpoRecord[] =>

@@ -36,7 +36,13 @@ export function loadReference(name: string): Record<string, ReferenceCase> {
 
 /** A new tensor from a fixture entry. */
 export function decode(e: Encoded): tf.Tensor {
-  return e.dtype === 'bool' ? tf.tensor(e.data.map((v) => v !== 0), e.shape, 'bool') : tf.tensor(e.data, e.shape, e.dtype);
+  return e.dtype === 'bool'
+    ? tf.tensor(
+        e.data.map((v) => v !== 0),
+        e.shape,
+        'bool',
+      )
+    : tf.tensor(e.data, e.shape, e.dtype);
 }
 
 /** Expects max|actual − expected| ≤ TOLERANCE · max(1, max|expected|), shapes equal; NaN fails. */

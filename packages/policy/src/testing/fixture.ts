@@ -38,7 +38,21 @@ export const decode = (e: Encoded): tf.Tensor => tf.tensor(e.data, e.shape, e.dt
  */
 export function tableModel(table: tf.Variable): CausalLM {
   const [V] = table.shape;
-  const config = { modelType: 'table', vocabSize: V, hiddenSize: V, intermediateSize: V, numLayers: 0, numHeads: 1, numKvHeads: 1, headDim: V, maxPositions: 64, bosTokenId: null, eosTokenId: null, padTokenId: null, tieWordEmbeddings: false } satisfies ModelConfig;
+  const config = {
+    modelType: 'table',
+    vocabSize: V,
+    hiddenSize: V,
+    intermediateSize: V,
+    numLayers: 0,
+    numHeads: 1,
+    numKvHeads: 1,
+    headDim: V,
+    maxPositions: 64,
+    bosTokenId: null,
+    eosTokenId: null,
+    padTokenId: null,
+    tieWordEmbeddings: false,
+  } satisfies ModelConfig;
   return {
     config,
     forward: (ids: tf.Tensor) => {

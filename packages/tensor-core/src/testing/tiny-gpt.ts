@@ -16,7 +16,6 @@ export interface TinyGptConfig {
   maxPositions: number;
 }
 
-
 class Attention extends Module {
   readonly qkv: Linear;
   readonly proj: Linear;
@@ -35,7 +34,10 @@ class Attention extends Module {
     const hd = this.hidden / this.heads;
     const split = (m: tf.Tensor) => m.reshape([b, t, this.heads, hd]).transpose([0, 2, 1, 3]); // [B, H, T, hd]
     const [q, k, v] = tf.split(this.qkv.forward(x), 3, -1).map(split);
-    const scores = tf.matMul(q, k, false, true).mul(1 / Math.sqrt(hd)).add(mask); // [B, H, T, T]
+    const scores = tf
+      .matMul(q, k, false, true)
+      .mul(1 / Math.sqrt(hd))
+      .add(mask); // [B, H, T, T]
     const out = tf.matMul(tf.softmax(scores), v); // [B, H, T, hd]
     return this.proj.forward(out.transpose([0, 2, 1, 3]).reshape([b, t, this.hidden]));
   }
@@ -71,7 +73,10 @@ export class TinyGpt extends Module {
   readonly lnF: LayerNorm;
   private readonly masks = new Map<number, tf.Tensor>();
 
-  constructor(readonly config: TinyGptConfig, seed = 0) {
+  constructor(
+    readonly config: TinyGptConfig,
+    seed = 0,
+  ) {
     super();
     const rng = new Rng(seed);
     const { vocabSize, hiddenSize, numHeads, numLayers, maxPositions } = config;

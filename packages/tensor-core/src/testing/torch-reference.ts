@@ -89,7 +89,11 @@ export function checkAgainstTorch(layer: Forward, c: ReferenceCase, input: 'x' |
   expectClose(value.dataSync(), [refLoss], TORCH_TOLERANCE, 'loss vs torch');
 
   if (x instanceof tf.Variable) compareWithTorch(grads[x.name], c.grads.x, 'grad x');
-  expect(Object.keys(c.grads).filter((k) => k !== 'x').sort()).toEqual(named.map(([k]) => k).sort());
+  expect(
+    Object.keys(c.grads)
+      .filter((k) => k !== 'x')
+      .sort(),
+  ).toEqual(named.map(([k]) => k).sort());
   for (const [path, p] of named) compareWithTorch(grads[p.name], c.grads[path], `grad ${path}`);
   tf.dispose([x, upstream, y, value, ...Object.values(grads)]);
 }
