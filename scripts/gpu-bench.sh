@@ -13,6 +13,13 @@
 # and call the tool as: run(command: 'bash scripts/gpu-bench.sh device', carry: ['.gpu', '.gl'], timeout_s: 420).
 # .gpu/ and .gl/ are listed in .git/info/exclude (never committed).
 #
+# What comes back: latest.json (bench/results/latest.json with the webgpu training runs merged in
+# by the bench's --merge), webgpu-nocheck*.json (indicative, see build), log.txt. To take it in:
+#   cp <files_at>/latest.json bench/results/latest.json
+#   npm run bench -- --backends none --merge   # the bench's own merge again: measures nothing, keeps
+#                                              # every run, and puts back this machine's `machine` block
+#                                              # (where the wasm/cpu runs were taken) and torch.json.
+#
 # The bundle: esbuild inlines bench/run.ts and every JS dependency (workspace packages from source,
 # condition @posttrain/source) into one ESM file. Two things stay outside it: the native `webgpu`
 # package (Dawn), loaded by backend.ts through a dynamic import of a computed name, so Node resolves
