@@ -51,7 +51,9 @@ async function runMode(mode: Mode, steps: number): Promise<{ seconds: number[]; 
       mode === 'sft'
         ? await sftTrain({ ...common, train: data.map((r) => ({ prompt: r.prompt, completion: r.chosen })) })
         : await dpoTrain({ ...common, train: data, reference: (copy ? { model: copy } : mode) as DpoTrainOptions['reference'] });
-    return { seconds: result.history.map((r) => (r.pairs ?? 0) / Math.max(r.pairs_per_second ?? 1, 1e-9)), loss: result.loss, weightBytes };
+    // Each step's time from its units and their rate: tokens for SFT, pairs for DPO.
+    const unit = mode === 'sft' ? 'tokens' : 'pairs';
+    return { seconds: result.history.map((r) => Number(r[unit] ?? 0) / Math.max(Number(r[`${unit}_per_second`] ?? 1), 1e-9)), loss: result.loss, weightBytes };
   } finally {
     model.dispose();
     copy?.dispose();

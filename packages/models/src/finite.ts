@@ -4,24 +4,25 @@ import { PosttrainError, formatShape, tf } from '@posttrain/tensor-core';
 /**
  * Throws `NON_FINITE` naming the first float tensor of `tensors` (in key order) that holds a NaN or
  * an infinity, with how many of each and the first bad index. One reduction per tensor
- * (Σ (x − x), NaN exactly when some x is not finite), read back once for all of them.
+ * (Σ (x − x), NaN exactly when some x is not finite), read back once for all of them, asynchronously
+ * (WebGPU in Node has no synchronous read).
  *
  * @example
  * ```ts
- * checkFiniteWeights({ 'lm_head.weight': tf.tensor([1, NaN]) }, './tiny'); // throws NON_FINITE naming lm_head.weight
+ * await checkFiniteWeights({ 'lm_head.weight': tf.tensor([1, NaN]) }, './tiny'); // rejects with NON_FINITE naming lm_head.weight
  * ```
  */
-export function checkFiniteWeights(tensors: Readonly<Record<string, tf.Tensor>>, where: string): void {
+export async function checkFiniteWeights(tensors: Readonly<Record<string, tf.Tensor>>, where: string): Promise<void> {
   const keys = Object.keys(tensors).filter((k) => tensors[k].dtype === 'float32' && tensors[k].size > 0);
   if (keys.length === 0) return;
   const sums = keys.map((k) => tf.tidy(() => tf.sum(tf.sub(tensors[k], tensors[k]))));
   const stacked = tf.stack(sums);
-  const flags = stacked.dataSync();
+  const flags = await stacked.data();
   tf.dispose([stacked, ...sums]);
   const bad = keys.findIndex((_, i) => Number.isNaN(flags[i]));
   if (bad < 0) return;
   const key = keys[bad];
-  const values = tensors[key].dataSync();
+  const values = await tensors[key].data();
   let nan = 0;
   let inf = 0;
   let first = -1;

@@ -80,8 +80,8 @@ export function checkTokenIds(inputIds: tf.Tensor, limits: InputLimits, onHost =
 
 /**
  * The checks of every forward: the sequence (cached positions plus new ones) fits the model's
- * context, and every token id is in its vocabulary. Throws `INVALID_ARGUMENT` naming the lengths or
- * the id.
+ * context, and, on the host backends (cpu, wasm), every token id is in its vocabulary. Throws
+ * `INVALID_ARGUMENT` naming the lengths or the id.
  *
  * @example
  * ```ts
@@ -99,5 +99,8 @@ export function checkForwardInputs(inputIds: tf.Tensor, options: ForwardOptions,
       { help: 'shorten the input (truncate records with maxLength, or the prompt) or generate fewer tokens' },
     );
   }
-  checkTokenIds(inputIds, limits);
+  // On a GPU the ids would need a synchronous read-back, which WebGPU in Node does not offer
+  // (`dataSync` throws) and which would stall every step elsewhere: there the ids are checked on the
+  // host where they are made (collators and tokenize functions with `vocabSize`, and `generate`).
+  if (HOST_BACKENDS.has(tf.getBackend())) checkTokenIds(inputIds, limits, true);
 }

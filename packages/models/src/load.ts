@@ -195,7 +195,7 @@ export async function loadModel(from: FileSource | FileSourceInput, options: Par
   const model = build(config, 0, !strict); // strict: zeros, as the checkpoint overwrites every weight
   try {
     const named = normaliseKeys(tensors, model);
-    if (!allowNonFinite) checkFiniteWeights(named, source.describe());
+    if (!allowNonFinite) await checkFiniteWeights(named, source.describe());
     const { missingKeys, unexpectedKeys } = loadWeights(model, named, strict, source.describe());
     const list = (keys: string[]) => `${keys.slice(0, 8).join(', ')}${keys.length > 8 ? `, … (${keys.length} in all)` : ''}`;
     if (missingKeys.length > 0)

@@ -269,7 +269,7 @@ describe('stateDict and loadStateDict', () => {
     m.dispose();
   });
 
-  it('strict: missing and unexpected keys alone suggest { strict: false }', () => {
+  it('strict: missing and unexpected keys alone suggest loadStateDict(tensors, { strict: false })', () => {
     const m = new WithBuffers();
     const scale = tf.ones([2]);
     const error = thrown(() => m.loadStateDict({ scale, extra: scale }));
@@ -278,7 +278,7 @@ describe('stateDict and loadStateDict', () => {
         'state dict does not match the module:',
         '  missing keys (5): offset, runningMean, steps, inner.weight, inner.bias',
         '  unexpected keys (1): extra',
-        'help: pass { strict: false } to load a partial state dict',
+        'help: loadStateDict(tensors, { strict: false }) loads a partial state dict and returns the missing and unexpected keys',
       ].join('\n'),
     );
     expect(values(m.scale)).toEqual([1, 2]);
