@@ -13,8 +13,8 @@
 # and call the tool as: run(command: 'bash scripts/gpu-bench.sh device', carry: ['.gpu', '.gl'], timeout_s: 420).
 # .gpu/ and .gl/ are listed in .git/info/exclude (never committed).
 #
-# What comes back: latest.json (bench/results/latest.json with the webgpu training runs merged in
-# by the bench's --merge), webgpu-nocheck*.json (indicative, see build), log.txt. To take it in:
+# What comes back: latest.json (bench/results/latest.json with the webgpu runs merged in by the
+# bench's --merge), log.txt. To take it in:
 #   cp <files_at>/latest.json bench/results/latest.json
 #   npm run bench -- --backends none --merge   # the bench's own merge again: measures nothing, keeps
 #                                              # every run, and puts back this machine's `machine` block
@@ -37,28 +37,6 @@ build() {
   npx esbuild bench/run.ts --bundle --platform=node --format=esm --target=node20 \
     --conditions=@posttrain/source --external:webgpu --ignore-annotations --log-level=warning \
     "--banner:js=$banner" --outfile="$G/bench.mjs"
-  # A second bundle, NOT the repo's code, for indicative figures only: @posttrain/models' forward
-  # checks token ids with `range.dataSync()` on GPU backends (packages/models/src/inputs.ts), and
-  # dataSync throws on WebGPU in Node (tfjs needs OffscreenCanvas), so forward, decode and the DPO
-  # suite cannot run there. This bundle skips that check (min = max = 0) and nothing else.
-  node --input-type=module -e "
-    import { build } from 'esbuild';
-    import { readFileSync } from 'node:fs';
-    const needle = 'const [min, max] = range.dataSync();';
-    await build({
-      entryPoints: ['bench/run.ts'], bundle: true, platform: 'node', format: 'esm', target: 'node20',
-      conditions: ['@posttrain/source'], external: ['webgpu'], ignoreAnnotations: true, logLevel: 'error',
-      banner: { js: process.argv[1] }, outfile: '$G/bench-nocheck.mjs',
-      plugins: [{ name: 'skip-gpu-id-check', setup(b) {
-        b.onLoad({ filter: /packages[\\\\/]models[\\\\/]src[\\\\/]inputs\\.ts$/ }, (a) => {
-          const src = readFileSync(a.path, 'utf8');
-          if (!src.includes(needle)) throw new Error('inputs.ts changed: ' + needle + ' not found');
-          return { contents: src.replace(needle, 'const [min, max] = [0, 0];'), loader: 'ts' };
-        });
-      } }],
-    });" "$banner"
-  # the patched line is gone from the second bundle only
-  [ "$(grep -c 'range.dataSync()' "$G/bench.mjs")" = 1 ] && ! grep -q 'range.dataSync()' "$G/bench-nocheck.mjs"
   cp node_modules/@tensorflow/tfjs-backend-wasm/dist/*.wasm "$G/"
   cp node_modules/webgpu/package.json node_modules/webgpu/index.js "$G/node_modules/webgpu/"
   cp node_modules/webgpu/dist/linux-x64/dawn.node "$G/node_modules/webgpu/dist/linux-x64/"
@@ -104,17 +82,16 @@ for (const powerPreference of ['high-performance', 'low-power']) {
 PROBE
   /tmp/node /tmp/probe.mjs || echo "probe: exit $?"
   local seconds="${SECONDS_PER_RUN:-8}"
-  # The repo's code: the training suite (forward, decode and dpo stop at models' dataSync, above).
   # --merge into a copy of bench/results/latest.json keeps the runs measured elsewhere (the torch.json
-  # beside it is the reference block the bench adds back).
+  # beside it is the reference block the bench adds back). Each suite is bounded, so a failure or a
+  # slow suite loses nothing else.
   cp bench/results/latest.json bench/results/torch.json "$OUT/"
-  /tmp/node "$G/bench.mjs" --backends webgpu --suites train --shapes tiny,vocab32k \
+  timeout 150 /tmp/node "$G/bench.mjs" --backends webgpu --suites train --shapes tiny,vocab32k \
     --seconds "$seconds" --merge --out "$OUT/latest.json" || echo "train: exit $?"
-  # Indicative only (id check skipped), each bounded so a failure or a slow suite loses nothing else.
-  timeout 150 /tmp/node "$G/bench-nocheck.mjs" --backends webgpu --suites forward,decode --seconds "$seconds" \
-    --out "$OUT/webgpu-nocheck.json" || echo "forward,decode (nocheck): exit $?"
-  timeout 120 /tmp/node "$G/bench-nocheck.mjs" --backends webgpu --suites dpo --seconds "$seconds" \
-    --out "$OUT/webgpu-nocheck-dpo.json" || echo "dpo (nocheck): exit $?"
+  timeout 120 /tmp/node "$G/bench.mjs" --backends webgpu --suites forward,decode --seconds "$seconds" \
+    --merge --out "$OUT/latest.json" || echo "forward,decode: exit $?"
+  timeout 120 /tmp/node "$G/bench.mjs" --backends webgpu --suites dpo --seconds "$seconds" \
+    --merge --out "$OUT/latest.json" || echo "dpo: exit $?"
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv || true
 }
 
