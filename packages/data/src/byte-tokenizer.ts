@@ -1,19 +1,9 @@
 // The built-in tokenizer for tiny models: ids 0–255 are the bytes of the UTF-8 text, ids from 256
 // on are named special tokens. No files, exact round trips, and Hugging Face files on request.
-import { PosttrainError, resolveOptions } from '@posttrain/tensor-core';
+import { PosttrainError, describeValue, resolveOptions } from '@posttrain/tensor-core';
+import { BYTE_LEVEL_ALPHABET } from './byte-level.js';
 import { CHATML_TEMPLATE } from './chat-template.js';
-import {
-  BYTE_LEVEL_ALPHABET,
-  checkIds,
-  checkText,
-  defaultDecodeOptions,
-  defaultEncodeOptions,
-  describeValue,
-  type DecodeOptions,
-  type EncodeOptions,
-  type EncodingWithOffsets,
-  type Tokenizer,
-} from './tokenizer.js';
+import { checkIds, checkText, defaultDecodeOptions, defaultEncodeOptions, type DecodeOptions, type EncodeOptions, type EncodingWithOffsets, type Tokenizer } from './tokenizer.js';
 
 /**
  * Options of {@link ByteTokenizer}.

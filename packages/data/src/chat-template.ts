@@ -2,8 +2,8 @@
 // through @huggingface/jinja, with the assistant-token mask of templates that mark
 // {% generation %} … {% endgeneration %}, as transformers' apply_chat_template does.
 import { Template, parse, tokenize as lexJinja } from '@huggingface/jinja';
-import { PosttrainError, isPosttrainError, resolveOptions } from '@posttrain/tensor-core';
-import { describeValue, type Tokenizer } from './tokenizer.js';
+import { PosttrainError, describeValue, isPosttrainError, resolveOptions } from '@posttrain/tensor-core';
+import type { Tokenizer } from './tokenizer.js';
 
 /**
  * ChatML (`<|im_start|>role\ncontent<|im_end|>\n`), the default template of {@link ByteTokenizer},

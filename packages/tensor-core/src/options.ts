@@ -33,10 +33,18 @@ export function checkNumber(owner: string, name: string, value: unknown, expecte
   return value;
 }
 
-/** A short description of a value for error messages. */
+/**
+ * A short description of a value for error messages: `"abc"` (a string past 60 characters cut with
+ * `...`), `42`, `null`, `an array of length 2`, `an object with keys [a, b]`.
+ *
+ * @example
+ * ```ts
+ * `expected batchSize to be a positive integer; got ${describeValue(options.batchSize)}`
+ * ```
+ */
 export function describe(value: unknown): string {
   if (value === undefined) return 'undefined';
-  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
   if (typeof value === 'number' || typeof value === 'boolean' || value === null) return String(value);
   if (Array.isArray(value)) return `an array of length ${value.length}`;
   return typeof value === 'object' ? `an object with keys [${Object.keys(value as object).join(', ')}]` : typeof value;
