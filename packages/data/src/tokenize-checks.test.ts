@@ -41,6 +41,18 @@ describe('vocabSize', () => {
   });
 });
 
+describe('maxPositions', () => {
+  it("a sequence longer than the model's context names the record and both lengths; maxLength's cut comes first", () => {
+    const error = thrown(() => tokenizeLanguageModeling(tokenizer, { text: 'abcdefgh' }, { maxPositions: 6, name: 'eval record 4' }));
+    expect(error.code).toBe('INVALID_ARGUMENT');
+    expect(error.message).toContain("tokenizeLanguageModeling: eval record 4: expected at most the model's context of 6 tokens (maxPositions); got 9");
+    expect(error.message).toMatch(/help: pass maxLength: 6/);
+    expect(tokenizeLanguageModeling(tokenizer, { text: 'abcdefgh' }, { maxPositions: 6, maxLength: 6 }).inputIds).toHaveLength(6);
+    expect(tokenizePromptCompletion(tokenizer, { prompt: 'ab', completion: 'c' }, { maxPositions: 4 }).inputIds).toHaveLength(4);
+    expect(thrown(() => tokenizeLanguageModeling(tokenizer, { text: 'a' }, { maxPositions: 0 })).message).toContain('expected maxPositions to be a positive integer or null; got 0');
+  });
+});
+
 describe('requireLabels', () => {
   it('refuses { text: "" } (its EOS alone: no target) naming the record, before any training', () => {
     const error = thrown(() => tokenizeLanguageModeling(tokenizer, { text: '' }, { requireLabels: true, name: 'record 3' }));

@@ -120,6 +120,11 @@ export interface TokenizeOptions {
    */
   vocabSize: number | null;
   /**
+   * The model's context (`maxPositions`): a sequence longer than it, after `maxLength`'s cut, is an
+   * error naming the record and both lengths, before any step runs; `null`: not checked.
+   */
+  maxPositions: number | null;
+  /**
    * Refuse an example that trains on nothing: no label after its first token (labels are shifted by
    * one, so the first token is never a target), as `{ text: '' }` tokenized to its EOS alone.
    */
@@ -147,6 +152,7 @@ export const defaultTokenizeOptions: Readonly<TokenizeOptions> = Object.freeze({
   chat: null,
   name: null,
   vocabSize: null,
+  maxPositions: null,
   requireLabels: false,
 });
 
@@ -308,14 +314,17 @@ function checkTokenizeOptions(owner: string, o: TokenizeOptions): void {
   checkOneOf(owner, 'truncation', o.truncation, ['right', 'left', 'error']);
   if (o.chat !== null && typeof o.chat !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected chat to be a function (a chat encoder) or null; got ${typeof o.chat}`);
   if (o.name !== null && typeof o.name !== 'string') throw new PosttrainError('INVALID_OPTION', `${owner}: expected name to be a string or null; got ${typeof o.name}`);
-  if (o.vocabSize !== null) checkNumber(owner, 'vocabSize', o.vocabSize, 'a positive integer or null', (v) => Number.isInteger(v) && v > 0);
+  for (const key of ['vocabSize', 'maxPositions'] as const) {
+    const v = o[key];
+    if (v !== null) checkNumber(owner, key, v, 'a positive integer or null', (x) => Number.isInteger(x) && x > 0);
+  }
   checkBoolean(owner, 'requireLabels', o.requireLabels);
 }
 
 /**
  * The checks of a finished example that need the model or the trainer: ids within the model's
- * `vocabSize` (naming the tokenizer's too, when it has one), and with `requireLabels` a label
- * after the first token.
+ * `vocabSize` (naming the tokenizer's too, when it has one), a length within its `maxPositions`,
+ * and with `requireLabels` a label after the first token.
  */
 function checkTokenized(tokenizer: TokenizerLike, example: TokenizedExample, o: TokenizeOptions, owner: string, name: string): TokenizedExample {
   const { inputIds, labels } = example;
@@ -328,6 +337,11 @@ function checkTokenized(tokenizer: TokenizerLike, example: TokenizedExample, o: 
         help: 'the tokenizer does not belong to the model: load the tokenizer saved with the model (its tokenizer.json), or a model whose vocab_size covers this tokenizer',
       });
     }
+  }
+  if (o.maxPositions !== null && inputIds.length > o.maxPositions) {
+    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${name}: expected at most the model's context of ${o.maxPositions} tokens (maxPositions); got ${inputIds.length}`, {
+      help: `pass maxLength: ${o.maxPositions} (or less) to cut long records, or drop this one`,
+    });
   }
   if (o.requireLabels && !labels.some((label, t) => t > 0 && label !== IGNORE_INDEX)) {
     throw new PosttrainError(

@@ -6,7 +6,7 @@ import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { sequenceLogprobs } from '@posttrain/losses';
 import { checkEvalRecords, defaultFineTuneTrainerOptions, fineTune, type StepOutput, type TrainResult } from '@posttrain/trainer';
 import { checkCommon, refuseConversational, type OptimizationTunables } from './common.js';
-import { collatePairs, exampleLogps, padTokenIdOf, type PairBatch, type Reference, type ReferenceOption, type TokenizedPair } from '@posttrain/policy';
+import { collatePairs, exampleLogps, inEvalMode, padTokenIdOf, type PairBatch, type Reference, type ReferenceOption, type TokenizedPair } from '@posttrain/policy';
 import { completionStats, meanLogit } from './completion-stats.js';
 import { toObjective, type ObjectiveInputs, type ObjectiveOutput, type PreferenceLossFn, type PreferenceObjective } from './objective.js';
 import { resolveReference } from './reference.js';
@@ -239,12 +239,13 @@ export async function dpoTrain(options: DpoTrainOptions): Promise<DpoTrainResult
   const o = resolveDpoOptions(options);
   const { model, tokenizer, objective } = o;
   const padTokenId = padTokenIdOf(tokenizer);
-  // vocabSize: an id the model has no embedding for is named by record before any step.
-  const lengths: Lengths & { vocabSize: number | null } = {
+  // vocabSize, maxPositions: an id the model has no embedding for, or a sequence longer than its context, is named by record before any step.
+  const lengths: Lengths & { vocabSize: number | null; maxPositions: number | null } = {
     maxLength: o.maxLength,
     maxPromptLength: o.maxPromptLength,
     maxCompletionLength: o.maxCompletionLength,
     vocabSize: model.config.vocabSize ?? null,
+    maxPositions: model.config.maxPositions ?? null,
   };
   const pairs = tokenizePairs(tokenizer, o.train, lengths, 'train');
   const evalPairs = tokenizePairs(tokenizer, o.eval ?? [], lengths, 'eval');
@@ -276,26 +277,25 @@ export async function dpoTrain(options: DpoTrainOptions): Promise<DpoTrainResult
     const { losses, metrics } = preferenceStep(model, objective, batch);
     return { lossSum: tf.sum(losses) as tf.Scalar, pairs: batch.pairs, inputTokens: batch.inputTokens, metrics };
   };
-  const evaluate = async (): Promise<Record<string, number>> => {
-    model.eval();
-    const sums: Record<string, number> = {};
-    for (let start = 0; start < evalPairs.length; start += o.batchSize) {
-      const indices = Array.from({ length: Math.min(o.batchSize, evalPairs.length - start) }, (_, k) => start + k);
-      const batch = makeBatch(evalPairs, indices, evalCache);
-      const { names, values } = tf.tidy(() => {
-        const { losses, metrics } = preferenceStep(model, objective, batch);
-        const all: Record<string, tf.Scalar> = { loss: tf.mean(losses) as tf.Scalar, ...metrics };
-        return { names: Object.keys(all), values: tf.stack(Object.values(all)) };
-      });
-      const read = await values.data();
-      values.dispose();
-      disposeBatch(batch);
-      names.forEach((name, k) => (sums[name] = (sums[name] ?? 0) + read[k] * indices.length));
-    }
-    model.train(true);
-    // The trainer logs each as eval_<name> (TRL's eval_loss, eval_rewards/accuracies, …).
-    return Object.fromEntries(Object.entries(sums).map(([name, sum]) => [name, sum / evalPairs.length]));
-  };
+  const evaluate = (): Promise<Record<string, number>> =>
+    inEvalMode(model, async () => {
+      const sums: Record<string, number> = {};
+      for (let start = 0; start < evalPairs.length; start += o.batchSize) {
+        const indices = Array.from({ length: Math.min(o.batchSize, evalPairs.length - start) }, (_, k) => start + k);
+        const batch = makeBatch(evalPairs, indices, evalCache);
+        const { names, values } = tf.tidy(() => {
+          const { losses, metrics } = preferenceStep(model, objective, batch);
+          const all: Record<string, tf.Scalar> = { loss: tf.mean(losses) as tf.Scalar, ...metrics };
+          return { names: Object.keys(all), values: tf.stack(Object.values(all)) };
+        });
+        const read = await values.data();
+        values.dispose();
+        disposeBatch(batch);
+        names.forEach((name, k) => (sums[name] = (sums[name] ?? 0) + read[k] * indices.length));
+      }
+      // The trainer logs each as eval_<name> (TRL's eval_loss, eval_rewards/accuracies, …).
+      return Object.fromEntries(Object.entries(sums).map(([name, sum]) => [name, sum / evalPairs.length]));
+    });
 
   const result = await fineTune<DpoBatch>({
     model,

@@ -6,7 +6,7 @@ import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { ktoLoss } from '@posttrain/losses';
 import { checkEvalRecords, defaultFineTuneTrainerOptions, fineTune, type StepOutput, type TrainResult } from '@posttrain/trainer';
 import { checkCommon, refuseConversational, type OptimizationTunables } from './common.js';
-import { exampleLogps, padTokenIdOf, sequenceLogps, type Reference, type ReferenceOption, type ScoredBatch } from '@posttrain/policy';
+import { exampleLogps, inEvalMode, padTokenIdOf, sequenceLogps, type Reference, type ReferenceOption, type ScoredBatch } from '@posttrain/policy';
 import { completionStats, meanLogit } from './completion-stats.js';
 import { resolveReference } from './reference.js';
 
@@ -223,8 +223,8 @@ export async function ktoTrain(options: KtoTrainOptions): Promise<KtoTrainResult
   const o = resolveKtoOptions(options);
   const { model, tokenizer } = o;
   const padTokenId = padTokenIdOf(tokenizer);
-  // vocabSize: an id the model has no embedding for is named by record before any step.
-  const lengths = { maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, maxCompletionLength: o.maxCompletionLength, vocabSize: model.config.vocabSize ?? null };
+  // vocabSize, maxPositions: an id the model has no embedding for, or a sequence longer than its context, is named by record before any step.
+  const lengths = { maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, maxCompletionLength: o.maxCompletionLength, vocabSize: model.config.vocabSize ?? null, maxPositions: model.config.maxPositions ?? null };
   const examples = tokenizeRecords(tokenizer, o.train, lengths, o.seed, 'train');
   const evalExamples = o.eval?.length ? tokenizeRecords(tokenizer, o.eval, lengths, o.seed, 'eval') : [];
   const reference = resolveReference(owner, model, o.reference, true, 'ktoLoss', o.lora !== false || loraLayers(model).size > 0) as Reference;
@@ -261,10 +261,8 @@ export async function ktoTrain(options: KtoTrainOptions): Promise<KtoTrainResult
       indices.map((i) => source[i].kl),
       { padTokenId },
     );
-    const training = model.training;
-    model.eval(); // no dropout, and the dropout stream of the step is left untouched
-    const policyKlLogps = logpsOf(model, kl);
-    model.train(training);
+    // No dropout, and the dropout stream of the step is left untouched.
+    const policyKlLogps = inEvalMode(model, () => logpsOf(model, kl));
     const refLogps = cached ? tf.tensor1d(indices.map((i) => cached.completion[i])) : reference.run((m) => logpsOf(m, main));
     const refKlLogps = cached ? tf.tensor1d(indices.map((i) => cached.kl[i])) : reference.run((m) => logpsOf(m, kl));
     tf.dispose([kl.inputIds, kl.attentionMask, kl.labels]);
@@ -304,33 +302,32 @@ export async function ktoTrain(options: KtoTrainOptions): Promise<KtoTrainResult
   // Eval metrics of one group (`…/chosen`: the desirable examples, `…/rejected`: the undesirable ones) are
   // weighted by that group's count in each batch, so a batch without the group adds nothing, not a 0.
   const evalWeight = (name: string, desirable: number, size: number) => (name.endsWith('/chosen') ? desirable : name.endsWith('/rejected') ? size - desirable : size);
-  const evaluate = async (): Promise<Record<string, number>> => {
-    model.eval();
-    const sums: Record<string, number> = {};
-    const weights: Record<string, number> = {};
-    for (let start = 0; start < evalExamples.length; start += o.batchSize) {
-      const indices = Array.from({ length: Math.min(o.batchSize, evalExamples.length - start) }, (_, k) => start + k);
-      const batch = makeBatch(evalExamples, indices, evalCache);
-      const { names, values } = tf.tidy(() => {
-        const { losses, metrics } = forward(batch);
-        const all: Record<string, tf.Scalar> = { loss: tf.mean(losses) as tf.Scalar, ...metrics };
-        return { names: Object.keys(all), values: tf.stack(Object.values(all)) };
-      });
-      const read = await values.data();
-      values.dispose();
-      disposeBatch(batch);
-      const desirable = indices.filter((i) => evalExamples[i].desirable).length;
-      names.forEach((name, k) => {
-        const w = evalWeight(name, desirable, indices.length);
-        sums[name] = (sums[name] ?? 0) + read[k] * w;
-        weights[name] = (weights[name] ?? 0) + w;
-      });
-    }
-    model.train(true);
-    const means = Object.fromEntries(Object.entries(sums).map(([name, sum]) => [name, weights[name] > 0 ? sum / weights[name] : 0]));
-    means['rewards/margins'] = means['rewards/chosen'] - means['rewards/rejected'];
-    return means; // logged as eval_<name> by the trainer
-  };
+  const evaluate = (): Promise<Record<string, number>> =>
+    inEvalMode(model, async () => {
+      const sums: Record<string, number> = {};
+      const weights: Record<string, number> = {};
+      for (let start = 0; start < evalExamples.length; start += o.batchSize) {
+        const indices = Array.from({ length: Math.min(o.batchSize, evalExamples.length - start) }, (_, k) => start + k);
+        const batch = makeBatch(evalExamples, indices, evalCache);
+        const { names, values } = tf.tidy(() => {
+          const { losses, metrics } = forward(batch);
+          const all: Record<string, tf.Scalar> = { loss: tf.mean(losses) as tf.Scalar, ...metrics };
+          return { names: Object.keys(all), values: tf.stack(Object.values(all)) };
+        });
+        const read = await values.data();
+        values.dispose();
+        disposeBatch(batch);
+        const desirable = indices.filter((i) => evalExamples[i].desirable).length;
+        names.forEach((name, k) => {
+          const w = evalWeight(name, desirable, indices.length);
+          sums[name] = (sums[name] ?? 0) + read[k] * w;
+          weights[name] = (weights[name] ?? 0) + w;
+        });
+      }
+      const means = Object.fromEntries(Object.entries(sums).map(([name, sum]) => [name, weights[name] > 0 ? sum / weights[name] : 0]));
+      means['rewards/margins'] = means['rewards/chosen'] - means['rewards/rejected'];
+      return means; // logged as eval_<name> by the trainer
+    });
 
   const result = await fineTune<KtoBatch>({
     model,

@@ -174,13 +174,14 @@ function checkOptions(o: LoraOptions): void {
     throw new PosttrainError('NOT_SUPPORTED', 'applyLora: useDora (DoRA) is not supported yet; expected useDora false', { help: 'drop useDora, or train plain LoRA' });
   }
   if (!Array.isArray(o.dispatchers) || !o.dispatchers.every((d) => typeof d === 'function')) {
-    throw new PosttrainError('INVALID_OPTION', `applyLora: expected dispatchers to be an array of functions (target, path) => LoraLinear | undefined; got ${describeValue(o.dispatchers)}`, {
+    throw new PosttrainError('INVALID_OPTION', `applyLora: expected dispatchers to be an array of functions (target, path) => LoraLinear | undefined; got ${describeLayer(o.dispatchers)}`, {
       help: 'dispatchers: [(target) => (target instanceof MyLayer ? new LoraLinear(target) : undefined)]',
     });
   }
 }
 
-function describeValue(v: unknown): string {
+/** What a dispatcher returned or was given, by its class: `a Linear`, `an array of function, string`. */
+function describeLayer(v: unknown): string {
   if (Array.isArray(v)) return `an array of ${v.map((x) => typeof x).join(', ') || 'nothing'}`;
   if (v === null) return 'null';
   if (typeof v === 'object') return `a ${(v as object).constructor?.name ?? 'object'}`;
@@ -232,7 +233,7 @@ export function planLora(model: Module, options: Partial<LoraOptions> & Pick<Lor
       if (layer) break;
       layer = dispatch(module, path);
       if (layer !== undefined && !(layer instanceof LoraLinear && layer.baseLayer === module)) {
-        const got = layer instanceof LoraLinear ? 'a LoraLinear around another module' : describeValue(layer);
+        const got = layer instanceof LoraLinear ? 'a LoraLinear around another module' : describeLayer(layer);
         throw new PosttrainError('INVALID_ARGUMENT', `applyLora: a dispatcher answered ${got} for "${path}"; expected a LoraLinear wrapping that module (its baseLayer), or undefined`, {
           help: 'return new LoraLinear(target, …) from the dispatcher, or undefined to let the next one try',
         });

@@ -23,46 +23,39 @@ export interface InputLimits {
 const HOST_BACKENDS = new Set(['cpu', 'wasm']);
 
 /**
- * The smallest and largest id of `inputIds` (an int tensor), with the `[row, column]` of the first
- * out of `[0, vocabSize)` when the ids are read on the host. On cpu and wasm the ids are scanned
- * where they lie; on a GPU one min/max reduction is read back (two numbers).
+ * The smallest and largest id of `inputIds` (an int tensor on a host backend, read synchronously),
+ * with the `[row, column]` of the first out of `[0, vocabSize)`.
  */
-function idRange(inputIds: tf.Tensor, vocabSize: number, onHost: boolean): { min: number; max: number; at?: [number, number] } {
+function idRange(inputIds: tf.Tensor, vocabSize: number): { min: number; max: number; at?: [number, number] } {
   const columns = inputIds.shape[inputIds.rank - 1] ?? 1;
-  if (onHost) {
-    const ids = inputIds.dataSync();
-    let min = Number.POSITIVE_INFINITY;
-    let max = Number.NEGATIVE_INFINITY;
-    let first = -1;
-    for (let i = 0; i < ids.length; i++) {
-      const id = ids[i];
-      if (id < min) min = id;
-      if (id > max) max = id;
-      if (first < 0 && (id < 0 || id >= vocabSize)) first = i;
-    }
-    return first < 0 ? { min, max } : { min, max, at: [Math.floor(first / columns), first % columns] };
+  const ids = inputIds.dataSync();
+  let min = Number.POSITIVE_INFINITY;
+  let max = Number.NEGATIVE_INFINITY;
+  let first = -1;
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i];
+    if (id < min) min = id;
+    if (id > max) max = id;
+    if (first < 0 && (id < 0 || id >= vocabSize)) first = i;
   }
-  const range = tf.tidy(() => tf.stack([tf.min(inputIds), tf.max(inputIds)]));
-  const [min, max] = range.dataSync();
-  range.dispose();
-  return { min, max };
+  return first < 0 ? { min, max } : { min, max, at: [Math.floor(first / columns), first % columns] };
 }
 
 /**
  * Throws `INVALID_ARGUMENT` unless every id of `inputIds` is in `[0, vocabSize)`, naming the bad
  * id, where it is and the model's vocabulary size (tfjs would otherwise fail inside its gather
- * kernel, `GatherV2: the index value 504 is not in [0, 259]`, or read garbage on a GPU). `onHost`
- * (default: on cpu and wasm) scans the ids where they lie; otherwise one min/max is read back.
+ * kernel, `GatherV2: the index value 504 is not in [0, 259]`). It reads the ids synchronously, so
+ * it is for the host backends (cpu, wasm), where the ids are scanned where they lie.
  *
  * @example
  * ```ts
  * checkTokenIds(ids, { architecture: 'Llama', vocabSize: 260, maxPositions: 512, positionsKey: 'max_position_embeddings' });
  * ```
  */
-export function checkTokenIds(inputIds: tf.Tensor, limits: InputLimits, onHost = HOST_BACKENDS.has(tf.getBackend())): void {
+export function checkTokenIds(inputIds: tf.Tensor, limits: InputLimits): void {
   if (inputIds.size === 0) return;
   const { vocabSize, architecture } = limits;
-  const { min, max, at } = idRange(inputIds, vocabSize, onHost);
+  const { min, max, at } = idRange(inputIds, vocabSize);
   if (min >= 0 && max < vocabSize) return;
   const bad = max >= vocabSize ? max : min;
   const where = at ? ` at [${at[0]}, ${at[1]}]` : '';
@@ -102,5 +95,5 @@ export function checkForwardInputs(inputIds: tf.Tensor, options: ForwardOptions,
   // On a GPU the ids would need a synchronous read-back, which WebGPU in Node does not offer
   // (`dataSync` throws) and which would stall every step elsewhere: there the ids are checked on the
   // host where they are made (collators and tokenize functions with `vocabSize`, and `generate`).
-  if (HOST_BACKENDS.has(tf.getBackend())) checkTokenIds(inputIds, limits, true);
+  if (HOST_BACKENDS.has(tf.getBackend())) checkTokenIds(inputIds, limits);
 }

@@ -160,6 +160,17 @@ describe('generate on the llama fixture', () => {
     }
   });
 
+  it('stop and pad ids outside the vocabulary reject with INVALID_OPTION naming them; an empty prompt with SHAPE_MISMATCH', async () => {
+    const vocab = model.config.vocabSize;
+    const ids = int2d([prompt]);
+    expectPosttrainError(await failure(() => generate(model, ids, { stopTokenIds: [3, vocab] })), 'INVALID_OPTION', 'stopTokenIds', `[0, ${vocab})`, String(vocab));
+    expectPosttrainError(await failure(() => generate(model, ids, { padTokenId: -1 })), 'INVALID_OPTION', 'padTokenId', '-1');
+    ids.dispose();
+    const empty = tf.zeros([2, 0], 'int32');
+    expectPosttrainError(await failure(() => generate(model, empty, { maxNewTokens: 2 })), 'SHAPE_MISMATCH', 'at least one token', '[2, 0]');
+    empty.dispose();
+  });
+
   it('numReturnSequences n gives n rows per prompt, prompt i at rows i·n … i·n + n − 1, each decoding that prompt', async () => {
     const options = { maxNewTokens: 5, stopTokenIds: [], seed: 4 };
     const greedy = await run(model, [prompt, short], { ...options, greedy: true, numReturnSequences: 3 });

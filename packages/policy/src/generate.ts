@@ -134,7 +134,19 @@ export async function generate(model: CausalLM, inputIds: tf.Tensor, options: Pa
       help: 'shorten the prompts (left-truncate them) or use a model with a longer context',
     });
   }
+  if (promptLength === 0) {
+    throw new PosttrainError('SHAPE_MISMATCH', `generate: expected inputIds with at least one token per row; got [${prompts}, 0]`, {
+      help: 'start each prompt with at least one token, e.g. the BOS token',
+    });
+  }
   await checkTokenIds(inputIds, vocabSize);
+  for (const [name, ids] of [
+    ['stopTokenIds', o.stopTokenIds ?? []],
+    ['padTokenId', o.padTokenId === undefined ? [] : [o.padTokenId]],
+  ] as const) {
+    const bad = ids.find((id) => id < 0 || id >= vocabSize);
+    if (bad !== undefined) throw new PosttrainError('INVALID_OPTION', `generate: expected ${name} in [0, ${vocabSize}) (the model's vocabSize); got ${bad}`);
+  }
   const eos = model.config.eosTokenId;
   const stop = new Set(o.stopTokenIds ?? (eos === null ? [] : Array.isArray(eos) ? eos : [eos]));
   const pad = o.padTokenId ?? model.config.padTokenId ?? [...stop][0] ?? 0;

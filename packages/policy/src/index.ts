@@ -14,7 +14,7 @@ export {
 } from './sequence-logps.js';
 
 // Reference models
-export { createReference, type Reference, type ReferenceOption, type ReferenceContext } from './reference.js';
+export { createReference, inEvalMode, type Reference, type ReferenceOption, type ReferenceContext } from './reference.js';
 
 // Batches
 export { padTokenIdOf } from './pad.js';

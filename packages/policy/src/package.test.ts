@@ -10,6 +10,7 @@ describe('public surface', () => {
       'defaultSequenceLogpsOptions',
       'exampleLogps',
       'generate',
+      'inEvalMode',
       'padTokenIdOf',
       'samplingDistribution',
       'sequenceLogps',

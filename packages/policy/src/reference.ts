@@ -18,8 +18,9 @@ import { loraLayers, withAdaptersDisabled } from '@posttrain/lora';
  *   the policy itself as it is before training (TRL's `precompute_ref_log_probs` without a
  *   `ref_model`).
  *
- * Left out: `'adapters-disabled'` with LoRA, `'precomputed'` without. Reference forwards run in eval
- * mode (no dropout) and outside the gradient tape.
+ * When the option is left out, the default is `'adapters-disabled'` for a policy with LoRA and
+ * `'precomputed'` for one without. Reference forwards run in eval mode (no dropout) and outside the
+ * gradient tape.
  *
  * @example
  * ```ts
@@ -51,8 +52,16 @@ export interface Reference {
 
 const MODES = `{ model: frozenCopy }, 'adapters-disabled' or 'precomputed'`;
 
-/** Runs `fn` (sync or async) with `model` in eval mode, restoring its mode when `fn` returns or its promise settles. */
-function inEvalMode<T>(model: CausalLM, fn: () => T): T {
+/**
+ * Runs `fn` (sync or async) with `model` in eval mode (no dropout), restoring its mode when `fn`
+ * returns, throws, or its promise settles.
+ *
+ * @example
+ * ```ts
+ * const metrics = await inEvalMode(model, async () => evaluateOn(heldOut)); // the model's mode is as before
+ * ```
+ */
+export function inEvalMode<T>(model: Pick<CausalLM, 'training' | 'eval' | 'train'>, fn: () => T): T {
   const training = model.training;
   model.eval();
   let result: T;

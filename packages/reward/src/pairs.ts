@@ -61,7 +61,7 @@ export function tokenizePair(tokenizer: TokenizerLike, record: RewardRecord, ind
   const margin = record.margin ?? 0;
   if (typeof margin !== 'number' || !Number.isFinite(margin))
     throw new PosttrainError('INVALID_ARGUMENT', `${where}: expected margin to be a finite number; got ${typeof margin === 'number' ? String(margin) : JSON.stringify(margin)}`);
-  const pair = tokenizePreference(tokenizer, record as PreferenceRecord, { ...lengths, truncation: 'left', name: `record ${index}` });
+  const pair = tokenizePreference(tokenizer, record as PreferenceRecord, { ...lengths, truncation: 'left', name: `${owner.endsWith(': eval') ? 'eval ' : ''}record ${index}` });
   return { ...pair, margin };
 }
 

@@ -55,6 +55,16 @@ describe('sftTrain guards', () => {
     model.dispose();
   });
 
+  it("a record longer than the model's context is an error naming it (eval records as such) before any step; maxLength cuts it to fit", async () => {
+    const model = tinyModel(tokenizer.vocabSize); // maxPositions 32
+    const long = { text: 'x'.repeat(40) };
+    const error = await rejected(sftTrain({ model, tokenizer, train: [{ text: 'ab' }], eval: [{ text: 'cd' }, long], maxSteps: 1, ...quiet }));
+    expect(error.code).toBe('INVALID_ARGUMENT');
+    expect(error.message).toContain("eval record 1: expected at most the model's context of 32 tokens (maxPositions); got 41");
+    expect((await sftTrain({ model, tokenizer, train: [{ text: 'ab' }, long], maxLength: 32, maxSteps: 1, ...quiet })).steps).toBe(1);
+    model.dispose();
+  });
+
   it('passes saveTotalLimit through: only the last checkpoints stay', async () => {
     const model = tinyModel(tokenizer.vocabSize);
     const before = tf.memory().numTensors;

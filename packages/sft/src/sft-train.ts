@@ -22,7 +22,7 @@ import {
   type TrainResult,
 } from '@posttrain/trainer';
 import { causalLmLoss } from '@posttrain/losses';
-import { padTokenIdOf } from '@posttrain/policy';
+import { inEvalMode, padTokenIdOf } from '@posttrain/policy';
 
 /** A training record: TRL prompt-completion (`{ prompt, completion }`) or language modeling (`{ text }`), strings. */
 export type SftRecord = { prompt: string; completion: string } | { text: string };
@@ -152,14 +152,14 @@ export function resolveSftOptions(options: SftTrainOptions): SftTunables & Pick<
 }
 
 /** Tokenizes one record with its labels (−100 on the prompt when completion-only, EOS appended). */
-function tokenize(tokenizer: TokenizerLike, record: SftRecord, index: number, completionOnly: boolean, maxLength: number | null, vocabSize: number | null): TokenizedExample {
+function tokenize(tokenizer: TokenizerLike, record: SftRecord, name: string, completionOnly: boolean, maxLength: number | null, model: { vocabSize: number | null; maxPositions: number | null }): TokenizedExample {
   // Before any step: ids the model has no embedding for, and records with nothing to train on, are named by index.
-  const options = { completionOnly, maxLength, name: `record ${index}`, vocabSize, requireLabels: true };
+  const options = { completionOnly, maxLength, name, ...model, requireLabels: true };
   if (record && typeof record === 'object' && 'prompt' in record && 'completion' in record) return tokenizePromptCompletion(tokenizer, record as PromptCompletionRecord, options);
   if (record && typeof record === 'object' && 'text' in record) return tokenizeLanguageModeling(tokenizer, record as LanguageModelingRecord, options);
   throw new PosttrainError(
     'INVALID_ARGUMENT',
-    `sftTrain: record ${index}: expected { prompt, completion } or { text }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`,
+    `sftTrain: ${name}: expected { prompt, completion } or { text }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`,
   );
 }
 
@@ -185,9 +185,9 @@ export async function sftTrain(options: SftTrainOptions): Promise<SftTrainResult
   const o = resolveSftOptions(options);
   const { model, tokenizer } = o;
   const padTokenId = padTokenIdOf(tokenizer);
-  const vocabSize = model.config.vocabSize ?? null;
-  const examples = o.train.map((r, i) => tokenize(tokenizer, r, i, o.completionOnlyLoss, o.maxLength, vocabSize));
-  const evalExamples = (o.eval ?? []).map((r, i) => tokenize(tokenizer, r, i, o.completionOnlyLoss, o.maxLength, vocabSize));
+  const limits = { vocabSize: model.config.vocabSize ?? null, maxPositions: model.config.maxPositions ?? null };
+  const examples = o.train.map((r, i) => tokenize(tokenizer, r, `record ${i}`, o.completionOnlyLoss, o.maxLength, limits));
+  const evalExamples = (o.eval ?? []).map((r, i) => tokenize(tokenizer, r, `eval record ${i}`, o.completionOnlyLoss, o.maxLength, limits));
   const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
   const makeBatch = (indices: number[]): SftBatch => ({
     ...collateForTraining(
@@ -202,30 +202,29 @@ export async function sftTrain(options: SftTrainOptions): Promise<SftTrainResult
     const metrics = { mean_token_accuracy: tf.div(correctSum, tf.maximum(tokens, 1)) as tf.Scalar, entropy: tf.div(entropySum, tf.maximum(tokens, 1)) as tf.Scalar };
     return { lossSum, tokens, inputTokens: batch.inputTokens, metrics };
   };
-  const evaluate = async (): Promise<Record<string, number>> => {
-    model.eval();
-    let loss = 0;
-    let correct = 0;
-    let entropy = 0;
-    let tokens = 0;
-    for (let start = 0; start < evalExamples.length; start += o.batchSize) {
-      const batch = collateForTraining(evalExamples.slice(start, start + o.batchSize), { padTokenId });
-      const sums = tf.tidy(() => {
-        const { logits } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask });
-        const out = causalLmLoss(logits, batch.labels);
-        return tf.stack([out.lossSum, out.correctSum, out.entropySum, out.tokens]);
-      });
-      const [l, c, e, t] = Array.from(await sums.data());
-      tf.dispose([sums, batch.inputIds, batch.attentionMask, batch.labels]);
-      loss += l;
-      correct += c;
-      entropy += e;
-      tokens += t;
-    }
-    model.train(true);
-    // Logged as eval_loss, eval_mean_token_accuracy, eval_entropy.
-    return { loss: loss / Math.max(tokens, 1), mean_token_accuracy: correct / Math.max(tokens, 1), entropy: entropy / Math.max(tokens, 1) };
-  };
+  const evaluate = (): Promise<Record<string, number>> =>
+    inEvalMode(model, async () => {
+      let loss = 0;
+      let correct = 0;
+      let entropy = 0;
+      let tokens = 0;
+      for (let start = 0; start < evalExamples.length; start += o.batchSize) {
+        const batch = collateForTraining(evalExamples.slice(start, start + o.batchSize), { padTokenId });
+        const sums = tf.tidy(() => {
+          const { logits } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask });
+          const out = causalLmLoss(logits, batch.labels);
+          return tf.stack([out.lossSum, out.correctSum, out.entropySum, out.tokens]);
+        });
+        const [l, c, e, t] = Array.from(await sums.data());
+        tf.dispose([sums, batch.inputIds, batch.attentionMask, batch.labels]);
+        loss += l;
+        correct += c;
+        entropy += e;
+        tokens += t;
+      }
+      // Logged as eval_loss, eval_mean_token_accuracy, eval_entropy.
+      return { loss: loss / Math.max(tokens, 1), mean_token_accuracy: correct / Math.max(tokens, 1), entropy: entropy / Math.max(tokens, 1) };
+    });
   const disposeBatch = (b: SftBatch) => tf.dispose([b.inputIds, b.attentionMask, b.labels]);
   const result = await fineTune<SftBatch>({ model, records: examples.length, makeBatch, disposeBatch, step, evaluate: evalExamples.length ? evaluate : undefined, options: o });
   const trained = result.history.reduce((sum, r: TrainRecord) => sum + (r.tokens ?? 0), 0);

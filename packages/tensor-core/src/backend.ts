@@ -43,9 +43,6 @@ const isNode = typeof process !== 'undefined' && process.versions?.node !== unde
  * ```
  */
 export async function initBackend(name: BackendName = 'auto'): Promise<BackendInfo> {
-  // tfjs prints a "use tfjs-node" banner in Node on first use of the cpu backend; posttrain does not
-  // use tfjs-node, so the banner is noise.
-  tf.env().set('PROD', true);
   switch (name) {
     case 'cpu':
       await activate('cpu');

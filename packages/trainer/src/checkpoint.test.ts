@@ -76,6 +76,18 @@ describe('resume', () => {
     expect((await train({ ...setup(), resumeFrom: root, maxSteps: 5, epochs: 2, gradientAccumulationSteps: 2, batchSize: 2 })).steps).toBe(5);
   });
 
+  it('refuses to resume a run whose data is used up (no maxSteps: not 0 steps and a NaN loss), and trains on with more epochs', async () => {
+    const root = join(dir, 'finished');
+    // 8 batches, accumulation 2: one epoch is 4 steps, checkpointed at its end.
+    expect((await train({ ...setup(), checkpointDir: root, gradientAccumulationSteps: 2, batchSize: 2 })).steps).toBe(4);
+    const run = setup(7);
+    const error = await train({ ...run, resumeFrom: root, gradientAccumulationSteps: 2, batchSize: 2 }).catch((e) => e);
+    expect(error.code).toBe('INVALID_OPTION');
+    expect(error.message).toContain(`expected data left after the checkpoint to resume from (${root}, step 4); got none`);
+    expect(run.steps()).toBe(0);
+    expect((await train({ ...setup(), resumeFrom: root, epochs: 2, gradientAccumulationSteps: 2, batchSize: 2 })).steps).toBe(8);
+  });
+
   it('refuses another gradientAccumulationSteps or batchSize than the checkpoint, naming both values', async () => {
     const root = await checkpointed('batching');
     const accumulation = await train({ ...setup(), resumeFrom: root, maxSteps: 6, gradientAccumulationSteps: 4 }).catch((e) => e);

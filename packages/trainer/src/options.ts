@@ -172,12 +172,12 @@ export interface TrainTunables {
   gradientAccumulationSteps: number;
   /** Optimizer steps to run; undefined: until `epochs` passes over the data end. */
   maxSteps: number | undefined;
-  /** Passes over the data when `maxSteps` is not reached first (default 1; a non-function iterable must be re-iterable, e.g. an array). */
   /**
    * Micro-batches in one epoch, when the caller knows it (an array source's length is used otherwise):
    * makes the logged `epoch` fractional, as TRL's. Unknown: `epoch` counts the passes completed.
    */
   batchesPerEpoch: number | undefined;
+  /** Passes over the data when `maxSteps` is not reached first (default 1; a non-function iterable must be re-iterable, e.g. an array). */
   epochs: number;
   /** Clip the global gradient norm to this; null disables clipping (the norm is still logged). Default 1. */
   maxGradNorm: number | null;

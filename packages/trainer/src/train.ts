@@ -172,6 +172,16 @@ async function trainLocked<B>(o: ReturnType<typeof resolveTrainOptions<B>>): Pro
     progress.end();
     await reader.close();
   }
+  if (o.resumeFrom !== undefined && history.length === 0 && stoppedBy === 'data') {
+    // Resumed past the end of the data: the run would report no step and a NaN loss.
+    throw new PosttrainError(
+      'INVALID_OPTION',
+      `train: expected data left after the checkpoint to resume from (${o.resumeFrom}, step ${step}); got none: its ${o.epochs} epoch(s) were already consumed`,
+      {
+        help: `the run ended before its checkpoint: pass more epochs, or maxSteps > ${step}, to train further`,
+      },
+    );
+  }
   const result: TrainResult = { steps: step, loss: history.at(-1)?.loss ?? Number.NaN, history, evals, stoppedBy, elapsed: elapsed() };
   if (append) await append(`${JSON.stringify({ kind: 'end', step, elapsed: result.elapsed, loss: result.loss, stoppedBy })}\n`);
   await o.callbacks.onEnd?.(result);
