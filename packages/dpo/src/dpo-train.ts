@@ -3,10 +3,9 @@
 import { PosttrainError, checkNumber, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
 import { tokenizePreference, type PreferenceRecord, type TokenizerLike } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
-import { sequenceLogprobs } from '@posttrain/losses';
 import { checkEvalRecords, defaultFineTuneTrainerOptions, fineTune, type StepOutput, type TrainResult } from '@posttrain/trainer';
 import { checkCommon, refuseConversational, type OptimizationTunables } from './common.js';
-import { collatePairs, exampleLogps, inEvalMode, padTokenIdOf, type PairBatch, type Reference, type ReferenceOption, type TokenizedPair } from '@posttrain/policy';
+import { collatePairs, exampleLogps, inEvalMode, padTokenIdOf, sequenceLogps, type PairBatch, type Reference, type ReferenceOption, type TokenizedPair } from '@posttrain/policy';
 import { completionStats, meanLogit } from './completion-stats.js';
 import { toObjective, type ObjectiveInputs, type ObjectiveOutput, type PreferenceLossFn, type PreferenceObjective } from './objective.js';
 import { resolveReference } from './reference.js';
@@ -213,7 +212,7 @@ async function precompute(reference: Reference, pairs: readonly TokenizedPair[],
  * ORPO, on TRL-style preference records, through `@posttrain/trainer`'s loop. Each record is
  * tokenized by `tokenizePreference` (EOS appended, labels −100 on the prompt); a micro-batch of B
  * pairs is one right-padded `[2B, T]` forward, chosen rows first (TRL's `concatenated_forward`);
- * `sequenceLogprobs` sums (or, for IPO, SimPO and ORPO, averages) each completion's log-probs; the
+ * `sequenceLogprobs` (`sequenceLogps` for the reference) sums (or, for IPO, SimPO and ORPO, averages) each completion's log-probs; the
  * objective turns the policy's and the reference's log-probs into per-pair losses, which the trainer
  * averages over the pairs of an optimizer step.
  *
@@ -265,10 +264,7 @@ export async function dpoTrain(options: DpoTrainOptions): Promise<DpoTrainResult
     );
     let refLogps: tf.Tensor1D | undefined;
     if (reference && cached) refLogps = tf.tensor1d([...indices.map((i) => cached.chosen[i]), ...indices.map((i) => cached.rejected[i])]);
-    else if (reference)
-      refLogps = reference.run((m) =>
-        tf.tidy(() => sequenceLogprobs(m.forward(batch.inputIds, { attentionMask: batch.attentionMask }).logits, batch.labels, batch.attentionMask, { average: objective.averageLogps }).logps),
-      );
+    else if (reference) refLogps = reference.run((m) => tf.tidy(() => sequenceLogps(m, batch, { average: objective.averageLogps }).logps));
     return { ...batch, refLogps, inputTokens: indices.reduce((n, i) => n + source[i].chosen.inputIds.length + source[i].rejected.inputIds.length, 0) };
   };
   const disposeBatch = (b: DpoBatch) => tf.dispose([b.inputIds, b.attentionMask, b.labels, ...(b.refLogps ? [b.refLogps] : [])]);

@@ -224,7 +224,13 @@ export async function ktoTrain(options: KtoTrainOptions): Promise<KtoTrainResult
   const { model, tokenizer } = o;
   const padTokenId = padTokenIdOf(tokenizer);
   // vocabSize, maxPositions: an id the model has no embedding for, or a sequence longer than its context, is named by record before any step.
-  const lengths = { maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, maxCompletionLength: o.maxCompletionLength, vocabSize: model.config.vocabSize ?? null, maxPositions: model.config.maxPositions ?? null };
+  const lengths = {
+    maxLength: o.maxLength,
+    maxPromptLength: o.maxPromptLength,
+    maxCompletionLength: o.maxCompletionLength,
+    vocabSize: model.config.vocabSize ?? null,
+    maxPositions: model.config.maxPositions ?? null,
+  };
   const examples = tokenizeRecords(tokenizer, o.train, lengths, o.seed, 'train');
   const evalExamples = o.eval?.length ? tokenizeRecords(tokenizer, o.eval, lengths, o.seed, 'eval') : [];
   const reference = resolveReference(owner, model, o.reference, true, 'ktoLoss', o.lora !== false || loraLayers(model).size > 0) as Reference;
