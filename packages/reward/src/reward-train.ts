@@ -214,7 +214,13 @@ export async function rewardTrain(options: RewardTrainOptions): Promise<RewardTr
   const { model, tokenizer } = o;
   const padTokenId = padTokenIdOf(tokenizer);
   // vocabSize, maxPositions: an id the backbone has no embedding for, or a sequence longer than its context, is named by record before any step.
-  const lengths = { maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, maxCompletionLength: o.maxCompletionLength, vocabSize: model.config.vocabSize ?? null, maxPositions: model.config.maxPositions ?? null };
+  const lengths = {
+    maxLength: o.maxLength,
+    maxPromptLength: o.maxPromptLength,
+    maxCompletionLength: o.maxCompletionLength,
+    vocabSize: model.config.vocabSize ?? null,
+    maxPositions: model.config.maxPositions ?? null,
+  };
   const pairs = o.train.map((r, i) => tokenizePair(tokenizer, r, i, lengths, owner));
   const evalPairs = (o.eval ?? []).map((r, i) => tokenizePair(tokenizer, r, i, lengths, `${owner}: eval`));
   const withMargin = o.train.some((r) => r.margin !== undefined);

@@ -152,7 +152,14 @@ export function resolveSftOptions(options: SftTrainOptions): SftTunables & Pick<
 }
 
 /** Tokenizes one record with its labels (−100 on the prompt when completion-only, EOS appended). */
-function tokenize(tokenizer: TokenizerLike, record: SftRecord, name: string, completionOnly: boolean, maxLength: number | null, model: { vocabSize: number | null; maxPositions: number | null }): TokenizedExample {
+function tokenize(
+  tokenizer: TokenizerLike,
+  record: SftRecord,
+  name: string,
+  completionOnly: boolean,
+  maxLength: number | null,
+  model: { vocabSize: number | null; maxPositions: number | null },
+): TokenizedExample {
   // Before any step: ids the model has no embedding for, and records with nothing to train on, are named by index.
   const options = { completionOnly, maxLength, name, ...model, requireLabels: true };
   if (record && typeof record === 'object' && 'prompt' in record && 'completion' in record) return tokenizePromptCompletion(tokenizer, record as PromptCompletionRecord, options);
