@@ -217,6 +217,17 @@ describe('train', () => {
         .map((l) => l.split(' ')[1]),
     ).toEqual(['1/7', '3/7', '6/7', '7/7']);
     text = '';
+    // A batch function (no array to count) with batchesPerEpoch: the total is known all the same.
+    const e = setup();
+    const six = makeBatches(Array(6).fill(4));
+    await train({ ...e, batches: () => six, batchesPerEpoch: 6, epochs: 2, gradientAccumulationSteps: 2, progress: 'lines', progressStream: stream, logEvery: 6 });
+    expect(
+      text
+        .trim()
+        .split('\n')
+        .map((l) => l.split(' ')[1]),
+    ).toEqual(['1/6', '6/6']);
+    text = '';
     const d = setup();
     await train({ ...d, batches: makeBatches(Array(40).fill(4)), progress: 'lines', progressStream: stream });
     expect(text.trim().split('\n')).toHaveLength(21); // step 1, then every 2 of 40

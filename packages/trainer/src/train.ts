@@ -85,7 +85,8 @@ async function trainLocked<B>(o: ReturnType<typeof resolveTrainOptions<B>>): Pro
     start = { epoch: state.epoch, batchInEpoch: state.batchInEpoch };
     resumedTokens = state.numTokens ?? 0;
   }
-  const total = o.maxSteps ?? (Array.isArray(o.batches) ? Math.ceil((o.batches.length * o.epochs) / accumulation) : undefined);
+  const epochLength = o.batchesPerEpoch ?? (Array.isArray(o.batches) ? o.batches.length : undefined);
+  const total = o.maxSteps ?? (epochLength === undefined ? undefined : Math.ceil((epochLength * o.epochs) / accumulation));
   const reader = new BatchReader<B>(o.batches, o.epochs, start);
   const progress = createProgress(o.progress, o.progressStream, total, o.logEvery ?? (total === undefined ? 10 : Math.max(1, Math.ceil(total / 20))));
   const append = o.logFile === undefined ? undefined : await openLog(o.logFile);
@@ -97,7 +98,6 @@ async function trainLocked<B>(o: ReturnType<typeof resolveTrainOptions<B>>): Pro
   let savedStep = o.resumeFrom !== undefined ? step : -1;
   let numTokens = resumedTokens;
   let runUnit: LossUnit | undefined;
-  const epochLength = o.batchesPerEpoch ?? (Array.isArray(o.batches) ? o.batches.length : undefined);
   /** TRL's `epoch`: passes done, fractional when the epoch length is known. */
   const epochsDone = () => (epochLength ? reader.epoch + reader.batchInEpoch / epochLength : reader.epoch);
 
