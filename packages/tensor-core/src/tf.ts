@@ -8,10 +8,11 @@ import '@tensorflow/tfjs-backend-cpu';
 import type {} from '@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops';
 
 // tfjs-backend-cpu prints a "Hi, looks like you are running TensorFlow.js in Node.js … install our
-// node backend" banner on its first tensor in Node. posttrain does not use tfjs-node (it cannot
-// install without downloading libtensorflow), so the banner is noise: mark the cpu backend as used
-// instead of setting tfjs's PROD flag, which would silence every other tfjs warning too.
-const cpu = tf.findBackend('cpu') as { firstUse?: boolean } | null;
-if (cpu && 'firstUse' in cpu) cpu.firstUse = false;
+// node backend" banner on the first tensor in Node unless PROD is set (tfjs-core's
+// `enableProdMode()`; in 4.22 PROD only silences tfjs's own console warnings). posttrain does not
+// use tfjs-node (it cannot install without downloading libtensorflow), so the banner is noise. The
+// flag has to be set: the engine builds a fresh cpu backend instance when it picks one, so marking
+// an instance as used does not reach the one that prints.
+tf.env().set('PROD', true);
 
 export { tf };
