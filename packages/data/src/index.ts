@@ -53,6 +53,7 @@ export {
   type ChatEncoder,
   type ChatTokens,
 } from './tokenize.js';
+export { modelLimits } from './tokenize-checks.js';
 export { collateForTraining, collateForGeneration, defaultCollateOptions, type CollateOptions, type LabeledExample, type TrainingBatch, type GenerationBatch } from './collate.js';
 export { pack, defaultPackOptions, type PackOptions, type PackedBatch } from './pack.js';
 

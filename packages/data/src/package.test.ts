@@ -30,6 +30,7 @@ describe('public surface', () => {
       'generateSplit',
       'isConversational',
       'loadTokenizer',
+      'modelLimits',
       'pack',
       'readJsonl',
       'readRecords',

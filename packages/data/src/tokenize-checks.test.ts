@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isPosttrainError } from '@posttrain/tensor-core';
 import { ByteTokenizer } from './byte-tokenizer.js';
+import { modelLimits } from './tokenize-checks.js';
 import { tokenizeLanguageModeling, tokenizePreference, tokenizePromptCompletion, type TokenizerLike } from './tokenize.js';
 
 // The checks a trainer asks of its examples before any compute: ids within the model's
@@ -50,6 +51,12 @@ describe('maxPositions', () => {
     expect(tokenizeLanguageModeling(tokenizer, { text: 'abcdefgh' }, { maxPositions: 6, maxLength: 6 }).inputIds).toHaveLength(6);
     expect(tokenizePromptCompletion(tokenizer, { prompt: 'ab', completion: 'c' }, { maxPositions: 4 }).inputIds).toHaveLength(4);
     expect(thrown(() => tokenizeLanguageModeling(tokenizer, { text: 'a' }, { maxPositions: 0 })).message).toContain('expected maxPositions to be a positive integer or null; got 0');
+  });
+
+  it('modelLimits takes both limits from a model config, null where it has none', () => {
+    expect(modelLimits({ vocabSize: 260, maxPositions: 32 })).toEqual({ vocabSize: 260, maxPositions: 32 });
+    expect(modelLimits({})).toEqual({ vocabSize: null, maxPositions: null });
+    expect(thrown(() => tokenizeLanguageModeling(tokenizer, { text: 'abc' }, { ...modelLimits({ vocabSize: 98, maxPositions: 32 }) })).message).toContain('got id 98 at token 1');
   });
 });
 

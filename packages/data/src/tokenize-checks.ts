@@ -1,6 +1,6 @@
 // The checks of the tokenize functions: option values, and what a finished example must satisfy for
 // a trainer (ids within the model's vocabulary, a length within its context, something to train on).
-import { PosttrainError, checkNumber } from '@posttrain/tensor-core';
+import { PosttrainError, checkNumber, type ModelConfig } from '@posttrain/tensor-core';
 import { checkBoolean, checkOneOf } from './check-options.js';
 import { IGNORE_INDEX, type TokenizeOptions, type TokenizedExample, type TokenizerLike } from './tokenize.js';
 
@@ -53,4 +53,18 @@ export function checkTokenized(tokenizer: TokenizerLike, example: TokenizedExamp
     );
   }
   return example;
+}
+
+/**
+ * The tokenize options a trainer takes from its model: `vocabSize` and `maxPositions`, so that an id
+ * the model has no embedding for, or a sequence longer than its context, is named by record before
+ * any step (null where the config leaves one out).
+ *
+ * @example
+ * ```ts
+ * tokenizePromptCompletion(tokenizer, record, { ...modelLimits(model.config), name: `record ${i}` });
+ * ```
+ */
+export function modelLimits(config: Partial<Pick<ModelConfig, 'vocabSize' | 'maxPositions'>>): Pick<TokenizeOptions, 'vocabSize' | 'maxPositions'> {
+  return { vocabSize: config.vocabSize ?? null, maxPositions: config.maxPositions ?? null };
 }

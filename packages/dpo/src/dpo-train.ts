@@ -1,7 +1,7 @@
 // dpoTrain: preference pairs → tokenized, concatenated [2B, T] batches with the reference's
 // log-probs → a preference objective → the shared trainer loop.
 import { PosttrainError, checkNumber, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
-import { tokenizePreference, type PreferenceRecord, type TokenizerLike } from '@posttrain/data';
+import { modelLimits, tokenizePreference, type PreferenceRecord, type TokenizerLike } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { checkEvalRecords, defaultFineTuneTrainerOptions, fineTune, type StepOutput, type TrainResult } from '@posttrain/trainer';
 import { checkCommon, refuseConversational, type OptimizationTunables } from './common.js';
@@ -238,13 +238,12 @@ export async function dpoTrain(options: DpoTrainOptions): Promise<DpoTrainResult
   const o = resolveDpoOptions(options);
   const { model, tokenizer, objective } = o;
   const padTokenId = padTokenIdOf(tokenizer);
-  // vocabSize, maxPositions: an id the model has no embedding for, or a sequence longer than its context, is named by record before any step.
-  const lengths: Lengths & { vocabSize: number | null; maxPositions: number | null } = {
+  // An id the model has no embedding for, or a sequence longer than its context, is named by record before any step.
+  const lengths: Lengths & ReturnType<typeof modelLimits> = {
     maxLength: o.maxLength,
     maxPromptLength: o.maxPromptLength,
     maxCompletionLength: o.maxCompletionLength,
-    vocabSize: model.config.vocabSize ?? null,
-    maxPositions: model.config.maxPositions ?? null,
+    ...modelLimits(model.config),
   };
   const pairs = tokenizePairs(tokenizer, o.train, lengths, 'train');
   const evalPairs = tokenizePairs(tokenizer, o.eval ?? [], lengths, 'eval');

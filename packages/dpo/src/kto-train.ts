@@ -1,7 +1,7 @@
 // ktoTrain: unpaired preference records (one completion, labelled desirable or not) → KTO against
 // the KL reference point of mismatched prompt/completion pairs → the shared trainer loop.
 import { PosttrainError, Rng, checkNumber, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
-import { collateForTraining, tokenizePromptCompletion, type TokenizedExample, type TokenizerLike } from '@posttrain/data';
+import { collateForTraining, modelLimits, tokenizePromptCompletion, type TokenizedExample, type TokenizerLike } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { ktoLoss } from '@posttrain/losses';
 import { checkEvalRecords, defaultFineTuneTrainerOptions, fineTune, type StepOutput, type TrainResult } from '@posttrain/trainer';
@@ -223,13 +223,12 @@ export async function ktoTrain(options: KtoTrainOptions): Promise<KtoTrainResult
   const o = resolveKtoOptions(options);
   const { model, tokenizer } = o;
   const padTokenId = padTokenIdOf(tokenizer);
-  // vocabSize, maxPositions: an id the model has no embedding for, or a sequence longer than its context, is named by record before any step.
+  // An id the model has no embedding for, or a sequence longer than its context, is named by record before any step.
   const lengths = {
     maxLength: o.maxLength,
     maxPromptLength: o.maxPromptLength,
     maxCompletionLength: o.maxCompletionLength,
-    vocabSize: model.config.vocabSize ?? null,
-    maxPositions: model.config.maxPositions ?? null,
+    ...modelLimits(model.config),
   };
   const examples = tokenizeRecords(tokenizer, o.train, lengths, o.seed, 'train');
   const evalExamples = o.eval?.length ? tokenizeRecords(tokenizer, o.eval, lengths, o.seed, 'eval') : [];

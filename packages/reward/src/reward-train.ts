@@ -1,6 +1,6 @@
 // rewardTrain: preference records → tokenized pairs → one batch of chosen and rejected → Bradley–Terry → the shared trainer loop.
 import { PosttrainError, checkNumber, resolveOptions, tf } from '@posttrain/tensor-core';
-import type { TokenizerLike } from '@posttrain/data';
+import { modelLimits, type TokenizerLike } from '@posttrain/data';
 import { applyLora, matchesTarget, trainableReport, type LoraOptions, type LoraReport, type LoraTargetModules } from '@posttrain/lora';
 import {
   checkEvalRecords,
@@ -213,13 +213,12 @@ export async function rewardTrain(options: RewardTrainOptions): Promise<RewardTr
   const owner = 'rewardTrain';
   const { model, tokenizer } = o;
   const padTokenId = padTokenIdOf(tokenizer);
-  // vocabSize, maxPositions: an id the backbone has no embedding for, or a sequence longer than its context, is named by record before any step.
+  // An id the backbone has no embedding for, or a sequence longer than its context, is named by record before any step.
   const lengths = {
     maxLength: o.maxLength,
     maxPromptLength: o.maxPromptLength,
     maxCompletionLength: o.maxCompletionLength,
-    vocabSize: model.config.vocabSize ?? null,
-    maxPositions: model.config.maxPositions ?? null,
+    ...modelLimits(model.config),
   };
   const pairs = o.train.map((r, i) => tokenizePair(tokenizer, r, i, lengths, owner));
   const evalPairs = (o.eval ?? []).map((r, i) => tokenizePair(tokenizer, r, i, lengths, `${owner}: eval`));

@@ -2,6 +2,7 @@
 import { PosttrainError, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
 import {
   collateForTraining,
+  modelLimits,
   tokenizeLanguageModeling,
   tokenizePromptCompletion,
   type LanguageModelingRecord,
@@ -152,14 +153,7 @@ export function resolveSftOptions(options: SftTrainOptions): SftTunables & Pick<
 }
 
 /** Tokenizes one record with its labels (−100 on the prompt when completion-only, EOS appended). */
-function tokenize(
-  tokenizer: TokenizerLike,
-  record: SftRecord,
-  name: string,
-  completionOnly: boolean,
-  maxLength: number | null,
-  model: { vocabSize: number | null; maxPositions: number | null },
-): TokenizedExample {
+function tokenize(tokenizer: TokenizerLike, record: SftRecord, name: string, completionOnly: boolean, maxLength: number | null, model: ReturnType<typeof modelLimits>): TokenizedExample {
   // Before any step: ids the model has no embedding for, and records with nothing to train on, are named by index.
   const options = { completionOnly, maxLength, name, ...model, requireLabels: true };
   if (record && typeof record === 'object' && 'prompt' in record && 'completion' in record) return tokenizePromptCompletion(tokenizer, record as PromptCompletionRecord, options);
@@ -192,7 +186,7 @@ export async function sftTrain(options: SftTrainOptions): Promise<SftTrainResult
   const o = resolveSftOptions(options);
   const { model, tokenizer } = o;
   const padTokenId = padTokenIdOf(tokenizer);
-  const limits = { vocabSize: model.config.vocabSize ?? null, maxPositions: model.config.maxPositions ?? null };
+  const limits = modelLimits(model.config);
   const examples = o.train.map((r, i) => tokenize(tokenizer, r, `record ${i}`, o.completionOnlyLoss, o.maxLength, limits));
   const evalExamples = (o.eval ?? []).map((r, i) => tokenize(tokenizer, r, `eval record ${i}`, o.completionOnlyLoss, o.maxLength, limits));
   const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
