@@ -1,11 +1,12 @@
-import type { BatchSource } from './options.js';
+import type { BatchSource, SeekableBatchSource } from './options.js';
 
 type AnyIterator<B> = Iterator<B> | AsyncIterator<B>;
 
 /**
  * Pulls micro-batches one at a time over `epochs` passes, remembering where it is
  * (`epoch`, `batchInEpoch`) so a resumed run can skip exactly the batches already consumed.
- * A function source is called once per epoch; an iterable is iterated again each epoch.
+ * A function source is called once per epoch; an iterable is iterated again each epoch; a seekable
+ * source is opened at the epoch's first unconsumed batch.
  */
 export class BatchReader<B> {
   epoch: number;
@@ -27,9 +28,13 @@ export class BatchReader<B> {
   async next(): Promise<{ value: B } | undefined> {
     while (this.epoch < this.epochs) {
       if (!this.iterator) {
-        this.iterator = this.open();
-        for (; this.skip > 0; this.skip--) {
-          if ((await this.iterator.next()).done) break;
+        if (isSeekable(this.source)) {
+          this.iterator = iterate(this.source.open(this.epoch, this.skip));
+        } else {
+          this.iterator = iterate(typeof this.source === 'function' ? this.source(this.epoch) : this.source);
+          for (; this.skip > 0; this.skip--) {
+            if ((await this.iterator.next()).done) break;
+          }
         }
         this.skip = 0;
       }
@@ -52,9 +57,13 @@ export class BatchReader<B> {
     await it?.return?.();
   }
 
-  private open(): AnyIterator<B> {
-    const source = typeof this.source === 'function' ? this.source(this.epoch) : this.source;
-    const asyncIt = (source as AsyncIterable<B>)[Symbol.asyncIterator];
-    return typeof asyncIt === 'function' ? asyncIt.call(source) : (source as Iterable<B>)[Symbol.iterator]();
-  }
+}
+
+function isSeekable<B>(source: BatchSource<B>): source is SeekableBatchSource<B> {
+  return typeof source === 'object' && source !== null && typeof (source as SeekableBatchSource<B>).open === 'function';
+}
+
+function iterate<B>(source: Iterable<B> | AsyncIterable<B>): AnyIterator<B> {
+  const asyncIt = (source as AsyncIterable<B>)[Symbol.asyncIterator];
+  return typeof asyncIt === 'function' ? asyncIt.call(source) : (source as Iterable<B>)[Symbol.iterator]();
 }

@@ -99,6 +99,32 @@ describe('resume', () => {
     expect(batchSize.message).toMatch(/help: .*resume with batchSize: 2/);
   });
 
+  it('opens a seekable source at the first unconsumed batch: nothing before it is made, and the weights equal an uninterrupted run', async () => {
+    const opened: Array<[number, number]> = [];
+    const made: number[] = [];
+    const seekable = (batches: Batch[]) => ({
+      open: function* (epoch: number, start: number) {
+        opened.push([epoch, start]);
+        for (let i = start; i < batches.length; i++) {
+          made.push(i);
+          yield batches[i];
+        }
+      },
+    });
+    const whole = setup();
+    await train({ ...whole, batches: seekable(whole.batches), maxSteps: 6, gradientAccumulationSteps: 1, batchSize: 2 });
+    const root = join(dir, 'seekable');
+    const first = setup();
+    await train({ ...first, batches: seekable(first.batches), checkpointDir: root, maxSteps: 3, gradientAccumulationSteps: 1, batchSize: 2 });
+    opened.length = 0;
+    made.length = 0;
+    const resumed = setup();
+    await train({ ...resumed, batches: seekable(resumed.batches), resumeFrom: root, maxSteps: 6, gradientAccumulationSteps: 1, batchSize: 2 });
+    expect(opened).toEqual([[0, 3]]);
+    expect(made).toEqual([3, 4, 5]);
+    expect(resumed.weights()).toEqual(whole.weights());
+  });
+
   it('resumes checkpoints written before these fields existed without checking them', async () => {
     const root = await checkpointed('old-format');
     const file = join(root, 'step-4', TRAINER_STATE_FILE);

@@ -4,6 +4,7 @@ export {
   defaultTrainOptions,
   resolveTrainOptions,
   type BatchSource,
+  type SeekableBatchSource,
   type LossUnit,
   type StepContext,
   type StepOutput,

@@ -117,10 +117,31 @@ export interface TrainCallbacks {
 }
 
 /**
- * Batches: an iterable (read once per epoch), or a function called at the start of each epoch with
- * its 0-based index, so a resumed run can rebuild that epoch's order (a shuffle seeded by it).
+ * Batches: an iterable (read once per epoch), a function called at the start of each epoch with
+ * its 0-based index, so a resumed run can rebuild that epoch's order (a shuffle seeded by it), or a
+ * {@link SeekableBatchSource}, which a resumed run opens at the first batch it has not consumed
+ * instead of pulling and dropping the ones before it.
  */
-export type BatchSource<B> = Iterable<B> | AsyncIterable<B> | ((epoch: number) => Iterable<B> | AsyncIterable<B>);
+export type BatchSource<B> = Iterable<B> | AsyncIterable<B> | ((epoch: number) => Iterable<B> | AsyncIterable<B>) | SeekableBatchSource<B>;
+
+/**
+ * A batch source that starts an epoch anywhere: `open(epoch, start)` yields that epoch's batches
+ * from the 0-based index `start` on (0 except in the epoch a resumed run continues). For sources
+ * whose batches are costly to make and cheap to skip, such as RL rollouts: a resumed run does not
+ * generate the rollouts it already trained on just to throw them away.
+ *
+ * @example
+ * ```ts
+ * const source: SeekableBatchSource<number[]> = {
+ *   open: function* (epoch, start) {
+ *     for (let i = start; i < 10; i++) yield [epoch, i];
+ *   },
+ * };
+ * ```
+ */
+export interface SeekableBatchSource<B> {
+  open(epoch: number, start: number): Iterable<B> | AsyncIterable<B>;
+}
 
 /**
  * What {@link train} needs of a model (a tensor-core `Module` satisfies it).
@@ -292,9 +313,9 @@ export function resolveTrainOptions<B>(options: TrainOptions<B>): Required<Omit<
   }
   if (!o.optimizer || typeof o.optimizer.step !== 'function') throw new PosttrainError('INVALID_OPTION', 'train: expected optimizer to be an Optimizer (AdamW, SGD)');
   if (typeof o.step !== 'function') throw new PosttrainError('INVALID_OPTION', 'train: expected step to be a function (batch, context) → { lossSum, tokens }');
-  const b = o.batches as unknown as Record<symbol, unknown> | undefined;
-  if (typeof o.batches !== 'function' && !(b && (typeof b[Symbol.iterator] === 'function' || typeof b[Symbol.asyncIterator] === 'function'))) {
-    throw new PosttrainError('INVALID_OPTION', 'train: expected batches to be an Iterable, an AsyncIterable or a function returning one');
+  const b = o.batches as unknown as Record<string | symbol, unknown> | undefined;
+  if (typeof o.batches !== 'function' && !(b && (typeof b[Symbol.iterator] === 'function' || typeof b[Symbol.asyncIterator] === 'function' || typeof b.open === 'function'))) {
+    throw new PosttrainError('INVALID_OPTION', 'train: expected batches to be an Iterable, an AsyncIterable, a function returning one or a SeekableBatchSource ({ open(epoch, start) })');
   }
   checkNumber('train', 'gradientAccumulationSteps', o.gradientAccumulationSteps, 'an integer > 0', positiveInt);
   checkNumber('train', 'epochs', o.epochs, 'an integer > 0', positiveInt);
