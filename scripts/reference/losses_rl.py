@@ -22,7 +22,12 @@ reductions), in float64 on float32-drawn inputs:
                   subtracted, divided by (std + 1e-4), std with Bessel's correction (torch.std).
   grpoLoss        TRL GRPOTrainer._compute_loss: per-token clipped surrogate with ε_low / ε_high
                   (DAPO), + β·k3, reduced by loss_type 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo'; clip
-                  ratios (low / high / region) and kl as TRL logs them.
+                  ratios (low / high / region) and kl as TRL logs them. importance_sampling_level
+                  'sequence' (GSPO, Zheng et al. 2025, arXiv 2507.18071): one log-weight per
+                  completion, the masked mean of its token log-ratios, [B, 1]; the clipped term is
+                  [B, 1], the β·k3 term [B, T] is added by broadcasting, the reductions are unchanged
+                  (the mask broadcasts the [B, 1] term over T), and the clip ratios are means over
+                  the B completions (TRL's global_masked_mean for a [B, 1] tensor).
   rlooAdvantages  Ahmadian et al. 2024: reward minus the mean of the other k − 1 of its group.
 
 Masked positions may hold anything (TRL fills them with INVALID_LOGPROB = 1.0); the references
@@ -248,13 +253,17 @@ def grpo_advantages_case(name, rewards, options):
     CASES[name] = case('grpoAdvantages', {'rewards': rewards}, out, options)
 
 
-def grpo_loss_ref(logprobs, old, ref, advantages, mask, epsilon_low=0.2, epsilon_high=0.2, beta=0.0, normalization='dapo', max_completion_length=256):
+def grpo_loss_ref(logprobs, old, ref, advantages, mask, epsilon_low=0.2, epsilon_high=0.2, beta=0.0, normalization='dapo', max_completion_length=256, importance_sampling_level='token'):
     keep = mask > 0
     zeros = torch.zeros_like(logprobs)
     if old is None:
         old = logprobs.detach()
     log_ratio = torch.where(keep, logprobs - old, zeros)
-    ratio = torch.exp(log_ratio)
+    if importance_sampling_level == 'sequence':
+        log_weight = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)  # [B, 1]
+    else:
+        log_weight = log_ratio  # [B, T]
+    ratio = torch.exp(log_weight)
     A = advantages.unsqueeze(1)
     per_token = -torch.min(ratio * A, torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * A)
     out = {}
@@ -272,7 +281,11 @@ def grpo_loss_ref(logprobs, old, ref, advantages, mask, epsilon_low=0.2, epsilon
         loss = (per_token * mask).sum() / (B * max_completion_length)
     low = (ratio < 1 - epsilon_low) & (A < 0)
     high = (ratio > 1 + epsilon_high) & (A > 0)
-    out.update({'loss': loss, 'clipRatioLow': masked_mean(low.double(), mask), 'clipRatioHigh': masked_mean(high.double(), mask), 'clipRatio': masked_mean((low | high).double(), mask)})
+    if importance_sampling_level == 'sequence':
+        clip_mean = lambda x: x.double().mean()  # noqa: E731  (over the B completions, all of them)
+    else:
+        clip_mean = lambda x: masked_mean(x.double(), mask)  # noqa: E731
+    out.update({'loss': loss, 'clipRatioLow': clip_mean(low), 'clipRatioHigh': clip_mean(high), 'clipRatio': clip_mean(low | high)})
     return out
 
 
@@ -296,7 +309,7 @@ def grpo_loss_case(name, seed, B, T, mask, spread, options, with_old=True, diffs
         inputs['refLogprobs'] = ref
     inputs['advantages'] = advantages
     inputs['mask'] = mask
-    keys = {'epsilonLow': 'epsilon_low', 'epsilonHigh': 'epsilon_high', 'beta': 'beta', 'normalization': 'normalization', 'maxCompletionLength': 'max_completion_length'}
+    keys = {'epsilonLow': 'epsilon_low', 'epsilonHigh': 'epsilon_high', 'beta': 'beta', 'normalization': 'normalization', 'maxCompletionLength': 'max_completion_length', 'importanceSamplingLevel': 'importance_sampling_level'}
     out = grpo_loss_ref(logprobs, old, ref, advantages, mask, **{keys[k]: v for k, v in options.items()})
     CASES[name] = case('grpoLoss', inputs, out, options)
 
@@ -323,6 +336,21 @@ def grpo_cases():
     ref_diffs = const([[20.0, -20.0, 1.0, -1.0, 0.0, 0.0], [-20.0, 20.0, 0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [5.0, -5.0, 0.0, 0.0, 0.0, 0.0]])
     grpo_loss_case('grpo_loss_extreme', 424, 4, 6, lengths_mask([6, 6, 2, 6], 6), 0.0, {'normalization': 'bnpo', 'epsilonLow': 0.2, 'epsilonHigh': 0.28, 'beta': 0.04}, diffs=diffs, ref_diffs=ref_diffs)
     grpo_loss_case('grpo_loss_long', 425, 4, 96, lengths_mask([96, 40, 71, 5], 96), 0.2, {'normalization': 'grpo', 'epsilonHigh': 0.28, 'maxCompletionLength': 128})
+
+    # GSPO (importance_sampling_level='sequence'): every loss_type, with and without oldLogprobs, β > 0.
+    # spread 0.6 per token and ε 0.05 / 0.08 so that some completions' mean log-ratios clip on each side.
+    seq = {'importanceSamplingLevel': 'sequence'}
+    for i, norm in enumerate(('grpo', 'bnpo', 'dr_grpo', 'dapo')):
+        grpo_loss_case(f'gspo_loss_{norm}', 430 + i, 6, 10, m, 0.6, {**seq, 'normalization': norm, 'epsilonLow': 0.05, 'epsilonHigh': 0.08, 'maxCompletionLength': 16})
+    for i, norm in enumerate(('grpo', 'bnpo', 'dr_grpo', 'dapo')):
+        grpo_loss_case(f'gspo_loss_beta_{norm}', 434 + i, 6, 10, m, 0.6, {**seq, 'normalization': norm, 'beta': 0.04, 'epsilonLow': 0.05, 'epsilonHigh': 0.08, 'maxCompletionLength': 12})
+    grpo_loss_case('gspo_loss_on_policy', 438, 4, 8, lengths_mask([8, 6, 0, 2], 8), 0.0, {**seq, 'normalization': 'grpo', 'beta': 0.04}, with_old=False)
+    grpo_loss_case('gspo_loss_on_policy_dapo', 439, 4, 8, lengths_mask([8, 6, 0, 2], 8), 0.0, {**seq}, with_old=False)
+    grpo_loss_case('gspo_loss_paper_clip', 440, 8, 16, lengths_mask([16, 12, 9, 16, 3, 1, 14, 16], 16), 0.002, {**seq, 'normalization': 'grpo', 'epsilonLow': 3e-4, 'epsilonHigh': 4e-4})
+    # mean log-ratios of +20, −20, +15 (garbage 1e4 under the mask) and +2.5, with ±20 KL terms
+    seq_diffs = const([[20.0, 20.0, 20.0, 20.0, 20.0, 20.0], [-20.0, -20.0, -20.0, -20.0, -20.0, -20.0], [10.0, 20.0, 1e4, -1e4, 1e4, -1e4], [-20.0, 20.0, 5.0, 5.0, -5.0, 10.0]])
+    grpo_loss_case('gspo_loss_extreme', 441, 4, 6, lengths_mask([6, 6, 2, 6], 6), 0.0, {**seq, 'normalization': 'dapo', 'epsilonLow': 0.2, 'epsilonHigh': 0.28, 'beta': 0.04}, diffs=seq_diffs, ref_diffs=ref_diffs)
+    grpo_loss_case('gspo_loss_long', 442, 4, 96, lengths_mask([96, 40, 71, 5], 96), 0.2, {**seq, 'normalization': 'grpo', 'epsilonLow': 0.01, 'epsilonHigh': 0.01})
 
 
 # ---------------------------------------------------------------------------------------------

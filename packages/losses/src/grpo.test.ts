@@ -16,9 +16,28 @@ describe('GRPO: fixture coverage and defaults', () => {
     const names = lossCases.map(([n]) => n);
     for (const n of ['grpo_loss_beta_grpo', 'grpo_loss_on_policy', 'grpo_loss_extreme', 'grpo_loss_long', 'grpo_loss_defaults']) expect(names).toContain(n);
   });
+  it('covers GSPO (sequence level) with every normalisation, with and without oldLogprobs, with β > 0 and with both clips hit', () => {
+    const gspo = lossCases.filter(([, c]) => c.options.importanceSamplingLevel === 'sequence');
+    for (const norm of ['grpo', 'bnpo', 'dr_grpo', 'dapo']) {
+      const of = gspo.filter(([, c]) => (c.options.normalization ?? 'dapo') === norm);
+      expect(
+        of.some(([, c]) => (c.options.beta ?? 0) === 0 && 'oldLogprobs' in c.inputs),
+        `${norm} with oldLogprobs`,
+      ).toBe(true);
+      expect(
+        of.some(([, c]) => (c.options.beta as number) > 0),
+        `${norm} with beta > 0`,
+      ).toBe(true);
+      expect(
+        of.some(([, c]) => !('oldLogprobs' in c.inputs)),
+        `${norm} on-policy`,
+      ).toBe(norm === 'grpo' || norm === 'dapo');
+    }
+    expect(gspo.some(([, c]) => c.outputs.clipRatioLow.data[0] > 0 && c.outputs.clipRatioHigh.data[0] > 0)).toBe(true);
+  });
   it("has TRL's defaults, frozen", () => {
     expect(defaultGrpoAdvantagesOptions).toEqual({ groupSize: 8, scale: 'group', epsilon: 1e-4 });
-    expect(defaultGrpoLossOptions).toEqual({ epsilonLow: 0.2, epsilonHigh: 0.2, beta: 0, normalization: 'dapo', maxCompletionLength: 256 });
+    expect(defaultGrpoLossOptions).toEqual({ epsilonLow: 0.2, epsilonHigh: 0.2, beta: 0, normalization: 'dapo', maxCompletionLength: 256, importanceSamplingLevel: 'token' });
     expect(Object.isFrozen(defaultGrpoAdvantagesOptions) && Object.isFrozen(defaultGrpoLossOptions)).toBe(true);
   });
 });
@@ -83,8 +102,9 @@ describe.each(BACKENDS)('GRPO on %s', (backend) => {
     ]);
     const advantages = tf.tensor1d([1, -1]);
     const mask = tf.zeros([2, 2]);
-    for (const normalization of ['grpo', 'bnpo', 'dr_grpo', 'dapo'] as const) {
-      const options = { normalization, beta: 0.1 };
+    const levels = ['token', 'sequence'] as const;
+    for (const [normalization, importanceSamplingLevel] of (['grpo', 'bnpo', 'dr_grpo', 'dapo'] as const).flatMap((n) => levels.map((l) => [n, l] as const))) {
+      const options = { normalization, beta: 0.1, importanceSamplingLevel };
       const out = grpoLoss({ logprobs, oldLogprobs, refLogprobs, advantages, mask }, options);
       for (const [name, t] of Object.entries(out)) expect((t as tf.Tensor).dataSync()[0], `${normalization} ${name}`).toBe(0);
       const grad = tf.grad((lp: tf.Tensor) => grpoLoss({ logprobs: lp, oldLogprobs, refLogprobs, advantages, mask }, options).loss)(logprobs);
@@ -95,6 +115,73 @@ describe.each(BACKENDS)('GRPO on %s', (backend) => {
       tf.dispose([grad, ...(Object.values(out) as tf.Tensor[])]);
     }
     tf.dispose([logprobs, oldLogprobs, refLogprobs, advantages, mask]);
+  });
+
+  it('GSPO weighs a completion by the geometric mean of its token ratios, clipped once, and counts clipped completions', () => {
+    // row 0: log-ratios [ln 2, 0] then garbage under the mask: s = √2 > 1.28, A = 1 → clipped at 1.28
+    // row 1: log-ratios [ln 0.25, ln 4, 0] (mean 0): s = 1, A = −1, not clipped, though its token ratio 0.25 is
+    const oldLogprobs = tf.tensor2d([
+      [-1, -1, 0],
+      [-2, -2, -2],
+    ]);
+    const logprobs = tf.tensor2d([
+      [-1 + Math.LN2, -1, 1e4],
+      [-2 - 2 * Math.LN2, -2 + 2 * Math.LN2, -2],
+    ]);
+    const advantages = tf.tensor1d([1, -1]);
+    const mask = tf.tensor2d([
+      [1, 1, 0],
+      [1, 1, 1],
+    ]);
+    const inputs = { logprobs, oldLogprobs, advantages, mask };
+    const options = { importanceSamplingLevel: 'sequence', epsilonLow: 0.2, epsilonHigh: 0.28 } as const;
+    const expected = { grpo: (-1.28 + 1) / 2, dapo: (-1.28 * 2 + 1 * 3) / 5, dr_grpo: (-1.28 * 2 + 1 * 3) / (2 * 4) };
+    for (const [normalization, value] of Object.entries(expected)) {
+      const out = grpoLoss(inputs, { ...options, normalization: normalization as 'grpo', maxCompletionLength: 4 });
+      expect(out.loss.dataSync()[0], normalization).toBeCloseTo(value, 5);
+      expect([out.clipRatioHigh.dataSync()[0], out.clipRatioLow.dataSync()[0], out.clipRatio.dataSync()[0]], normalization).toEqual([0.5, 0, 0.5]);
+      tf.dispose(Object.values(out));
+    }
+    // the token level counts tokens instead: ratio 2 in row 0 (A > 0) and 0.25 in row 1 (A < 0), two of five
+    const token = grpoLoss(inputs, { ...options, importanceSamplingLevel: 'token' });
+    expect(token.clipRatio.dataSync()[0]).toBeCloseTo(2 / 5, 6);
+    tf.dispose([...Object.values(token), logprobs, oldLogprobs, advantages, mask]);
+  });
+
+  it('on-policy (no oldLogprobs) GSPO gives the same loss and gradient as GRPO for every normalisation', () => {
+    const logprobs = tf.tensor2d([
+      [-0.5, -1.5, -2.5, -3.5],
+      [-1, -2, 7, 7],
+      [-0.1, 9, 9, 9],
+    ]);
+    const refLogprobs = tf.tensor2d([
+      [-0.7, -1.2, -2.9, -3],
+      [-1.3, -1.8, 0, 0],
+      [-0.4, 0, 0, 0],
+    ]);
+    const advantages = tf.tensor1d([0.8, -1.1, 0.3]);
+    const mask = tf.tensor2d([
+      [1, 1, 1, 1],
+      [1, 1, 0, 0],
+      [1, 0, 0, 0],
+    ]);
+    for (const normalization of ['grpo', 'bnpo', 'dr_grpo', 'dapo'] as const) {
+      const at = (importanceSamplingLevel: 'token' | 'sequence') => {
+        const options = { normalization, beta: 0.05, maxCompletionLength: 6, importanceSamplingLevel };
+        const loss = (lp: tf.Tensor) => grpoLoss({ logprobs: lp, refLogprobs, advantages, mask }, options).loss;
+        const value = tf.tidy(() => loss(logprobs));
+        const grad = tf.grad(loss)(logprobs);
+        const result = { value: value.dataSync()[0], grad: Array.from(grad.dataSync()) };
+        tf.dispose([value, grad]);
+        return result;
+      };
+      const token = at('token');
+      const sequence = at('sequence');
+      expect(sequence.value, normalization).toBeCloseTo(token.value, 6);
+      sequence.grad.forEach((g, i) => expect(g, `${normalization} grad ${i}`).toBeCloseTo(token.grad[i], 6));
+      expect(token.grad.some((g) => Math.abs(g) > 0.01)).toBe(true);
+    }
+    tf.dispose([logprobs, refLogprobs, advantages, mask]);
   });
 
   it('needs refLogprobs when beta > 0, and says so', () => {
@@ -123,13 +210,27 @@ describe.each(BACKENDS)('GRPO on %s', (backend) => {
       [() => grpoLoss(loss, { beta: -0.1 }), 'grpoLoss: expected beta to be a number ≥ 0; got -0.1'],
       [() => grpoLoss(loss, { normalization: 'token' as 'grpo' }), "grpoLoss: expected normalization to be one of 'grpo', 'bnpo', 'dr_grpo', 'dapo'; got \"token\""],
       [() => grpoLoss(loss, { maxCompletionLength: 0 }), 'grpoLoss: expected maxCompletionLength to be an integer ≥ 1; got 0'],
-      [() => grpoLoss(loss, { epsilon: 0.2 } as never), 'grpoLoss: unknown option "epsilon"; known options are epsilonLow, epsilonHigh, beta, normalization, maxCompletionLength'],
+      [
+        () => grpoLoss(loss, { epsilon: 0.2 } as never),
+        'grpoLoss: unknown option "epsilon"; known options are epsilonLow, epsilonHigh, beta, normalization, maxCompletionLength, importanceSamplingLevel',
+      ],
     ];
     for (const [fn, message] of cases) {
       const e = thrown(fn);
       expect(isPosttrainError(e) && e.code, message).toBe('INVALID_OPTION');
       expect(e.message).toBe(message);
     }
+    tf.dispose([x, a]);
+  });
+
+  it('rejects an unknown importanceSamplingLevel, naming the option and the two levels', () => {
+    const x = tf.zeros([2, 3]);
+    const a = tf.zeros([2]);
+    const e = thrown(() => grpoLoss({ logprobs: x, advantages: a, mask: x }, { importanceSamplingLevel: 'seq' as 'token' }));
+    expect(isPosttrainError(e) && e.code).toBe('INVALID_OPTION');
+    expect(e.message).toBe(
+      "grpoLoss: expected importanceSamplingLevel to be 'token' or 'sequence'; got \"seq\"\nhelp: 'token' weighs each token by its own ratio (GRPO); 'sequence' weighs a whole completion by one ratio (GSPO)",
+    );
     tf.dispose([x, a]);
   });
 

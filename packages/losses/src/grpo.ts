@@ -130,6 +130,12 @@ export interface GrpoLossOptions {
   normalization: GrpoNormalization;
   /** The constant of 'dr_grpo' (the generation's max completion length), an integer ≥ 1. TRL's default 256. */
   maxCompletionLength: number;
+  /**
+   * What the importance ratio weighs (TRL's `importance_sampling_level`): each token by its own
+   * ratio (`'token'`, GRPO, the default) or every token of a completion by one ratio, the
+   * geometric mean of its tokens' ratios (`'sequence'`, GSPO). See {@link grpoLoss}.
+   */
+  importanceSamplingLevel: 'token' | 'sequence';
 }
 
 export const defaultGrpoLossOptions: Readonly<GrpoLossOptions> = Object.freeze({
@@ -138,16 +144,20 @@ export const defaultGrpoLossOptions: Readonly<GrpoLossOptions> = Object.freeze({
   beta: 0,
   normalization: 'dapo',
   maxCompletionLength: 256,
+  importanceSamplingLevel: 'token',
 });
 
 /** What {@link grpoLoss} returns: scalars the caller disposes. Only `loss` is meant for gradients. */
 export interface GrpoLossOutput {
   loss: tf.Scalar;
-  /** Fraction of unmasked tokens with r < 1 − ε_low and A < 0 (TRL's `clip_ratio/low_mean`). */
+  /**
+   * Fraction of unmasked tokens with r < 1 − ε_low and A < 0 (TRL's `clip_ratio/low_mean`); with
+   * importanceSamplingLevel 'sequence', the fraction of the B completions, as TRL counts it.
+   */
   clipRatioLow: tf.Scalar;
-  /** Fraction with r > 1 + ε_high and A > 0 (TRL's `clip_ratio/high_mean`). */
+  /** Fraction with r > 1 + ε_high and A > 0 (TRL's `clip_ratio/high_mean`); of completions with 'sequence'. */
   clipRatioHigh: tf.Scalar;
-  /** Fraction in either (TRL's `clip_ratio/region_mean`). */
+  /** Fraction in either (TRL's `clip_ratio/region_mean`); of completions with 'sequence'. */
   clipRatio: tf.Scalar;
   /** Mean k3 KL to the reference over unmasked tokens; only when beta > 0 (TRL's `kl`). */
   kl?: tf.Scalar;
@@ -173,6 +183,19 @@ const NORMALIZATIONS: readonly GrpoNormalization[] = ['grpo', 'bnpo', 'dr_grpo',
  *   local batch's (and then by the accumulation steps). To reproduce TRL's 'dapo' over
  *   micro-batches, scale this loss by (local tokens / global tokens) before accumulating.
  *
+ * With `importanceSamplingLevel: 'sequence'` this is GSPO (Zheng et al. 2025, "Group Sequence
+ * Policy Optimization", arXiv 2507.18071, eqs. 5–7), as TRL's `importance_sampling_level='sequence'`
+ * computes it: completion i gets one ratio s_i = exp(Σ_t m_t·(logprobs − oldLogprobs) / max(Σ_t m_t, 1)),
+ * the geometric mean of its token ratios (π_θ(y_i)/π_old(y_i))^(1/|y_i|), `[B, 1]`. The clipped
+ * term `−min(s_i·A_i, clip(s_i, 1 − ε_low, 1 + ε_high)·A_i)` is the same for all of its tokens and
+ * the per-token β·k3 is added to it, then `normalization` reduces as above; the gradient reaches
+ * every token through the mean. `'grpo'` gives the paper's objective (a mean over completions);
+ * `'bnpo'`, `'dr_grpo'` and `'dapo'` sum over tokens, so they weigh each completion's term by its
+ * length (TRL warns about this and recommends `'grpo'` for GSPO). The clip fractions then count
+ * completions (of all B, as TRL does), not tokens. The paper clips far tighter (ε_low = 3e-4,
+ * ε_high = 4e-4, §5.1), since a length-normalised ratio moves little. On-policy (no
+ * oldLogprobs, every ratio 1) both levels give the same loss and gradient, whatever the reduction.
+ *
  * Masked positions may hold anything (their log-ratios are set to 0 before any exp); an
  * all-masked batch gives 0. `refLogprobs` is required when beta > 0 and ignored otherwise.
  *
@@ -183,11 +206,16 @@ const NORMALIZATIONS: readonly GrpoNormalization[] = ['grpo', 'bnpo', 'dr_grpo',
  *   { logprobs, oldLogprobs, refLogprobs, advantages, mask },                // [B, T] and [B]
  *   { epsilonLow: 0.2, epsilonHigh: 0.28, beta: 0.04, normalization: 'dapo' },
  * );
+ * // GSPO: one ratio per completion, the paper's reduction and clip range
+ * const gspo = grpoLoss(
+ *   { logprobs, oldLogprobs, advantages, mask },
+ *   { importanceSamplingLevel: 'sequence', normalization: 'grpo', epsilonLow: 3e-4, epsilonHigh: 4e-4 },
+ * );
  * ```
  */
 export function grpoLoss(inputs: GrpoLossInputs, options?: Partial<GrpoLossOptions>): GrpoLossOutput {
   const owner = 'grpoLoss';
-  const { epsilonLow, epsilonHigh, beta, normalization, maxCompletionLength } = resolveOptions(owner, options, defaultGrpoLossOptions);
+  const { epsilonLow, epsilonHigh, beta, normalization, maxCompletionLength, importanceSamplingLevel } = resolveOptions(owner, options, defaultGrpoLossOptions);
   checkNumber(owner, 'epsilonLow', epsilonLow, 'a number in (0, 1)', (v) => v > 0 && v < 1);
   checkNumber(owner, 'epsilonHigh', epsilonHigh, 'a number > 0', (v) => v > 0);
   checkNumber(owner, 'beta', beta, 'a number ≥ 0', (v) => v >= 0);
@@ -195,6 +223,12 @@ export function grpoLoss(inputs: GrpoLossInputs, options?: Partial<GrpoLossOptio
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected normalization to be one of ${NORMALIZATIONS.map((n) => `'${n}'`).join(', ')}; got ${JSON.stringify(normalization)}`);
   }
   checkNumber(owner, 'maxCompletionLength', maxCompletionLength, 'an integer ≥ 1', (v) => Number.isInteger(v) && v >= 1);
+  if (importanceSamplingLevel !== 'token' && importanceSamplingLevel !== 'sequence') {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected importanceSamplingLevel to be 'token' or 'sequence'; got ${JSON.stringify(importanceSamplingLevel)}`, {
+      help: "'token' weighs each token by its own ratio (GRPO); 'sequence' weighs a whole completion by one ratio (GSPO)",
+    });
+  }
+  const sequence = importanceSamplingLevel === 'sequence';
   const { logprobs, oldLogprobs, refLogprobs, advantages, mask } = inputs ?? ({} as GrpoLossInputs);
   if (beta > 0 && refLogprobs === undefined) {
     throw new PosttrainError('INVALID_ARGUMENT', `${owner}: beta = ${beta} needs refLogprobs, the reference model's log-probs of the completion tokens; got none`, {
@@ -213,11 +247,16 @@ export function grpoLoss(inputs: GrpoLossInputs, options?: Partial<GrpoLossOptio
     const zeros = tf.zerosLike(m);
     const lp = tf.cast(logprobs, 'float32');
     const old = oldLogprobs === undefined ? stopGradient(lp) : tf.cast(oldLogprobs, 'float32');
-    const ratio = tf.exp(tf.where(keep, tf.sub(lp, old), zeros)); // [B, T]
+    const logRatio = tf.where(keep, tf.sub(lp, old), zeros); // [B, T]
+    // GSPO: the masked mean log-ratio of each completion, one weight for all of its tokens
+    const logWeight = sequence ? tf.div(tf.sum(tf.mul(logRatio, m), 1, true), tf.maximum(tf.sum(m, 1, true), 1)) : logRatio; // [B, 1] or [B, T]
+    const ratio = tf.exp(logWeight);
     const A = tf.expandDims(tf.cast(advantages, 'float32'), 1); // [B, 1]
+    // [B, T], or [B, 1] for 'sequence' (broadcast over T by the KL term and the mask below)
     let perToken = tf.neg(tf.minimum(tf.mul(ratio, A), tf.mul(tf.clipByValue(ratio, 1 - epsilonLow, 1 + epsilonHigh), A)));
     const count = tf.maximum(tf.sum(m), 1);
     const tokenMean = (x: tf.Tensor) => tf.div(tf.sum(tf.mul(x, m)), count) as tf.Scalar;
+    const clipMean = sequence ? (x: tf.Tensor) => tf.mean(x) as tf.Scalar : tokenMean; // TRL: over the B completions
     let kl: tf.Scalar | undefined;
     if (beta > 0) {
       const d = tf.where(keep, tf.sub(tf.cast(refLogprobs!, 'float32'), lp), zeros); // log π_ref − log π
@@ -237,9 +276,9 @@ export function grpoLoss(inputs: GrpoLossInputs, options?: Partial<GrpoLossOptio
     const high = tf.logicalAnd(tf.greater(ratio, 1 + epsilonHigh), tf.greater(A, 0));
     const out: GrpoLossOutput = {
       loss,
-      clipRatioLow: tokenMean(tf.cast(low, 'float32')),
-      clipRatioHigh: tokenMean(tf.cast(high, 'float32')),
-      clipRatio: tokenMean(tf.cast(tf.logicalOr(low, high), 'float32')),
+      clipRatioLow: clipMean(tf.cast(low, 'float32')),
+      clipRatioHigh: clipMean(tf.cast(high, 'float32')),
+      clipRatio: clipMean(tf.cast(tf.logicalOr(low, high), 'float32')),
     };
     if (kl) out.kl = kl;
     return out as unknown as tf.TensorContainer;
