@@ -19,3 +19,39 @@ export { createReference, inEvalMode, type Reference, type ReferenceOption, type
 // Batches
 export { padTokenIdOf } from './pad.js';
 export { collatePairs, type PairBatch, type TokenizedPair } from './pairs.js';
+
+// Rollouts of the online trainers
+export {
+  inProcessGenerator,
+  defaultInProcessGeneratorOptions,
+  type Generator,
+  type GenerationRequest,
+  type Completion,
+  type InProcessGeneratorOptions,
+} from './generator.js';
+export {
+  scoreRewards,
+  rewardNames,
+  namedReward,
+  taskReward,
+  formatReward,
+  overlongPenalty,
+  rewardModelReward,
+  type RewardBatch,
+  type RewardFunction,
+  type ScoredRewards,
+  type TaskRewardOptions,
+  type ScalarRewardModel,
+} from './rewards.js';
+export {
+  collectRollout,
+  rolloutExamples,
+  rolloutMetrics,
+  completionRows,
+  rolloutSchedule,
+  type PromptRecord,
+  type Rollout,
+  type CollectRolloutOptions,
+  type RolloutScheduleShape,
+  type RolloutHooks,
+} from './rollout.js';

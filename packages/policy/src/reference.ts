@@ -61,7 +61,7 @@ const MODES = `{ model: frozenCopy }, 'adapters-disabled' or 'precomputed'`;
  * const metrics = await inEvalMode(model, async () => evaluateOn(heldOut)); // the model's mode is as before
  * ```
  */
-export function inEvalMode<T>(model: Pick<CausalLM, 'training' | 'eval' | 'train'>, fn: () => T): T {
+export function inEvalMode<T>(model: { readonly training: boolean; eval(): unknown; train(on?: boolean): unknown }, fn: () => T): T {
   const training = model.training;
   model.eval();
   let result: T;

@@ -3,7 +3,7 @@
 // the batch so no more than `chunkSize` rows of [rows, T, V] logits exist at once.
 import { PosttrainError, checkNumber, resolveOptions, stopGradient, tf, type CausalLM } from '@posttrain/tensor-core';
 import { collateForTraining, type LabeledExample } from '@posttrain/data';
-import { tokenLogprobs } from '@posttrain/losses';
+import { entropyFromLogits, tokenLogprobs } from '@posttrain/losses';
 
 /**
  * Options of {@link sequenceLogps}.
@@ -22,6 +22,8 @@ export interface SequenceLogpsOptions {
   chunkSize: number | null;
   /** Divide the logits by this before the log-softmax, as TRL's GRPO scores sampled tokens (default 1). */
   temperature: number;
+  /** Also return `tokenEntropy`, the entropy of each scored token's predictive distribution (default false; TRL's GRPO logs its mean as `entropy`). */
+  entropy: boolean;
 }
 
 /**
@@ -32,7 +34,7 @@ export interface SequenceLogpsOptions {
  * sequenceLogps(model, batch, { ...defaultSequenceLogpsOptions, average: true });
  * ```
  */
-export const defaultSequenceLogpsOptions: Readonly<SequenceLogpsOptions> = Object.freeze({ average: false, gradient: false, chunkSize: null, temperature: 1 });
+export const defaultSequenceLogpsOptions: Readonly<SequenceLogpsOptions> = Object.freeze({ average: false, gradient: false, chunkSize: null, temperature: 1, entropy: false });
 
 /**
  * A batch to score: int32 `[B, T]` ids, mask and labels (−100 where a position is not scored, as
@@ -64,6 +66,8 @@ export interface SequenceLogpsResult {
   tokenLogps: tf.Tensor2D;
   /** `[B]` scored tokens per row. */
   tokens: tf.Tensor1D;
+  /** With `entropy: true`, `[B, T]` the entropy (nats, after `temperature`) of the distribution that predicted labels[t], at each scored t; 0 elsewhere. Never carries a gradient. */
+  tokenEntropy?: tf.Tensor2D;
 }
 
 /**
@@ -83,7 +87,7 @@ export interface SequenceLogpsResult {
  */
 export function sequenceLogps(model: CausalLM, batch: ScoredBatch, options?: Partial<SequenceLogpsOptions>): SequenceLogpsResult {
   const o = resolveOptions('sequenceLogps', options, defaultSequenceLogpsOptions);
-  for (const flag of ['average', 'gradient'] as const) {
+  for (const flag of ['average', 'gradient', 'entropy'] as const) {
     if (typeof o[flag] !== 'boolean') throw new PosttrainError('INVALID_OPTION', `sequenceLogps: expected ${flag} to be true or false; got ${JSON.stringify(o[flag])}`);
   }
   if (o.chunkSize !== null) checkNumber('sequenceLogps', 'chunkSize', o.chunkSize, 'a positive integer or null', (v) => Number.isInteger(v) && v > 0);
@@ -105,11 +109,11 @@ export function sequenceLogps(model: CausalLM, batch: ScoredBatch, options?: Par
   const chunk = o.chunkSize ?? Math.max(B, 1);
   return tf.tidy(() => {
     const parts: tf.Tensor2D[] = [];
+    const entropies: tf.Tensor2D[] = [];
     for (let start = 0; start < B; start += chunk) {
       const size = Math.min(chunk, B - start);
       const rows = (t: tf.Tensor) => (size === B ? t : tf.slice(t, [start, 0], [size, T]));
-      parts.push(
-        tf.tidy(() => {
+      const part = tf.tidy(() => {
           const mask = rows(attentionMask);
           const { logits } = model.forward(rows(inputIds), { attentionMask: mask });
           const scaled = o.temperature === 1 ? logits : tf.div(logits, o.temperature);
@@ -118,9 +122,13 @@ export function sequenceLogps(model: CausalLM, batch: ScoredBatch, options?: Par
           const shifted = tf.concat([tf.slice(targets, [0, 1], [size, T - 1]), tf.fill([size, 1], -100, 'int32')], 1);
           const perToken = tokenLogprobs(scaled, shifted).logps as tf.Tensor2D; // [size, T], position t − 1 holds label t's
           // Align with the labels: label t's log-prob at column t.
-          return tf.concat([tf.zeros([size, 1]), tf.slice(perToken, [0, 0], [size, T - 1])], 1) as tf.Tensor2D;
-        }),
-      );
+          const align = (x: tf.Tensor) => tf.concat([tf.zeros([size, 1]), tf.slice(x, [0, 0], [size, T - 1])], 1) as tf.Tensor2D;
+          if (!o.entropy) return { logps: align(perToken) };
+          const scoredAt = tf.cast(tf.notEqual(shifted, tf.scalar(-100, 'int32')), 'float32');
+          return { logps: align(perToken), entropy: align(tf.mul(entropyFromLogits(stopGradient(scaled)), scoredAt)) };
+      });
+      parts.push(part.logps);
+      if (part.entropy) entropies.push(part.entropy);
     }
     let tokenLogps = (parts.length === 1 ? parts[0] : tf.concat(parts, 0)) as tf.Tensor2D;
     if (!o.gradient) tokenLogps = stopGradient(tokenLogps) as tf.Tensor2D;
@@ -128,8 +136,10 @@ export function sequenceLogps(model: CausalLM, batch: ScoredBatch, options?: Par
     const counted = tf.concat([tf.zeros([B, 1], 'bool'), tf.slice(scored, [0, 1], [B, T - 1])], 1);
     const tokens = tf.sum(tf.cast(counted, 'float32'), 1) as tf.Tensor1D;
     const sum = tf.sum(tokenLogps, 1) as tf.Tensor1D;
-    return { logps: o.average ? (tf.div(sum, tf.maximum(tokens, 1)) as tf.Tensor1D) : sum, tokenLogps, tokens };
-  });
+    const result: SequenceLogpsResult = { logps: o.average ? (tf.div(sum, tf.maximum(tokens, 1)) as tf.Tensor1D) : sum, tokenLogps, tokens };
+    if (o.entropy) result.tokenEntropy = (entropies.length === 1 ? entropies[0] : tf.concat(entropies, 0)) as tf.Tensor2D;
+    return result as unknown as tf.TensorContainer;
+  }) as unknown as SequenceLogpsResult;
 }
 
 /**

@@ -12,7 +12,9 @@ export type PosttrainErrorCode =
   | 'FILE_NOT_FOUND'
   | 'BACKEND_UNAVAILABLE'
   | 'NOT_SUPPORTED'
-  | 'NON_FINITE';
+  | 'NON_FINITE'
+  /** A function the user passed in (a reward function, a judge) threw; the original error is the `cause`. */
+  | 'CALLBACK_FAILED';
 
 const marker = Symbol.for('posttrain.error');
 

@@ -4,7 +4,7 @@
 // seeded shuffle and AdamW + `train` + dispose.
 import { AdamW, PosttrainError, Rng, checkNumber, constantSchedule, cosineSchedule, linearSchedule, type LrSchedule } from '@posttrain/tensor-core';
 import { train } from './train.js';
-import { defaultTrainOptions, type StepOutput, type TrainableModel, type TrainResult, type TrainTunables } from './options.js';
+import { defaultTrainOptions, type BatchSource, type StepOutput, type TrainableModel, type TrainResult, type TrainTunables } from './options.js';
 
 /**
  * The options of {@link train} that a fine-tuning trainer passes through unchanged, with the
@@ -170,7 +170,11 @@ export interface FineTunePlan {
  * ```
  */
 export function fineTunePlan(records: number, o: { batchSize: number; epochs: number; maxSteps: number | undefined; gradientAccumulationSteps: number }): FineTunePlan {
-  const batchesPerEpoch = Math.ceil(records / o.batchSize);
+  return planFromBatches(Math.ceil(records / o.batchSize), o);
+}
+
+/** The {@link FineTunePlan} of `batchesPerEpoch` micro-batches per epoch. */
+function planFromBatches(batchesPerEpoch: number, o: { epochs: number; maxSteps: number | undefined; gradientAccumulationSteps: number }): FineTunePlan {
   const totalSteps = o.maxSteps ?? Math.ceil((batchesPerEpoch * o.epochs) / o.gradientAccumulationSteps);
   const epochs = o.maxSteps === undefined ? o.epochs : Math.ceil((o.maxSteps * o.gradientAccumulationSteps) / batchesPerEpoch);
   return { batchesPerEpoch, totalSteps, epochs };
@@ -242,12 +246,17 @@ export function* shuffledBatches<B>(seed: number, epoch: number, count: number, 
 export interface FineTuneOptions<B> {
   /** The model; AdamW trains its `trainableParameters()`. */
   model: TrainableModel;
-  /** How many records (examples, pairs) one epoch visits. */
-  records: number;
-  /** The micro-batch of these record indices (at most `options.batchSize`, in the epoch's shuffled order). */
-  makeBatch: (indices: number[]) => B;
-  /** Frees a micro-batch once the loop has moved past it (or stopped). */
-  disposeBatch: (batch: B) => void;
+  /** How many records (examples, pairs) one epoch visits. Leave out with `source`. */
+  records?: number;
+  /** The micro-batch of these record indices (at most `options.batchSize`, in the epoch's shuffled order). Leave out with `source`. */
+  makeBatch?: (indices: number[]) => B;
+  /** Frees a micro-batch once the loop has moved past it (or stopped). Leave out with `source`. */
+  disposeBatch?: (batch: B) => void;
+  /**
+   * Instead of records: the micro-batches themselves, `batchesPerEpoch` per epoch, from a source
+   * that makes and frees them (the online RL trainers' rollouts, a seekable source).
+   */
+  source?: { batches: BatchSource<B>; batchesPerEpoch: number };
   /** The loss of one micro-batch, inside the gradient tape. */
   step: (batch: B) => StepOutput;
   /** Held-out metrics by name (logged as `eval_<name>`); run every `options.evalEvery` steps (default: once, at the end). Undefined: no evaluation. */
@@ -269,9 +278,15 @@ export interface FineTuneOptions<B> {
  * const result = await fineTune({ model, records: examples.length, makeBatch, disposeBatch, step, evaluate, options: o });
  * ```
  */
-export async function fineTune<B>({ model, records, makeBatch, disposeBatch, step, evaluate, options: o }: FineTuneOptions<B>): Promise<TrainResult> {
-  const { batchesPerEpoch, totalSteps, epochs } = fineTunePlan(records, o);
-  const batches = (epoch: number) => shuffledBatches<B>(o.seed, epoch, records, o.batchSize, makeBatch, disposeBatch);
+export async function fineTune<B>({ model, records, makeBatch, disposeBatch, source, step, evaluate, options: o }: FineTuneOptions<B>): Promise<TrainResult> {
+  if (!source && (!Number.isInteger(records) || typeof makeBatch !== 'function' || typeof disposeBatch !== 'function')) {
+    throw new PosttrainError('INVALID_ARGUMENT', 'fineTune: expected either records with makeBatch and disposeBatch, or source; got neither');
+  }
+  const { batchesPerEpoch, totalSteps, epochs } = source
+    ? planFromBatches(source.batchesPerEpoch, o)
+    : fineTunePlan(records as number, o);
+  const batches: BatchSource<B> =
+    source?.batches ?? ((epoch: number) => shuffledBatches<B>(o.seed, epoch, records as number, o.batchSize, makeBatch as (indices: number[]) => B, disposeBatch as (batch: B) => void));
   const parameters = model.trainableParameters();
   const optimizer = new AdamW(parameters, { lr: o.lr, weightDecay: o.weightDecay });
   try {

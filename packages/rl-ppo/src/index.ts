@@ -1,0 +1,5 @@
+// GRPO and its variants (DAPO, Dr. GRPO, GSPO)
+export { grpoTrain, resolveGrpoOptions, defaultGrpoOptions, type GrpoTrainOptions, type GrpoTunables, type GrpoTrainResult } from './grpo-train.js';
+
+// The options every online trainer shares
+export type { OnlineTunables } from './online.js';
