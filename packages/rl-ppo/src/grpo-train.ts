@@ -157,7 +157,8 @@ export function resolveGrpoOptions(options: GrpoTrainOptions) {
   if (typeof o.maskTruncatedCompletions !== 'boolean') {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected maskTruncatedCompletions to be true or false; got ${describeValue(o.maskTruncatedCompletions)}`);
   }
-  if (!(typeof o.epsilon === 'number' && o.epsilon > 0 && o.epsilon < 1)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected epsilon to be a number in (0, 1); got ${describeValue(o.epsilon)}`);
+  if (!(typeof o.epsilon === 'number' && o.epsilon > 0 && o.epsilon < 1))
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected epsilon to be a number in (0, 1); got ${describeValue(o.epsilon)}`);
   if (o.epsilonHigh !== null && !(typeof o.epsilonHigh === 'number' && o.epsilonHigh > 0)) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected epsilonHigh to be a number > 0 or null (= epsilon); got ${describeValue(o.epsilonHigh)}`);
   }
@@ -251,7 +252,13 @@ export async function grpoTrain(options: GrpoTrainOptions): Promise<GrpoTrainRes
     const truncated = rows.map((i) => o.maskTruncatedCompletions && rollout.completions[i].finishReason === 'length');
     const mask = tf.tidy(() => {
       const scored = tf.cast(tf.notEqual(collated.labels, tf.scalar(-100, 'int32')), 'float32');
-      return tf.mul(scored, tf.tensor2d(truncated.map((t) => (t ? 0 : 1)), [rows.length, 1])) as tf.Tensor2D;
+      return tf.mul(
+        scored,
+        tf.tensor2d(
+          truncated.map((t) => (t ? 0 : 1)),
+          [rows.length, 1],
+        ),
+      ) as tf.Tensor2D;
     });
     const tokenLogps = (m: CausalLM) => tf.tidy(() => sequenceLogps(m, collated, score).tokenLogps);
     const oldLogps = needOld ? inEvalMode(model, () => tokenLogps(model)) : undefined;

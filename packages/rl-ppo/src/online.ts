@@ -103,7 +103,8 @@ export interface Geometry {
  * `numPpoEpochs`). Throws INVALID_OPTION naming the option, the value and what to change. @internal
  */
 export function checkOnline(owner: string, o: OnlineTunables & { model: CausalLM; tokenizer: TokenizerLike; train: readonly PromptRecord[] }, iterations: number, minGenerations = 2): Geometry {
-  if (!o.model || typeof o.model.forward !== 'function') throw new PosttrainError('INVALID_OPTION', `${owner}: expected model to be a CausalLM (an object with forward); got ${describeValue(o.model)}`);
+  if (!o.model || typeof o.model.forward !== 'function')
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected model to be a CausalLM (an object with forward); got ${describeValue(o.model)}`);
   if (!o.tokenizer || typeof o.tokenizer.encode !== 'function' || typeof o.tokenizer.decode !== 'function') {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected tokenizer to have encode and decode; got ${describeValue(o.tokenizer)}`);
   }
@@ -134,14 +135,22 @@ export function checkOnline(owner: string, o: OnlineTunables & { model: CausalLM
   }
   if (generationBatchSize % o.numGenerations !== 0) {
     const what = o.generationBatchSize === null ? `batchSize · gradientAccumulationSteps = ${o.batchSize} · ${o.gradientAccumulationSteps}` : 'generationBatchSize';
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected the completions per rollout (${what} = ${generationBatchSize}) to be a multiple of numGenerations = ${o.numGenerations}; got ${generationBatchSize}`, {
-      help: `each prompt's ${o.numGenerations} completions must fall in one rollout: set generationBatchSize to a multiple of ${lcm(o.numGenerations, perStep)} (or make batchSize · gradientAccumulationSteps a multiple of ${o.numGenerations}), or change numGenerations to a divisor of ${generationBatchSize}`,
-    });
+    throw new PosttrainError(
+      'INVALID_OPTION',
+      `${owner}: expected the completions per rollout (${what} = ${generationBatchSize}) to be a multiple of numGenerations = ${o.numGenerations}; got ${generationBatchSize}`,
+      {
+        help: `each prompt's ${o.numGenerations} completions must fall in one rollout: set generationBatchSize to a multiple of ${lcm(o.numGenerations, perStep)} (or make batchSize · gradientAccumulationSteps a multiple of ${o.numGenerations}), or change numGenerations to a divisor of ${generationBatchSize}`,
+      },
+    );
   }
   if (generationBatchSize % perStep !== 0) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected generationBatchSize = ${generationBatchSize} to be a multiple of batchSize · gradientAccumulationSteps = ${perStep} (the completions of one optimizer step)`, {
-      help: `set generationBatchSize to a multiple of ${lcm(o.numGenerations, perStep)}, or leave it null (one rollout per optimizer step)`,
-    });
+    throw new PosttrainError(
+      'INVALID_OPTION',
+      `${owner}: expected generationBatchSize = ${generationBatchSize} to be a multiple of batchSize · gradientAccumulationSteps = ${perStep} (the completions of one optimizer step)`,
+      {
+        help: `set generationBatchSize to a multiple of ${lcm(o.numGenerations, perStep)}, or leave it null (one rollout per optimizer step)`,
+      },
+    );
   }
   const microBatchesPerRollout = generationBatchSize / o.batchSize;
   const stepsPerRollout = (microBatchesPerRollout * iterations) / o.gradientAccumulationSteps;
@@ -169,9 +178,13 @@ function checkRecords(owner: string, what: string, records: readonly PromptRecor
   }
   records.forEach((r, i) => {
     if (!r || typeof r !== 'object' || typeof r.prompt !== 'string') {
-      throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${what} record ${i}: expected { prompt: string, … }; got ${r && typeof r === 'object' ? `prompt ${describeValue(r.prompt)}` : describeValue(r)}`, {
-        help: Array.isArray(r?.prompt) ? 'conversational prompts are not supported: render them to a string first (applyChatTemplate from @posttrain/data)' : undefined,
-      });
+      throw new PosttrainError(
+        'INVALID_ARGUMENT',
+        `${owner}: ${what} record ${i}: expected { prompt: string, … }; got ${r && typeof r === 'object' ? `prompt ${describeValue(r.prompt)}` : describeValue(r)}`,
+        {
+          help: Array.isArray(r?.prompt) ? 'conversational prompts are not supported: render them to a string first (applyChatTemplate from @posttrain/data)' : undefined,
+        },
+      );
     }
   });
 }
@@ -180,7 +193,14 @@ function checkRecords(owner: string, what: string, records: readonly PromptRecor
  * Each record's prompt ids (left-truncated to `maxPromptLength`), checked to leave room for
  * `maxCompletionLength` new tokens in the model's context. @internal
  */
-export function encodePrompts(owner: string, tokenizer: TokenizerLike, records: readonly PromptRecord[], o: { maxPromptLength: number | null; maxCompletionLength: number }, maxPositions: number | undefined, what: string): number[][] {
+export function encodePrompts(
+  owner: string,
+  tokenizer: TokenizerLike,
+  records: readonly PromptRecord[],
+  o: { maxPromptLength: number | null; maxCompletionLength: number },
+  maxPositions: number | undefined,
+  what: string,
+): number[][] {
   return records.map((r, i) => {
     let ids = tokenizer.encode(r.prompt);
     if (o.maxPromptLength !== null && ids.length > o.maxPromptLength) ids = ids.slice(ids.length - o.maxPromptLength);
@@ -197,7 +217,11 @@ export function encodePrompts(owner: string, tokenizer: TokenizerLike, records: 
 }
 
 /** The reward functions of the option (reward models wrapped), their names and weights. @internal */
-export function resolveRewards(owner: string, o: Pick<OnlineTunables, 'rewardFunctions' | 'rewardWeights'>, tokenizer: TokenizerLike): { functions: RewardFunction[]; names: string[]; weights: number[] } {
+export function resolveRewards(
+  owner: string,
+  o: Pick<OnlineTunables, 'rewardFunctions' | 'rewardWeights'>,
+  tokenizer: TokenizerLike,
+): { functions: RewardFunction[]; names: string[]; weights: number[] } {
   const given = Array.isArray(o.rewardFunctions) ? o.rewardFunctions : [o.rewardFunctions];
   if (given.length === 0 || given.some((f) => typeof f !== 'function' && !(f && typeof (f as ScalarRewardModel).forward === 'function'))) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected rewardFunctions to be reward functions or reward models, at least one; got ${describeValue(o.rewardFunctions)}`, {
@@ -208,7 +232,10 @@ export function resolveRewards(owner: string, o: Pick<OnlineTunables, 'rewardFun
   const names = rewardNames(functions);
   const weights = o.rewardWeights === null ? functions.map(() => 1) : [...o.rewardWeights];
   if (!Array.isArray(o.rewardWeights ?? []) || weights.length !== functions.length || weights.some((w) => !Number.isFinite(w))) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected rewardWeights to be ${functions.length} finite numbers (one per reward function: ${names.join(', ')}) or null; got ${describeValue(o.rewardWeights)}`);
+    throw new PosttrainError(
+      'INVALID_OPTION',
+      `${owner}: expected rewardWeights to be ${functions.length} finite numbers (one per reward function: ${names.join(', ')}) or null; got ${describeValue(o.rewardWeights)}`,
+    );
   }
   return { functions, names, weights };
 }
@@ -221,11 +248,14 @@ export function resolveGenerator(model: CausalLM, tokenizer: TokenizerLike, o: O
 /** The KL reference: 'adapters-disabled' with LoRA by default; a full fine-tune needs a frozen copy. @internal */
 export function resolveOnlineReference(owner: string, model: CausalLM, option: OnlineTunables['reference'], hasLora: boolean, why: string): Reference {
   if ((option as unknown) === 'precomputed' || (typeof option === 'object' && option !== null && 'precompute' in option)) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected reference 'adapters-disabled' or { model }; got ${describeValue(option)}: the completions of an online run are not known before training`);
+    throw new PosttrainError(
+      'INVALID_OPTION',
+      `${owner}: expected reference 'adapters-disabled' or { model }; got ${describeValue(option)}: the completions of an online run are not known before training`,
+    );
   }
   if (option === undefined && !hasLora) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: ${why} needs a reference model; got none (no LoRA, no reference option)`, {
-      help: "pass reference: { model: await loadModel(sameCheckpoint) } (a frozen copy), or train LoRA (lora: { r: 8 }) to use the policy with its adapters disabled",
+      help: 'pass reference: { model: await loadModel(sameCheckpoint) } (a frozen copy), or train LoRA (lora: { r: 8 }) to use the policy with its adapters disabled',
     });
   }
   return createReference(model, option, { owner, hasLora });
@@ -237,7 +267,12 @@ export async function appendCompletions(file: string | undefined, rollout: Rollo
   const fs = await import('node:fs/promises');
   const path = await import('node:path');
   await fs.mkdir(path.dirname(file), { recursive: true });
-  await fs.appendFile(file, `${completionRows(rollout, step, extra).map((row) => JSON.stringify(row)).join('\n')}\n`);
+  await fs.appendFile(
+    file,
+    `${completionRows(rollout, step, extra)
+      .map((row) => JSON.stringify(row))
+      .join('\n')}\n`,
+  );
 }
 
 /** The completion table's path: the option, else `completions.jsonl` beside `logFile`. @internal */
@@ -263,7 +298,18 @@ export async function evaluateByReward(
   seed: number,
   step: number,
 ): Promise<Record<string, number>> {
-  const rollout = await collectRollout({ generator, tokenizer, records, promptIds, n: 1, maxTokens, seed: (seed ^ 0x6a09e667) | 0, rewardFunctions: rewards.functions, rewardWeights: rewards.weights, step });
+  const rollout = await collectRollout({
+    generator,
+    tokenizer,
+    records,
+    promptIds,
+    n: 1,
+    maxTokens,
+    seed: (seed ^ 0x6a09e667) | 0,
+    rewardFunctions: rewards.functions,
+    rewardWeights: rewards.weights,
+    step,
+  });
   const mean = (xs: ArrayLike<number>) => {
     const kept = Array.from(xs).filter((x) => !Number.isNaN(x));
     return kept.length ? kept.reduce((a, b) => a + b, 0) / kept.length : 0;
