@@ -29,6 +29,10 @@ reductions), in float64 on float32-drawn inputs:
                   (the mask broadcasts the [B, 1] term over T), and the clip ratios are means over
                   the B completions (TRL's global_masked_mean for a [B, 1] tensor).
   rlooAdvantages  Ahmadian et al. 2024: reward minus the mean of the other k − 1 of its group.
+  rlooLoss        TRL RLOOTrainer._compute_loss: the ratio of the completions' summed log-probs,
+                  exp(Σ m·logp − Σ m·old), clipped as PPO with ε_low / ε_high, −min(ρA, clip(ρ)A)
+                  averaged over the B completions; clip ratios (low/high/region means, low min,
+                  high max) over completions, as TRL logs them.
 
 Masked positions may hold anything (TRL fills them with INVALID_LOGPROB = 1.0); the references
 replace them by neutral values before any exp, as TRL's masked_fill does, and some cases put large
@@ -373,10 +377,58 @@ def rloo_cases():
         CASES[name] = case('rlooAdvantages', {'rewards': rewards}, rloo_ref(rewards, options.get('groupSize', 2)), options)
 
 
+def rloo_loss_ref(logprobs, old, advantages, mask, epsilon_low=0.2, epsilon_high=0.2):
+    keep = mask > 0
+    zeros = torch.zeros_like(logprobs)
+    if old is None:
+        old = logprobs.detach()
+    log_ratio = torch.where(keep, logprobs - old, zeros).sum(-1)  # (Σ m·logp) − (Σ m·old), [B]
+    ratio = torch.exp(log_ratio)
+    loss = (-torch.min(ratio * advantages, torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * advantages)).mean()
+    low = ((ratio < 1 - epsilon_low) & (advantages < 0)).double()
+    high = ((ratio > 1 + epsilon_high) & (advantages > 0)).double()
+    return {'loss': loss, 'clipRatioLow': low.mean(), 'clipRatioLowMin': low.min(), 'clipRatioHigh': high.mean(), 'clipRatioHighMax': high.max(), 'clipRatio': (low + high).clamp(max=1.0).mean()}
+
+
+def rloo_loss_case(name, seed, B, T, mask, spread, options, with_old=True, diffs=None, garbage=False, advantages=None):
+    g = gen(seed)
+    base = draw([B, T], g, std=1.0, mean=-2.5).detach()
+    if diffs is None:
+        diffs = draw([B, T], g, std=spread).detach()
+    logprobs = const((base + diffs).float())
+    if garbage:  # huge values under the mask must not reach the sums
+        logprobs = torch.where(mask > 0, logprobs, const(torch.full([B, T], 1e4)))
+    logprobs.requires_grad_(True)
+    if advantages is None:
+        advantages = const(rloo_ref(draw([B], g, std=1.0).detach(), 2)['advantages'].float())
+    inputs = {'logprobs': logprobs}
+    if with_old:
+        inputs['oldLogprobs'] = base
+    inputs['advantages'] = advantages
+    inputs['mask'] = mask
+    keys = {'epsilonLow': 'epsilon_low', 'epsilonHigh': 'epsilon_high'}
+    out = rloo_loss_ref(logprobs, base if with_old else None, advantages, mask, **{keys[k]: v for k, v in options.items()})
+    CASES[name] = case('rlooLoss', inputs, out, options)
+
+
+def rloo_loss_cases():
+    m = lengths_mask([10, 7, 0, 3, 10, 1], 10)  # row 2 all masked
+    rloo_loss_case('rloo_loss_defaults', 510, 6, 10, m, 0.1, {})
+    rloo_loss_case('rloo_loss_clip_higher', 511, 8, 6, lengths_mask([6, 5, 4, 6, 2, 6, 3, 1], 6), 0.15, {'epsilonLow': 0.2, 'epsilonHigh': 0.28}, garbage=True)
+    rloo_loss_case('rloo_loss_on_policy', 512, 4, 8, lengths_mask([8, 6, 0, 2], 8), 0.0, {}, with_old=False)
+    # summed log-ratios of +3 (A > 0: clipped high; A < 0: unclipped), −3 (A < 0: clipped low; A > 0: unclipped),
+    # ±0.1 inside the clip range, and +30 with A < 0 (an unclipped ratio of e^30)
+    diffs = const([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0], [-1.0, -1.0, -1.0, 0.0], [-1.0, -1.0, -1.0, 0.0], [0.05, 0.05, 0.0, 0.0], [-0.05, -0.05, 0.0, 0.0], [10.0, 10.0, 10.0, 5.0]])
+    advantages = const([1.5, -0.5, -2.0, 0.25, 1.0, -1.0, -0.001])
+    rloo_loss_case('rloo_loss_extreme', 513, 7, 4, lengths_mask([3, 3, 3, 3, 2, 2, 3], 4), 0.0, {'epsilonLow': 0.2, 'epsilonHigh': 0.2}, diffs=diffs, advantages=advantages)
+    rloo_loss_case('rloo_loss_long', 514, 4, 96, lengths_mask([96, 40, 71, 5], 96), 0.01, {'epsilonHigh': 0.28})
+
+
 if __name__ == '__main__':
     kl_cases()
     gae_cases()
     ppo_cases()
     grpo_cases()
     rloo_cases()
+    rloo_loss_cases()
     write('rl_ref', CASES)

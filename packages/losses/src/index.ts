@@ -87,7 +87,17 @@ export {
   type GrpoLossOutput,
   type GrpoNormalization,
 } from './grpo.js';
-export { rlooAdvantages, defaultRlooAdvantagesOptions, type RlooAdvantagesOptions, type RlooAdvantagesOutput } from './rloo.js';
+export {
+  rlooAdvantages,
+  rlooLoss,
+  defaultRlooAdvantagesOptions,
+  defaultRlooLossOptions,
+  type RlooAdvantagesOptions,
+  type RlooAdvantagesOutput,
+  type RlooLossInputs,
+  type RlooLossOptions,
+  type RlooLossOutput,
+} from './rloo.js';
 
 // Distillation
 export {
