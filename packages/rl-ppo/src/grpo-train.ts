@@ -1,21 +1,24 @@
 // grpoTrain: prompts → rollouts of numGenerations completions each → rewards → group-relative
 // advantages → the clipped GRPO loss of @posttrain/losses → the shared trainer loop.
 import { PosttrainError, describeValue, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
-import { collateForTraining, type TokenizerLike } from '@posttrain/data';
+import type { TokenizerLike } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { grpoAdvantages, grpoLoss, type GrpoNormalization } from '@posttrain/losses';
-import { collectRollout, inEvalMode, padTokenIdOf, rolloutExamples, rolloutMetrics, rolloutSchedule, sequenceLogps, type PromptRecord, type Reference, type Rollout } from '@posttrain/policy';
+import { collectRollout, padTokenIdOf, rolloutMetrics, rolloutSchedule, sequenceLogps, type PromptRecord, type Reference, type Rollout } from '@posttrain/policy';
 import { defaultFineTuneTrainerOptions, fineTune, type StepOutput, type TrainResult } from '@posttrain/trainer';
 import {
   appendCompletions,
   checkOnline,
+  completionBatch,
   completionsPath,
+  disposeCompletionBatch,
   encodePrompts,
   evaluateByReward,
   onlineDefaults,
   resolveGenerator,
   resolveOnlineReference,
   resolveRewards,
+  type CompletionBatch,
   type OnlineTunables,
 } from './online.js';
 
@@ -104,18 +107,8 @@ export interface GrpoTrainResult extends TrainResult {
 }
 
 /** One micro-batch of a rollout: completions as a right-padded batch, their mask and advantages, and the cached log-probs. */
-interface GrpoBatch {
-  inputIds: tf.Tensor2D;
-  attentionMask: tf.Tensor2D;
-  labels: tf.Tensor2D;
-  /** `[b, T]` 1 on the completion tokens that count. */
-  mask: tf.Tensor2D;
+interface GrpoBatch extends CompletionBatch {
   advantages: tf.Tensor1D;
-  oldLogps: tf.Tensor2D | undefined;
-  refLogps: tf.Tensor2D | undefined;
-  rows: number;
-  maskTokens: number;
-  inputTokens: number;
   /** The rollout's metrics (TRL's reward, reward_std, rewards/…, completions/…). */
   rolloutMetrics: Record<string, number>;
 }
@@ -247,31 +240,10 @@ export async function grpoTrain(options: GrpoTrainOptions): Promise<GrpoTrainRes
   };
 
   const makeBatch = async (rollout: Rollout, rows: number[], advantages: Float64Array, metrics: Record<string, number>): Promise<GrpoBatch> => {
-    const examples = rolloutExamples(rollout, rows);
-    const collated = collateForTraining(examples, { padTokenId });
-    const truncated = rows.map((i) => o.maskTruncatedCompletions && rollout.completions[i].finishReason === 'length');
-    const mask = tf.tidy(() => {
-      const scored = tf.cast(tf.notEqual(collated.labels, tf.scalar(-100, 'int32')), 'float32');
-      return tf.mul(
-        scored,
-        tf.tensor2d(
-          truncated.map((t) => (t ? 0 : 1)),
-          [rows.length, 1],
-        ),
-      ) as tf.Tensor2D;
-    });
-    const tokenLogps = (m: CausalLM) => tf.tidy(() => sequenceLogps(m, collated, score).tokenLogps);
-    const oldLogps = needOld ? inEvalMode(model, () => tokenLogps(model)) : undefined;
-    const refLogps = reference ? reference.run(tokenLogps) : undefined;
+    const dropped = rows.map((i) => o.maskTruncatedCompletions && rollout.completions[i].finishReason === 'length');
     return {
-      ...collated,
-      mask,
+      ...completionBatch(model, rollout, rows, { padTokenId, temperature: o.temperature, old: needOld, reference, dropped }),
       advantages: tf.tensor1d(rows.map((i) => advantages[i])),
-      oldLogps,
-      refLogps,
-      rows: rows.length,
-      maskTokens: rows.reduce((n, i, r) => n + (truncated[r] ? 0 : rollout.completions[i].ids.length), 0),
-      inputTokens: examples.reduce((n, e) => n + e.inputIds.length, 0),
       rolloutMetrics: metrics,
     };
   };
@@ -323,7 +295,7 @@ export async function grpoTrain(options: GrpoTrainOptions): Promise<GrpoTrainRes
 }
 
 function disposeBatch(b: GrpoBatch): void {
-  tf.dispose([b.inputIds, b.attentionMask, b.labels, b.mask, b.advantages, ...(b.oldLogps ? [b.oldLogps] : []), ...(b.refLogps ? [b.refLogps] : [])]);
+  disposeCompletionBatch(b, [b.advantages]);
 }
 
 /** GRPO's advantages of a rollout's rewards, read back to the host. */

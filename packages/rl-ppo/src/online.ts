@@ -1,16 +1,20 @@
 // What GRPO, RLOO and PPO share: the rollout tunables (generation, rewards, batch geometry), their
 // checks, the encoded prompts, the reward functions (a reward model given directly is wrapped), the
-// completion table, held-out evaluation by sampling, and the reference for the KL.
-import { PosttrainError, checkNumber, describeValue, type CausalLM } from '@posttrain/tensor-core';
-import type { TokenizerLike } from '@posttrain/data';
+// completion table, held-out evaluation by sampling, the reference for the KL, and a rollout's
+// completions as micro-batch tensors with their cached log-probs.
+import { PosttrainError, checkNumber, describeValue, tf, type CausalLM } from '@posttrain/tensor-core';
+import { collateForTraining, type TokenizerLike } from '@posttrain/data';
 import type { LoraOptions } from '@posttrain/lora';
 import {
   collectRollout,
   completionRows,
   createReference,
+  inEvalMode,
   inProcessGenerator,
   rewardModelReward,
   rewardNames,
+  rolloutExamples,
+  sequenceLogps,
   type Generator,
   type PromptRecord,
   type Reference,
@@ -259,6 +263,66 @@ export function resolveOnlineReference(owner: string, model: CausalLM, option: O
     });
   }
   return createReference(model, option, { owner, hasLora });
+}
+
+/** Completions `rows` of a rollout as one right-padded micro-batch, with the log-probs cached at rollout time. @internal */
+export interface CompletionBatch {
+  inputIds: tf.Tensor2D;
+  attentionMask: tf.Tensor2D;
+  labels: tf.Tensor2D;
+  /** `[b, T]` 1 on the completion tokens that count (0 on the prompt, padding and `dropped` completions). */
+  mask: tf.Tensor2D;
+  /** `[b, T]` the sampling policy's token log-probs (eval mode, logits / temperature), when asked for. */
+  oldLogps: tf.Tensor2D | undefined;
+  /** `[b, T]` the reference's token log-probs, when there is a reference. */
+  refLogps: tf.Tensor2D | undefined;
+  rows: number;
+  /** Completion tokens under `mask`. */
+  maskTokens: number;
+  /** Prompt + completion tokens. */
+  inputTokens: number;
+}
+
+/**
+ * The micro-batch of completions `rows` of a rollout (prompt ids then completion ids, labels −100
+ * on the prompt), its mask (`dropped[r]` zeroes row r, e.g. truncated completions), and the token
+ * log-probs of the policy as it is now (`old`) and of the reference, scored with the logits
+ * divided by `temperature` as they were sampled. @internal
+ */
+export function completionBatch(
+  model: CausalLM,
+  rollout: Rollout,
+  rows: readonly number[],
+  o: { padTokenId: number; temperature: number; old: boolean; reference: Reference | undefined; dropped?: readonly boolean[] },
+): CompletionBatch {
+  const examples = rolloutExamples(rollout, rows);
+  const collated = collateForTraining(examples, { padTokenId: o.padTokenId });
+  const keep = rows.map((_, r) => (o.dropped?.[r] ? 0 : 1));
+  const mask = tf.tidy(() => tf.mul(tf.cast(tf.notEqual(collated.labels, tf.scalar(-100, 'int32')), 'float32'), tf.tensor2d(keep, [rows.length, 1])) as tf.Tensor2D);
+  const tokenLogps = (m: CausalLM) => tf.tidy(() => sequenceLogps(m, collated, { temperature: o.temperature }).tokenLogps);
+  let oldLogps: tf.Tensor2D | undefined;
+  let refLogps: tf.Tensor2D | undefined;
+  try {
+    oldLogps = o.old ? inEvalMode(model, () => tokenLogps(model)) : undefined;
+    refLogps = o.reference ? o.reference.run(tokenLogps) : undefined;
+  } catch (error) {
+    tf.dispose([collated.inputIds, collated.attentionMask, collated.labels, mask, ...(oldLogps ? [oldLogps] : [])]);
+    throw error;
+  }
+  return {
+    ...collated,
+    mask,
+    oldLogps,
+    refLogps,
+    rows: rows.length,
+    maskTokens: rows.reduce((n, i, r) => n + keep[r] * rollout.completions[i].ids.length, 0),
+    inputTokens: examples.reduce((n, e) => n + e.inputIds.length, 0),
+  };
+}
+
+/** Frees a {@link CompletionBatch}'s tensors and any `extra` ones (e.g. its advantages). @internal */
+export function disposeCompletionBatch(b: CompletionBatch, extra: readonly (tf.Tensor | undefined)[] = []): void {
+  tf.dispose([b.inputIds, b.attentionMask, b.labels, b.mask, b.oldLogps, b.refLogps, ...extra].filter((t): t is tf.Tensor => t !== undefined));
 }
 
 /** Appends completion-table rows (JSONL), creating the directory. @internal */
