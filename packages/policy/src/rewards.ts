@@ -96,9 +96,10 @@ export interface ScoredRewards {
 /**
  * Runs each reward function on `batch` and sums their weighted rewards ({@link ScoredRewards}).
  * Errors name the function: one that throws is run again on each completion alone to name the
- * first completion it fails on (error `CALLBACK_FAILED`, the original as `cause`); a result of the
- * wrong length, or a value that is not a finite number or null, is `INVALID_ARGUMENT` naming the
- * function and the completion.
+ * first completion it fails on (error `CALLBACK_FAILED`, that completion's error as `cause`; the
+ * original when it fails on none alone); a result of the wrong length, or a value that is not a
+ * finite number or null, is `INVALID_ARGUMENT` naming the function and the completion, as are
+ * `weights` that are not one finite number per function.
  *
  * @example
  * ```ts
@@ -108,6 +109,12 @@ export interface ScoredRewards {
  */
 export async function scoreRewards(functions: readonly RewardFunction[], weights: readonly number[], batch: RewardBatch): Promise<ScoredRewards> {
   const names = rewardNames(functions);
+  if (!Array.isArray(weights) || weights.length !== functions.length || weights.some((w) => typeof w !== 'number' || !Number.isFinite(w))) {
+    throw new PosttrainError(
+      'INVALID_ARGUMENT',
+      `scoreRewards: expected weights to be ${functions.length} finite numbers (one per reward function: ${names.join(', ')}); got ${Array.isArray(weights) ? `[${weights.join(', ')}]` : describeValue(weights)}`,
+    );
+  }
   const count = batch.completions.length;
   const perFunction: Float64Array[] = [];
   for (let f = 0; f < functions.length; f++) {
@@ -150,14 +157,18 @@ export async function scoreRewards(functions: readonly RewardFunction[], weights
 async function locateFailure(fn: RewardFunction, name: string, batch: RewardBatch, error: unknown): Promise<PosttrainError> {
   const count = batch.completions.length;
   const message = error instanceof Error ? error.message : String(error);
-  for (let i = 0; i < count && count > 1; i++) {
+  for (let i = 0; i < count; i++) {
     try {
       await fn(sliceBatch(batch, i));
     } catch (single) {
-      return new PosttrainError('CALLBACK_FAILED', `reward function '${name}' threw on completion ${i} of the batch (prompt ${JSON.stringify(batch.prompts[i])}, completion ${JSON.stringify(batch.completions[i])}): ${single instanceof Error ? single.message : String(single)}`, {
-        cause: single,
-        help: 'the run stopped before this rollout was trained on; fix the function and resume from the last checkpoint',
-      });
+      return new PosttrainError(
+        'CALLBACK_FAILED',
+        `reward function '${name}' threw on completion ${i} of the batch (prompt ${JSON.stringify(batch.prompts[i])}, completion ${JSON.stringify(batch.completions[i])}): ${single instanceof Error ? single.message : String(single)}`,
+        {
+          cause: single,
+          help: 'the run stopped before this rollout was trained on; fix the function and resume from the last checkpoint',
+        },
+      );
     }
   }
   return new PosttrainError('CALLBACK_FAILED', `reward function '${name}' threw on the batch of ${count} completions (on none alone): ${message}`, {
@@ -296,11 +307,12 @@ export function rewardModelReward(model: ScalarRewardModel, tokenizer: Tokenizer
       for (let start = 0; start < rows.length; start += batchSize) {
         // Left-padded: the score is read at each row's last real token, which is the last column.
         const batch = collateForGeneration(rows.slice(start, start + batchSize), { padTokenId });
-        const rewards = tf.tidy(() => model.forward(batch.inputIds, { attentionMask: batch.attentionMask }).rewards);
+        let rewards: tf.Tensor | undefined;
         try {
+          rewards = tf.tidy(() => model.forward(batch.inputIds, { attentionMask: batch.attentionMask }).rewards);
           out.push(...(await rewards.data()));
         } finally {
-          tf.dispose([rewards, batch.inputIds, batch.attentionMask]);
+          tf.dispose([batch.inputIds, batch.attentionMask, ...(rewards ? [rewards] : [])]);
         }
       }
     });
