@@ -183,7 +183,10 @@ export function inProcessGenerator(model: CausalLM, tokenizer: Pick<TokenizerLik
 /** Checks a request's shape; throws INVALID_ARGUMENT naming the field. */
 function checkRequest(owner: string, r: GenerationRequest): void {
   if (!r || !Array.isArray(r.promptIds) || !Array.isArray(r.prompts) || r.prompts.length !== r.promptIds.length) {
-    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected a request with prompts and promptIds of one length; got ${r ? `${r.prompts?.length} prompts and ${r.promptIds?.length} promptIds` : String(r)}`);
+    throw new PosttrainError(
+      'INVALID_ARGUMENT',
+      `${owner}: expected a request with prompts and promptIds of one length; got ${r ? `${r.prompts?.length} prompts and ${r.promptIds?.length} promptIds` : String(r)}`,
+    );
   }
   checkNumber(owner, 'n', r.n, 'a positive integer', (v) => Number.isInteger(v) && v > 0);
   checkNumber(owner, 'maxTokens', r.maxTokens, 'a positive integer', (v) => Number.isInteger(v) && v > 0);

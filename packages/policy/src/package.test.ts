@@ -5,15 +5,29 @@ describe('public surface', () => {
   it('exports exactly these names (changing the list is a visible decision)', () => {
     expect(Object.keys(policy).sort()).toEqual([
       'collatePairs',
+      'collectRollout',
+      'completionRows',
       'createReference',
       'defaultGenerateOptions',
+      'defaultInProcessGeneratorOptions',
       'defaultSequenceLogpsOptions',
       'exampleLogps',
+      'formatReward',
       'generate',
       'inEvalMode',
+      'inProcessGenerator',
+      'namedReward',
+      'overlongPenalty',
       'padTokenIdOf',
+      'rewardModelReward',
+      'rewardNames',
+      'rolloutExamples',
+      'rolloutMetrics',
+      'rolloutSchedule',
       'samplingDistribution',
+      'scoreRewards',
       'sequenceLogps',
+      'taskReward',
     ]);
   });
 

@@ -1,7 +1,7 @@
 // Rollouts of the online trainers: prompts → a Generator → rewards, the batch of completions as
 // training examples, TRL's rollout metrics and completion-table rows, and the seekable schedule that
 // turns a prompt dataset into rollouts and micro-batches (GRPO, RLOO, PPO, online DPO share it).
-import { PosttrainError, Rng, describeValue } from '@posttrain/tensor-core';
+import { PosttrainError, Rng, checkNumber, describeValue } from '@posttrain/tensor-core';
 import type { LabeledExample, TokenizerLike } from '@posttrain/data';
 import type { Completion, Generator } from './generator.js';
 import { scoreRewards, type RewardFunction, type ScoredRewards } from './rewards.js';
@@ -249,8 +249,14 @@ export interface RolloutHooks<B, S> {
  * await train({ ..., batches: source, batchesPerEpoch: source.batchesPerEpoch });
  * ```
  */
-export function rolloutSchedule<B, S>(shape: RolloutScheduleShape, hooks: RolloutHooks<B, S>): { open(epoch: number, start: number): AsyncGenerator<B>; batchesPerEpoch: number; rolloutsPerEpoch: number } {
+export function rolloutSchedule<B, S>(
+  shape: RolloutScheduleShape,
+  hooks: RolloutHooks<B, S>,
+): { open(epoch: number, start: number): AsyncGenerator<B>; batchesPerEpoch: number; rolloutsPerEpoch: number } {
   const { prompts, promptsPerRollout, microBatchesPerRollout, iterations, seed } = shape;
+  checkNumber('rolloutSchedule', 'prompts', prompts, 'a non-negative integer', (v) => Number.isInteger(v) && v >= 0);
+  for (const key of ['promptsPerRollout', 'microBatchesPerRollout', 'iterations'] as const) checkNumber('rolloutSchedule', key, shape[key], 'a positive integer', (v) => Number.isInteger(v) && v > 0);
+  checkNumber('rolloutSchedule', 'seed', seed, 'an integer', Number.isInteger);
   const rolloutsPerEpoch = Math.floor(prompts / promptsPerRollout);
   if (rolloutsPerEpoch < 1) {
     throw new PosttrainError('INVALID_OPTION', `rolloutSchedule: expected at least ${promptsPerRollout} prompts (one rollout); got ${prompts}`, {
@@ -262,6 +268,8 @@ export function rolloutSchedule<B, S>(shape: RolloutScheduleShape, hooks: Rollou
     rolloutsPerEpoch,
     batchesPerEpoch: rolloutsPerEpoch * perRollout,
     async *open(epoch: number, start: number) {
+      checkNumber('rolloutSchedule.open', 'epoch', epoch, 'a non-negative integer', (v) => Number.isInteger(v) && v >= 0);
+      checkNumber('rolloutSchedule.open', 'start', start, 'a non-negative integer', (v) => Number.isInteger(v) && v >= 0);
       if (start % perRollout !== 0) {
         throw new PosttrainError('INVALID_OPTION', `rolloutSchedule: expected to resume at a rollout boundary (a multiple of ${perRollout} micro-batches into the epoch); got micro-batch ${start}`, {
           help: 'checkpoint only after whole rollouts: make checkpointEvery (and maxSteps) multiples of the optimizer steps per rollout',

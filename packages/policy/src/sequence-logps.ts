@@ -114,18 +114,18 @@ export function sequenceLogps(model: CausalLM, batch: ScoredBatch, options?: Par
       const size = Math.min(chunk, B - start);
       const rows = (t: tf.Tensor) => (size === B ? t : tf.slice(t, [start, 0], [size, T]));
       const part = tf.tidy(() => {
-          const mask = rows(attentionMask);
-          const { logits } = model.forward(rows(inputIds), { attentionMask: mask });
-          const scaled = o.temperature === 1 ? logits : tf.div(logits, o.temperature);
-          // Shift: position t − 1 predicts labels[t]; position 0 scores nothing.
-          const targets = tf.where(tf.greater(mask, 0), rows(labels), tf.fill([size, T], -100, 'int32'));
-          const shifted = tf.concat([tf.slice(targets, [0, 1], [size, T - 1]), tf.fill([size, 1], -100, 'int32')], 1);
-          const perToken = tokenLogprobs(scaled, shifted).logps as tf.Tensor2D; // [size, T], position t − 1 holds label t's
-          // Align with the labels: label t's log-prob at column t.
-          const align = (x: tf.Tensor) => tf.concat([tf.zeros([size, 1]), tf.slice(x, [0, 0], [size, T - 1])], 1) as tf.Tensor2D;
-          if (!o.entropy) return { logps: align(perToken) };
-          const scoredAt = tf.cast(tf.notEqual(shifted, tf.scalar(-100, 'int32')), 'float32');
-          return { logps: align(perToken), entropy: align(tf.mul(entropyFromLogits(stopGradient(scaled)), scoredAt)) };
+        const mask = rows(attentionMask);
+        const { logits } = model.forward(rows(inputIds), { attentionMask: mask });
+        const scaled = o.temperature === 1 ? logits : tf.div(logits, o.temperature);
+        // Shift: position t − 1 predicts labels[t]; position 0 scores nothing.
+        const targets = tf.where(tf.greater(mask, 0), rows(labels), tf.fill([size, T], -100, 'int32'));
+        const shifted = tf.concat([tf.slice(targets, [0, 1], [size, T - 1]), tf.fill([size, 1], -100, 'int32')], 1);
+        const perToken = tokenLogprobs(scaled, shifted).logps as tf.Tensor2D; // [size, T], position t − 1 holds label t's
+        // Align with the labels: label t's log-prob at column t.
+        const align = (x: tf.Tensor) => tf.concat([tf.zeros([size, 1]), tf.slice(x, [0, 0], [size, T - 1])], 1) as tf.Tensor2D;
+        if (!o.entropy) return { logps: align(perToken) };
+        const scoredAt = tf.cast(tf.notEqual(shifted, tf.scalar(-100, 'int32')), 'float32');
+        return { logps: align(perToken), entropy: align(tf.mul(entropyFromLogits(stopGradient(scaled)), scoredAt)) };
       });
       parts.push(part.logps);
       if (part.entropy) entropies.push(part.entropy);
