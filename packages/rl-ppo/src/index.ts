@@ -6,3 +6,6 @@ export { rlooTrain, resolveRlooOptions, defaultRlooOptions, type RlooTrainOption
 
 // The options every online trainer shares
 export type { OnlineTunables } from './online.js';
+
+// PPO with a reward model and a value model (RLHF)
+export { ppoTrain, resolvePpoOptions, defaultPpoOptions, type PpoTrainOptions, type PpoTunables, type PpoTrainResult, type ValueModel } from './ppo-train.js';
