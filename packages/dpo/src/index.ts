@@ -16,6 +16,16 @@ export {
 export { type ReferenceOption } from '@posttrain/policy';
 export { preferenceLogps, defaultPreferenceLogpsOptions, type PreferenceLogpsOptions, type PreferenceLogpsResult } from './preference-logps.js';
 
+// Online DPO: pairs sampled from the policy and ranked by a reward
+export {
+  onlineDpoTrain,
+  resolveOnlineDpoOptions,
+  defaultOnlineDpoOptions,
+  type OnlineDpoTrainOptions,
+  type OnlineDpoTunables,
+  type OnlineDpoTrainResult,
+} from './online-dpo-train.js';
+
 // Unpaired preferences
 export { ktoTrain, resolveKtoOptions, defaultKtoOptions, type KtoTrainOptions, type KtoTunables, type KtoRecord, type KtoTrainResult } from './kto-train.js';
 

@@ -6,14 +6,17 @@ describe('public surface', () => {
     expect(Object.keys(dpo).sort()).toEqual([
       'defaultDpoOptions',
       'defaultKtoOptions',
+      'defaultOnlineDpoOptions',
       'defaultPreferenceLogpsOptions',
       'dpoObjective',
       'dpoTrain',
       'ktoTrain',
+      'onlineDpoTrain',
       'orpoObjective',
       'preferenceLogps',
       'resolveDpoOptions',
       'resolveKtoOptions',
+      'resolveOnlineDpoOptions',
       'simpoObjective',
     ]);
   });
