@@ -11,6 +11,8 @@
 //                                                   # decode, forward and dpo except on cpu and software GPUs)
 //   npm run bench -- --backends wasm --suites dpo   # LoRA SFT vs DPO steps (adapters-disabled, frozen
 //                                                   # copy, precomputed): ms/step and peak numBytes
+//   npm run bench -- --backends wasm --suites rl    # a GRPO step split into generation, reward, scoring
+//                                                   # and update ms; rollout tokens/s; peak numBytes
 //
 // Writes bench/results/latest.json: { machine, runs: [{ name, backend, shape, msPerStep, tokensPerSec, ... }] }.
 // Timings are medians over the measured steps, after warm-up steps that are not counted.
@@ -23,6 +25,7 @@ import { TinyGpt, type TinyGptConfig } from '../packages/tensor-core/src/testing
 import { installWasmKernels } from '../packages/tensor-core/src/wasm-kernels.js';
 import { benchDecode, benchForward } from './models.js';
 import { benchPreference } from './preference.js';
+import { benchRl } from './rl.js';
 import { median, timeSteps, type Run } from './timing.js';
 
 interface Shape extends TinyGptConfig {
@@ -122,7 +125,8 @@ async function main(): Promise<void> {
         run.peakBytes === undefined
           ? ''
           : `  peak ${(run.peakBytes / 2 ** 20).toFixed(2)} MiB${run.peakOverSft === undefined ? '' : ` (${run.peakOverSft.toFixed(2)}× SFT)`}, weights ${((run.weightBytes ?? 0) / 2 ** 20).toFixed(2)} MiB`;
-      console.log(`${rounded.name.padEnd(40)} ${rounded.msPerStep.toFixed(1).padStart(9)} ms/step ${rounded.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${rounded.steps} steps)${memory}`);
+      const parts = run.generationMs === undefined ? '' : `  generation ${run.generationMs} ms, rewards ${run.rewardMs} ms, scoring ${run.scoringMs} ms, update ${run.updateMs} ms`;
+      console.log(`${rounded.name.padEnd(40)} ${rounded.msPerStep.toFixed(1).padStart(9)} ms/step ${rounded.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${rounded.steps} steps)${memory}${parts}`);
     };
     // The slow backends (plain JS, software GPUs) run the model suites only when asked by name.
     const slow = info.name === 'cpu' || info.softwareAdapter === true;
@@ -133,6 +137,7 @@ async function main(): Promise<void> {
       report(await benchDecode(info.name, args.seconds, false));
     }
     if (suites.includes('dpo')) for (const run of await benchPreference(info.name, args.seconds)) report(run);
+    if (suites.includes('rl')) for (const run of await benchRl(info.name, args.seconds)) report(run);
     if (!suites.includes('train')) continue;
     for (const shapeName of args.shapes) {
       const shape = shapes[shapeName];

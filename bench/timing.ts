@@ -18,6 +18,13 @@ export interface Run {
   weightBytes?: number;
   /** Memory runs: peakBytes / the SFT step's peakBytes on the same model. */
   peakOverSft?: number;
+  /** RL runs: median milliseconds of the step's parts — generation, reward functions, the reference's scoring forward, and the update (the rest). */
+  generationMs?: number;
+  rewardMs?: number;
+  scoringMs?: number;
+  updateMs?: number;
+  /** RL runs: tokens generated per rollout (tokensPerSec is their rate during generation). */
+  rolloutTokens?: number;
 }
 
 export function median(xs: number[]): number {
