@@ -56,7 +56,6 @@ export class BatchReader<B> {
     this.iterator = undefined;
     await it?.return?.();
   }
-
 }
 
 function isSeekable<B>(source: BatchSource<B>): source is SeekableBatchSource<B> {

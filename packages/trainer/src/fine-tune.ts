@@ -282,9 +282,7 @@ export async function fineTune<B>({ model, records, makeBatch, disposeBatch, sou
   if (!source && (!Number.isInteger(records) || typeof makeBatch !== 'function' || typeof disposeBatch !== 'function')) {
     throw new PosttrainError('INVALID_ARGUMENT', 'fineTune: expected either records with makeBatch and disposeBatch, or source; got neither');
   }
-  const { batchesPerEpoch, totalSteps, epochs } = source
-    ? planFromBatches(source.batchesPerEpoch, o)
-    : fineTunePlan(records as number, o);
+  const { batchesPerEpoch, totalSteps, epochs } = source ? planFromBatches(source.batchesPerEpoch, o) : fineTunePlan(records as number, o);
   const batches: BatchSource<B> =
     source?.batches ?? ((epoch: number) => shuffledBatches<B>(o.seed, epoch, records as number, o.batchSize, makeBatch as (indices: number[]) => B, disposeBatch as (batch: B) => void));
   const parameters = model.trainableParameters();
