@@ -277,7 +277,7 @@ export function overlongPenalty(options: { maxCompletionLength: number; softPuni
  * ```
  */
 export interface ScalarRewardModel {
-  forward(inputIds: tf.Tensor, options: { attentionMask?: tf.Tensor }): { rewards: tf.Tensor; [key: string]: unknown };
+  forward(inputIds: tf.Tensor, options: { attentionMask?: tf.Tensor }): { rewards: tf.Tensor };
   readonly training: boolean;
   train(on?: boolean): unknown;
   eval(): unknown;
