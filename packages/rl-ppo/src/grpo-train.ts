@@ -2,25 +2,11 @@
 // advantages → the clipped GRPO loss of @posttrain/losses → the shared trainer loop.
 import { PosttrainError, describeValue, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
 import type { TokenizerLike } from '@posttrain/data';
-import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
+import type { LoraReport } from '@posttrain/lora';
 import { grpoAdvantages, grpoLoss, type GrpoNormalization } from '@posttrain/losses';
-import { collectRollout, padTokenIdOf, rolloutMetrics, rolloutSchedule, sequenceLogps, type PromptRecord, type Reference, type Rollout } from '@posttrain/policy';
-import { defaultFineTuneTrainerOptions, fineTune, type StepOutput, type TrainResult } from '@posttrain/trainer';
-import {
-  appendCompletions,
-  checkOnline,
-  completionBatch,
-  completionsPath,
-  disposeCompletionBatch,
-  encodePrompts,
-  evaluateByReward,
-  onlineDefaults,
-  resolveGenerator,
-  resolveOnlineReference,
-  resolveRewards,
-  type CompletionBatch,
-  type OnlineTunables,
-} from './online.js';
+import { rolloutMetrics, sequenceLogps, type PromptRecord, type Rollout } from '@posttrain/policy';
+import { defaultFineTuneTrainerOptions, type StepOutput, type TrainResult } from '@posttrain/trainer';
+import { appendCompletions, checkOnline, completionBatch, disposeCompletionBatch, onlineDefaults, prepareOnline, type CompletionBatch, type OnlineTunables } from './online.js';
 
 /**
  * The tunable options of {@link grpoTrain}, each with its default in {@link defaultGrpoOptions};
@@ -191,38 +177,15 @@ export function resolveGrpoOptions(options: GrpoTrainOptions) {
  * ```
  */
 export async function grpoTrain(options: GrpoTrainOptions): Promise<GrpoTrainResult> {
-  const owner = 'grpoTrain';
   const o = resolveGrpoOptions(options);
-  const { model, tokenizer, geometry } = o;
-  const rewards = resolveRewards(owner, o, tokenizer);
-  const padTokenId = padTokenIdOf(tokenizer);
-  const maxPositions = model.config.maxPositions;
-  const promptIds = encodePrompts(owner, tokenizer, o.train, o, maxPositions, 'train');
-  const evalRecords = o.eval ?? [];
-  const evalPromptIds = encodePrompts(owner, tokenizer, evalRecords, o, maxPositions, 'eval');
-  const hasLora = o.lora !== false || loraLayers(model).size > 0;
-  const reference: Reference | undefined = o.beta > 0 ? resolveOnlineReference(owner, model, o.reference, hasLora, `beta = ${o.beta}`) : undefined;
-  const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
-  const generator = resolveGenerator(model, tokenizer, o);
-  const completionsFile = await completionsPath(o);
+  const { model, geometry } = o;
+  const run = await prepareOnline('grpoTrain', o, { weight: o.beta, why: `beta = ${o.beta}` });
+  const { padTokenId, reference, completionsFile } = run;
   const needOld = geometry.stepsPerRollout > 1;
   const score = { temperature: o.temperature };
 
   const makeRollout = async (indices: number[], seed: number, index: number): Promise<GrpoBatch[]> => {
-    const step = index * geometry.stepsPerRollout;
-    if (index > 0) await generator.syncWeights?.();
-    const rollout: Rollout = await collectRollout({
-      generator,
-      tokenizer,
-      records: indices.map((i) => o.train[i]),
-      promptIds: indices.map((i) => promptIds[i]),
-      n: o.numGenerations,
-      maxTokens: o.maxCompletionLength,
-      seed,
-      rewardFunctions: rewards.functions,
-      rewardWeights: rewards.weights,
-      step,
-    });
+    const { rollout, step } = await run.collect(indices, seed, index);
     const advantages = await readAdvantages(rollout.rewards.total, o.numGenerations, o.scaleRewards);
     const metrics = rolloutMetrics(rollout);
     await appendCompletions(completionsFile, rollout, step, { advantage: Array.from(advantages) });
@@ -276,22 +239,12 @@ export async function grpoTrain(options: GrpoTrainOptions): Promise<GrpoTrainRes
     return { lossSum: tf.mul(out.loss, batch.rows) as tf.Scalar, sequences: batch.rows, inputTokens: batch.inputTokens, metrics };
   };
 
-  const schedule = rolloutSchedule<GrpoBatch, GrpoBatch[]>(
-    { prompts: o.train.length, promptsPerRollout: geometry.promptsPerRollout, microBatchesPerRollout: geometry.microBatchesPerRollout, iterations: o.numIterations, seed: o.seed },
-    {
-      rollout: makeRollout,
-      microBatch: (batches, k) => batches[k % batches.length],
-      dispose: (batches) => batches.forEach(disposeBatch),
-    },
-  );
-  const result = await fineTune<GrpoBatch>({
-    model,
-    source: { batches: schedule, batchesPerEpoch: schedule.batchesPerEpoch },
+  const result = await run.train<GrpoBatch, GrpoBatch[]>(
+    o.numIterations,
+    { rollout: makeRollout, microBatch: (batches, k) => batches[k % batches.length], dispose: (batches) => batches.forEach(disposeBatch) },
     step,
-    evaluate: evalRecords.length ? () => evaluateByReward(generator, tokenizer, evalRecords, evalPromptIds, rewards, o.maxCompletionLength, o.seed, 0) : undefined,
-    options: o,
-  });
-  return { ...result, lora: report, reference: reference ? reference.source : 'none', generator: generator.name };
+  );
+  return { ...result, lora: run.lora, reference: reference ? reference.source : 'none', generator: run.generator.name };
 }
 
 function disposeBatch(b: GrpoBatch): void {

@@ -4,7 +4,7 @@
 // completions as micro-batch tensors with their cached log-probs.
 import { PosttrainError, checkNumber, describeValue, tf, type CausalLM } from '@posttrain/tensor-core';
 import { collateForTraining, type TokenizerLike } from '@posttrain/data';
-import type { LoraOptions } from '@posttrain/lora';
+import { applyLora, loraLayers, type LoraOptions, type LoraReport } from '@posttrain/lora';
 import {
   collectRollout,
   completionRows,
@@ -13,16 +13,19 @@ import {
   inProcessGenerator,
   rewardModelReward,
   rewardNames,
+  padTokenIdOf,
   rolloutExamples,
+  rolloutSchedule,
   sequenceLogps,
   type Generator,
   type PromptRecord,
   type Reference,
   type RewardFunction,
   type Rollout,
+  type RolloutHooks,
   type ScalarRewardModel,
 } from '@posttrain/policy';
-import { checkEvalRecords, checkFineTuneOptions, type FineTuneTrainerOptions, type OptimizerTunables } from '@posttrain/trainer';
+import { checkEvalRecords, checkFineTuneOptions, fineTune, type FineTuneTrainerOptions, type OptimizerTunables, type StepOutput, type TrainableModel, type TrainResult } from '@posttrain/trainer';
 
 /**
  * The tunables every online trainer of this package shares, named as TRL's (camelCase).
@@ -381,4 +384,82 @@ export async function evaluateByReward(
   const out: Record<string, number> = { reward: mean(rollout.rewards.total), 'completions/mean_length': mean(rollout.completions.map((c) => c.ids.length)) };
   rollout.rewards.names.forEach((name, f) => (out[`rewards/${name}/mean`] = mean(rollout.rewards.perFunction[f])));
   return out;
+}
+
+/**
+ * What every online trainer sets up before its first rollout, from its resolved options: the
+ * reward functions, the encoded train and eval prompts, the KL reference (when `kl` says one is
+ * needed), the LoRA adapters, the generator and the completion table; `collect` samples and scores
+ * the rollout of a schedule's prompt indices, and `train` runs a {@link rolloutSchedule} of
+ * micro-batches through `fineTune`. @internal
+ */
+export interface OnlineRun {
+  rewards: ReturnType<typeof resolveRewards>;
+  padTokenId: number;
+  reference: Reference | undefined;
+  lora: LoraReport | undefined;
+  generator: Generator;
+  completionsFile: string | undefined;
+  /** The rollout of these prompt indices with `seed` (the schedule's), and the optimizer steps done when it is sampled. */
+  collect(indices: readonly number[], seed: number, index: number, n?: number): Promise<{ rollout: Rollout; step: number }>;
+  /** Runs the schedule of `iterations` passes per rollout through the trainer loop, with held-out evaluation when there are eval prompts. */
+  train<B, S>(iterations: number, hooks: RolloutHooks<B, S>, step: (batch: B) => StepOutput, model?: TrainableModel): Promise<TrainResult>;
+}
+
+/** Sets up an {@link OnlineRun}; `kl.weight` > 0 resolves the reference (`kl.why` names the option in the error). @internal */
+export async function prepareOnline(
+  owner: string,
+  o: OnlineTunables & { model: CausalLM; tokenizer: TokenizerLike; train: readonly PromptRecord[]; geometry: Geometry },
+  kl: { weight: number; why: string },
+): Promise<OnlineRun> {
+  const { model, tokenizer, geometry } = o;
+  const rewards = resolveRewards(owner, o, tokenizer);
+  const padTokenId = padTokenIdOf(tokenizer);
+  const maxPositions = model.config.maxPositions;
+  const promptIds = encodePrompts(owner, tokenizer, o.train, o, maxPositions, 'train');
+  const evalRecords = o.eval ?? [];
+  const evalPromptIds = encodePrompts(owner, tokenizer, evalRecords, o, maxPositions, 'eval');
+  const hasLora = o.lora !== false || loraLayers(model).size > 0;
+  const reference = kl.weight > 0 ? resolveOnlineReference(owner, model, o.reference, hasLora, kl.why) : undefined;
+  const lora = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
+  const generator = resolveGenerator(model, tokenizer, o);
+  const completionsFile = await completionsPath(o);
+  return {
+    rewards,
+    padTokenId,
+    reference,
+    lora,
+    generator,
+    completionsFile,
+    async collect(indices, seed, index, n = o.numGenerations) {
+      const step = index * geometry.stepsPerRollout;
+      if (index > 0) await generator.syncWeights?.();
+      const rollout = await collectRollout({
+        generator,
+        tokenizer,
+        records: indices.map((i) => o.train[i]),
+        promptIds: indices.map((i) => promptIds[i]),
+        n,
+        maxTokens: o.maxCompletionLength,
+        seed,
+        rewardFunctions: rewards.functions,
+        rewardWeights: rewards.weights,
+        step,
+      });
+      return { rollout, step };
+    },
+    async train(iterations, hooks, step, trained = model) {
+      const schedule = rolloutSchedule(
+        { prompts: o.train.length, promptsPerRollout: geometry.promptsPerRollout, microBatchesPerRollout: geometry.microBatchesPerRollout, iterations, seed: o.seed },
+        hooks,
+      );
+      return fineTune({
+        model: trained,
+        source: { batches: schedule, batchesPerEpoch: schedule.batchesPerEpoch },
+        step,
+        evaluate: evalRecords.length ? () => evaluateByReward(generator, tokenizer, evalRecords, evalPromptIds, rewards, o.maxCompletionLength, o.seed, 0) : undefined,
+        options: o,
+      });
+    },
+  };
 }

@@ -3,25 +3,11 @@
 // trainer loop.
 import { PosttrainError, describeValue, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
 import type { TokenizerLike } from '@posttrain/data';
-import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
+import type { LoraReport } from '@posttrain/lora';
 import { k1, rlooAdvantages, rlooLoss } from '@posttrain/losses';
-import { collectRollout, padTokenIdOf, rolloutMetrics, rolloutSchedule, sequenceLogps, type PromptRecord, type Reference, type Rollout } from '@posttrain/policy';
-import { defaultFineTuneTrainerOptions, fineTune, type StepOutput, type TrainResult } from '@posttrain/trainer';
-import {
-  appendCompletions,
-  checkOnline,
-  completionBatch,
-  completionsPath,
-  disposeCompletionBatch,
-  encodePrompts,
-  evaluateByReward,
-  onlineDefaults,
-  resolveGenerator,
-  resolveOnlineReference,
-  resolveRewards,
-  type CompletionBatch,
-  type OnlineTunables,
-} from './online.js';
+import { rolloutMetrics, sequenceLogps, type PromptRecord } from '@posttrain/policy';
+import { defaultFineTuneTrainerOptions, type StepOutput, type TrainResult } from '@posttrain/trainer';
+import { appendCompletions, checkOnline, completionBatch, disposeCompletionBatch, onlineDefaults, prepareOnline, type CompletionBatch, type OnlineTunables } from './online.js';
 
 /**
  * The tunable options of {@link rlooTrain}, each with its default in {@link defaultRlooOptions};
@@ -178,38 +164,15 @@ export function resolveRlooOptions(options: RlooTrainOptions) {
  * ```
  */
 export async function rlooTrain(options: RlooTrainOptions): Promise<RlooTrainResult> {
-  const owner = 'rlooTrain';
   const o = resolveRlooOptions(options);
-  const { model, tokenizer, geometry } = o;
-  const rewards = resolveRewards(owner, o, tokenizer);
-  const padTokenId = padTokenIdOf(tokenizer);
-  const maxPositions = model.config.maxPositions;
-  const promptIds = encodePrompts(owner, tokenizer, o.train, o, maxPositions, 'train');
-  const evalRecords = o.eval ?? [];
-  const evalPromptIds = encodePrompts(owner, tokenizer, evalRecords, o, maxPositions, 'eval');
-  const hasLora = o.lora !== false || loraLayers(model).size > 0;
-  const reference: Reference | undefined = o.beta > 0 ? resolveOnlineReference(owner, model, o.reference, hasLora, `beta = ${o.beta}`) : undefined;
-  const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
-  const generator = resolveGenerator(model, tokenizer, o);
-  const completionsFile = await completionsPath(o);
+  const { model, geometry } = o;
+  const run = await prepareOnline('rlooTrain', o, { weight: o.beta, why: `beta = ${o.beta}` });
+  const { padTokenId, reference, completionsFile } = run;
   // Off-policy micro-batches (a rollout spans several optimizer steps) need the sampling policy's log-probs for the ratio; β > 0 needs them for the KL.
   const offPolicy = geometry.stepsPerRollout > 1;
 
   const makeRollout = async (indices: number[], seed: number, index: number): Promise<RlooBatch[]> => {
-    const step = index * geometry.stepsPerRollout;
-    if (index > 0) await generator.syncWeights?.();
-    const rollout: Rollout = await collectRollout({
-      generator,
-      tokenizer,
-      records: indices.map((i) => o.train[i]),
-      promptIds: indices.map((i) => promptIds[i]),
-      n: o.numGenerations,
-      maxTokens: o.maxCompletionLength,
-      seed,
-      rewardFunctions: rewards.functions,
-      rewardWeights: rewards.weights,
-      step,
-    });
+    const { rollout, step } = await run.collect(indices, seed, index);
     const parts: CompletionBatch[] = [];
     try {
       for (let k = 0; k < geometry.microBatchesPerRollout; k++) {
@@ -253,18 +216,12 @@ export async function rlooTrain(options: RlooTrainOptions): Promise<RlooTrainRes
   };
 
   const disposeBatch = (b: RlooBatch) => disposeCompletionBatch(b, [b.advantages]);
-  const schedule = rolloutSchedule<RlooBatch, RlooBatch[]>(
-    { prompts: o.train.length, promptsPerRollout: geometry.promptsPerRollout, microBatchesPerRollout: geometry.microBatchesPerRollout, iterations: o.numIterations, seed: o.seed },
+  const result = await run.train<RlooBatch, RlooBatch[]>(
+    o.numIterations,
     { rollout: makeRollout, microBatch: (batches, k) => batches[k % batches.length], dispose: (batches) => batches.forEach(disposeBatch) },
-  );
-  const result = await fineTune<RlooBatch>({
-    model,
-    source: { batches: schedule, batchesPerEpoch: schedule.batchesPerEpoch },
     step,
-    evaluate: evalRecords.length ? () => evaluateByReward(generator, tokenizer, evalRecords, evalPromptIds, rewards, o.maxCompletionLength, o.seed, 0) : undefined,
-    options: o,
-  });
-  return { ...result, lora: report, reference: reference ? reference.source : 'none', generator: generator.name };
+  );
+  return { ...result, lora: run.lora, reference: reference ? reference.source : 'none', generator: run.generator.name };
 }
 
 /** The rollout's KL to the reference, k1 = log π_old − log π_ref: summed over each completion's tokens, and its mean per token (TRL's `kl`). */
