@@ -207,6 +207,34 @@ describe('onlineDpoTrain: runs', () => {
   });
 });
 
+describe('onlineDpoTrain: resume', () => {
+  it('resumes with the same sampling streams: scores and losses after the resume equal the uninterrupted run’s', async () => {
+    const run = (extra: Partial<OnlineDpoTrainOptions>) =>
+      onlineDpoTrain({
+        model: tinyModel(7),
+        tokenizer,
+        train: records,
+        rewardFunctions: taskReward(reversalTask, { mode: 'partial' }),
+        maxNewTokens: 5,
+        temperature: 1,
+        batchSize: 4,
+        gradientAccumulationSteps: 2,
+        lora: { r: 4 },
+        lr: 5e-3,
+        maxSteps: 4,
+        ...quiet,
+        ...extra,
+      });
+    const root = join(dir, 'resume');
+    const whole = await run({ checkpointDir: root, checkpointEvery: 2 });
+    const resumed = await run({ resumeFrom: join(root, 'step-2') });
+    expect(resumed.history.map((h) => h.step)).toEqual([3, 4]);
+    for (const key of ['objective/scores', 'loss', 'objective/kl', 'logps/chosen']) {
+      expect(resumed.history.map((h) => h[key])).toEqual(whole.history.slice(2).map((h) => h[key]));
+    }
+  });
+});
+
 describe('onlineDpoTrain: reversal, from the weak SFT checkpoint', () => {
   it('raises held-out greedy exact match where offline DPO lowered it (docs/dpo.md)', async () => {
     // examples/rl's weak SFT: the tiny base after 150 LoRA SFT steps on reversal, merged (25% held-out greedy exact match).
@@ -233,6 +261,7 @@ describe('onlineDpoTrain: reversal, from the weak SFT checkpoint', () => {
     const after = await exactMatch(model, byteTokenizer, reversalTask, test, { maxNewTokens: 8 });
     console.log(`online DPO on reversal: held-out greedy exact match ${before.accuracy} → ${after.accuracy} (${result.steps} steps, ${result.elapsed?.toFixed?.(1) ?? '?'} s)`);
     expect(before.accuracy).toBe(0.25);
-    expect(after.accuracy).toBeGreaterThanOrEqual(before.accuracy + 0.05);
+    // Measured: 0.25 → 0.31 (seed 0; seeds 1 and 2 of the same settings give 0.265 and 0.295, docs/dpo.md). Offline plain DPO: 0.25 → 0.085.
+    expect(after.accuracy).toBeGreaterThanOrEqual(before.accuracy + 0.04);
   });
 });
