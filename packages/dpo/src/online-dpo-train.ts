@@ -4,19 +4,23 @@ import { PosttrainError, checkNumber, describeValue, resolveOptions, tf, type Ca
 import type { TokenizedExample, TokenizerLike } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraOptions, type LoraReport } from '@posttrain/lora';
 import {
+  appendJsonl,
+  checkPromptRecords,
   collatePairs,
   collectRollout,
+  completionsPath,
+  encodePrompts,
+  resolveRewardFunctions,
   completionRows,
   createReference,
   inProcessGenerator,
   padTokenIdOf,
-  rewardModelReward,
-  rewardNames,
   rolloutMetrics,
   rolloutSchedule,
   sequenceLogps,
   type Generator,
   type PairBatch,
+  type PromptFit,
   type PromptRecord,
   type Reference,
   type RewardFunction,
@@ -192,8 +196,8 @@ export function resolveOnlineDpoOptions(options: OnlineDpoTrainOptions): Resolve
   if (!o.tokenizer || typeof o.tokenizer.encode !== 'function' || typeof o.tokenizer.decode !== 'function') {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected tokenizer to have encode and decode; got ${describeValue(o.tokenizer)}`);
   }
-  checkRecords(owner, 'train', o.train);
-  checkRecords(owner, 'eval', checkEvalRecords(owner, o.eval, { shape: '{ prompt }' }));
+  checkPromptRecords(owner, 'train', o.train);
+  checkPromptRecords(owner, 'eval', checkEvalRecords(owner, o.eval, { shape: '{ prompt }' }));
   checkFineTuneOptions(owner, o);
   if (o.train.length < o.batchSize) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected at least batchSize = ${o.batchSize} train prompts (one micro-batch of pairs); got ${o.train.length}`, {
@@ -219,46 +223,7 @@ export function resolveOnlineDpoOptions(options: OnlineDpoTrainOptions): Resolve
   }
   checkNumber(owner, 'beta', o.beta, 'a number > 0', (v) => v > 0);
   const objective = toObjective(owner, o.loss, o.beta, given.beta !== undefined);
-  return { ...o, objective, rewards: resolveRewards(owner, o, o.tokenizer) };
-}
-
-function checkRecords(owner: string, what: string, records: readonly PromptRecord[]): void {
-  if (what === 'train' && (!Array.isArray(records) || records.length === 0)) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected train to be a non-empty array of { prompt } records; got ${Array.isArray(records) ? 'an empty array' : describeValue(records)}`, {
-      help: "for example [{ prompt: 'abc>', answer: 'cba' }]: a prompt, and any columns the reward functions read",
-    });
-  }
-  records.forEach((r, i) => {
-    if (!r || typeof r !== 'object' || typeof r.prompt !== 'string') {
-      throw new PosttrainError(
-        'INVALID_ARGUMENT',
-        `${owner}: ${what} record ${i}: expected { prompt: string, … }; got ${r && typeof r === 'object' ? `prompt ${describeValue(r.prompt)}` : describeValue(r)}`,
-        {
-          help: Array.isArray(r?.prompt) ? 'conversational prompts are not supported: render them to a string first (applyChatTemplate from @posttrain/data)' : undefined,
-        },
-      );
-    }
-  });
-}
-
-/** The reward functions of the option (reward models wrapped by `rewardModelReward`) and their weights. */
-function resolveRewards(owner: string, o: Pick<OnlineDpoTunables, 'rewardFunctions' | 'rewardWeights'>, tokenizer: TokenizerLike): { functions: RewardFunction[]; weights: number[] } {
-  const given = Array.isArray(o.rewardFunctions) ? o.rewardFunctions : [o.rewardFunctions];
-  if (given.length === 0 || given.some((f) => typeof f !== 'function' && !(f && typeof (f as ScalarRewardModel).forward === 'function'))) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected rewardFunctions to be reward functions or reward models, at least one; got ${describeValue(o.rewardFunctions)}`, {
-      help: "online DPO ranks each prompt's two completions by a reward (TRL: reward_funcs must be provided): for example rewardFunctions: taskReward(reversalTask), or a RewardModel from @posttrain/reward",
-    });
-  }
-  const functions = given.map((f) => (typeof f === 'function' ? (f as RewardFunction) : rewardModelReward(f as ScalarRewardModel, tokenizer)));
-  const names = rewardNames(functions);
-  const weights = o.rewardWeights === null ? functions.map(() => 1) : Array.isArray(o.rewardWeights) ? [...o.rewardWeights] : [];
-  if (weights.length !== functions.length || weights.some((w) => typeof w !== 'number' || !Number.isFinite(w))) {
-    throw new PosttrainError(
-      'INVALID_OPTION',
-      `${owner}: expected rewardWeights to be ${functions.length} finite numbers (one per reward function: ${names.join(', ')}) or null; got ${describeValue(o.rewardWeights)}`,
-    );
-  }
-  return { functions, weights };
+  return { ...o, objective, rewards: resolveRewardFunctions(owner, o.rewardFunctions, o.rewardWeights, o.tokenizer) };
 }
 
 /** The reference of an objective that needs one: never precomputed; a frozen copy when there is no LoRA. */
@@ -275,43 +240,6 @@ function onlineReference(owner: string, model: CausalLM, option: unknown, object
     });
   }
   return createReference(model, option as 'adapters-disabled' | { model: CausalLM }, { owner, hasLora });
-}
-
-/** Each prompt's ids, cut on the left to leave `maxNewTokens` in `maxLength` (or the model's context). */
-function encodePrompts(
-  owner: string,
-  what: string,
-  tokenizer: TokenizerLike,
-  records: readonly PromptRecord[],
-  o: Pick<OnlineDpoTunables, 'maxLength' | 'maxNewTokens'>,
-  maxPositions?: number,
-): number[][] {
-  return records.map((r, i) => {
-    let ids = tokenizer.encode(r.prompt);
-    if (o.maxLength !== null && ids.length + o.maxNewTokens > o.maxLength) ids = ids.slice(ids.length + o.maxNewTokens - o.maxLength);
-    if (ids.length === 0) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${what} record ${i}: expected a prompt of at least one token; got ${JSON.stringify(r.prompt)}`);
-    if (maxPositions !== undefined && ids.length + o.maxNewTokens > maxPositions) {
-      throw new PosttrainError(
-        'INVALID_OPTION',
-        `${owner}: ${what} record ${i}: expected prompt + maxNewTokens to fit the model's context of ${maxPositions} tokens; got a prompt of ${ids.length} tokens + maxNewTokens ${o.maxNewTokens} = ${ids.length + o.maxNewTokens}`,
-        { help: `lower maxNewTokens to ${Math.max(1, maxPositions - ids.length)}, or set maxLength to ${maxPositions} (prompts lose their start)` },
-      );
-    }
-    return ids;
-  });
-}
-
-/** `completions.jsonl` in the directory of `logFile`. */
-async function besideLogFile(logFile: string): Promise<string> {
-  const path = await import('node:path');
-  return path.join(path.dirname(logFile), 'completions.jsonl');
-}
-
-/** Appends completion-table rows (JSONL) to `file`, creating its directory. */
-async function appendRows(file: string, rows: readonly Record<string, unknown>[]): Promise<void> {
-  const [fs, path] = await Promise.all([import('node:fs/promises'), import('node:path')]);
-  await fs.mkdir(path.dirname(file), { recursive: true });
-  await fs.appendFile(file, `${rows.map((row) => JSON.stringify(row)).join('\n')}\n`);
 }
 
 const mean = (xs: readonly number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
@@ -354,14 +282,22 @@ export async function onlineDpoTrain(options: OnlineDpoTrainOptions): Promise<On
   const o = resolveOnlineDpoOptions(options);
   const { model, tokenizer, objective, rewards } = o;
   const padTokenId = padTokenIdOf(tokenizer);
-  const promptIds = encodePrompts(owner, 'train', tokenizer, o.train, o, model.config.maxPositions);
+  // maxLength bounds prompt + completion: prompts lose their start to leave maxNewTokens (TRL's max_length).
+  const fit: PromptFit = {
+    maxPromptTokens: o.maxLength === null ? null : o.maxLength - o.maxNewTokens,
+    newTokens: o.maxNewTokens,
+    newTokensOption: 'maxNewTokens',
+    cutOption: 'maxLength',
+    cutLimits: 'sequence',
+  };
+  const promptIds = encodePrompts(owner, 'train', tokenizer, o.train, fit, model.config.maxPositions);
   const evalRecords = o.eval ?? [];
-  const evalPromptIds = encodePrompts(owner, 'eval', tokenizer, evalRecords, o, model.config.maxPositions);
+  const evalPromptIds = encodePrompts(owner, 'eval', tokenizer, evalRecords, fit, model.config.maxPositions);
   const hasLora = o.lora !== false || loraLayers(model).size > 0;
   const reference = onlineReference(owner, model, o.reference, objective, hasLora);
   const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
   const generator = o.generator ?? inProcessGenerator(model, tokenizer, { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP });
-  const completionsFile = o.completionsFile ?? (o.logFile === undefined ? undefined : await besideLogFile(o.logFile));
+  const completionsFile = await completionsPath(o);
 
   const makePairs = async (indices: number[], seed: number, index: number): Promise<OnlineDpoBatch> => {
     const step = Math.floor(index / o.gradientAccumulationSteps);
@@ -388,10 +324,8 @@ export async function onlineDpoTrain(options: OnlineDpoTrainOptions): Promise<On
       const ids = rollout.completions[i].ids;
       return { inputIds: [...prompt, ...ids], labels: [...prompt.map(() => -100), ...ids], attentionMask: [...prompt, ...ids].map(() => 1), promptLength: prompt.length };
     };
-    if (completionsFile !== undefined) {
-      const isChosen = new Set(chosen);
-      await appendRows(completionsFile, completionRows(rollout, step, { score: scores, chosen: scores.map((_, i) => (isChosen.has(i) ? 1 : 0)) }));
-    }
+    const isChosen = new Set(chosen);
+    await appendJsonl(completionsFile, completionRows(rollout, step, { score: scores, chosen: scores.map((_, i) => (isChosen.has(i) ? 1 : 0)) }));
     const batch = collatePairs(
       chosen.map((c, p) => ({ chosen: example(c), rejected: example(rejected[p]) })),
       { padTokenId },

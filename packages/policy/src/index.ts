@@ -55,3 +55,4 @@ export {
   type RolloutScheduleShape,
   type RolloutHooks,
 } from './rollout.js';
+export { checkPromptRecords, encodePrompts, resolveRewardFunctions, completionsPath, appendJsonl, type PromptFit } from './online-inputs.js';

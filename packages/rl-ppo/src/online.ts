@@ -6,14 +6,17 @@ import { PosttrainError, checkNumber, describeValue, tf, type CausalLM } from '@
 import { collateForTraining, type TokenizerLike } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraOptions, type LoraReport } from '@posttrain/lora';
 import {
+  appendJsonl,
+  checkPromptRecords,
   collectRollout,
   completionRows,
+  completionsPath,
+  encodePrompts as encodeWithin,
   createReference,
   inEvalMode,
   inProcessGenerator,
-  rewardModelReward,
-  rewardNames,
   padTokenIdOf,
+  resolveRewardFunctions,
   rolloutExamples,
   rolloutSchedule,
   sequenceLogps,
@@ -26,6 +29,9 @@ import {
   type ScalarRewardModel,
 } from '@posttrain/policy';
 import { checkEvalRecords, checkFineTuneOptions, fineTune, type FineTuneTrainerOptions, type OptimizerTunables, type StepOutput, type TrainableModel, type TrainResult } from '@posttrain/trainer';
+
+/** The completion table's path (policy's `completionsPath`), for the trainers of this package. @internal */
+export { completionsPath };
 
 /**
  * The tunables every online trainer of this package shares, named as TRL's (camelCase).
@@ -115,8 +121,8 @@ export function checkOnline(owner: string, o: OnlineTunables & { model: CausalLM
   if (!o.tokenizer || typeof o.tokenizer.encode !== 'function' || typeof o.tokenizer.decode !== 'function') {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected tokenizer to have encode and decode; got ${describeValue(o.tokenizer)}`);
   }
-  checkRecords(owner, 'train', o.train);
-  checkRecords(owner, 'eval', checkEvalRecords(owner, o.eval, { shape: '{ prompt }' }));
+  checkPromptRecords(owner, 'train', o.train);
+  checkPromptRecords(owner, 'eval', checkEvalRecords(owner, o.eval, { shape: '{ prompt }' }));
   checkFineTuneOptions(owner, o);
   if (!Number.isInteger(o.numGenerations) || o.numGenerations < minGenerations) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected numGenerations to be an integer ≥ ${minGenerations}; got ${describeValue(o.numGenerations)}`, {
@@ -177,29 +183,7 @@ export function checkOnline(owner: string, o: OnlineTunables & { model: CausalLM
 const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
 const lcm = (a: number, b: number) => (a / gcd(a, b)) * b;
 
-function checkRecords(owner: string, what: string, records: readonly PromptRecord[]): void {
-  if (what === 'train' && (!Array.isArray(records) || records.length === 0)) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected train to be a non-empty array of { prompt } records; got ${Array.isArray(records) ? 'an empty array' : describeValue(records)}`, {
-      help: "for example [{ prompt: 'abc>', answer: 'cba' }]: a prompt, and any columns the reward functions read",
-    });
-  }
-  records.forEach((r, i) => {
-    if (!r || typeof r !== 'object' || typeof r.prompt !== 'string') {
-      throw new PosttrainError(
-        'INVALID_ARGUMENT',
-        `${owner}: ${what} record ${i}: expected { prompt: string, … }; got ${r && typeof r === 'object' ? `prompt ${describeValue(r.prompt)}` : describeValue(r)}`,
-        {
-          help: Array.isArray(r?.prompt) ? 'conversational prompts are not supported: render them to a string first (applyChatTemplate from @posttrain/data)' : undefined,
-        },
-      );
-    }
-  });
-}
-
-/**
- * Each record's prompt ids (left-truncated to `maxPromptLength`), checked to leave room for
- * `maxCompletionLength` new tokens in the model's context. @internal
- */
+/** Each record's prompt ids (left-truncated to `maxPromptLength`), with room for `maxCompletionLength` new tokens in the context. @internal */
 export function encodePrompts(
   owner: string,
   tokenizer: TokenizerLike,
@@ -208,19 +192,14 @@ export function encodePrompts(
   maxPositions: number | undefined,
   what: string,
 ): number[][] {
-  return records.map((r, i) => {
-    let ids = tokenizer.encode(r.prompt);
-    if (o.maxPromptLength !== null && ids.length > o.maxPromptLength) ids = ids.slice(ids.length - o.maxPromptLength);
-    if (ids.length === 0) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${what} record ${i}: expected a prompt of at least one token; got ${JSON.stringify(r.prompt)}`);
-    if (maxPositions !== undefined && ids.length + o.maxCompletionLength > maxPositions) {
-      throw new PosttrainError(
-        'INVALID_OPTION',
-        `${owner}: ${what} record ${i}: expected prompt + maxCompletionLength to fit the model's context of ${maxPositions} tokens; got a prompt of ${ids.length} tokens + maxCompletionLength ${o.maxCompletionLength} = ${ids.length + o.maxCompletionLength}`,
-        { help: `lower maxCompletionLength to ${Math.max(1, maxPositions - ids.length)}, or set maxPromptLength to ${Math.max(1, maxPositions - o.maxCompletionLength)} (prompts lose their start)` },
-      );
-    }
-    return ids;
-  });
+  return encodeWithin(
+    owner,
+    what,
+    tokenizer,
+    records,
+    { maxPromptTokens: o.maxPromptLength, newTokens: o.maxCompletionLength, newTokensOption: 'maxCompletionLength', cutOption: 'maxPromptLength', cutLimits: 'prompt' },
+    maxPositions,
+  );
 }
 
 /** The reward functions of the option (reward models wrapped), their names and weights. @internal */
@@ -229,22 +208,7 @@ export function resolveRewards(
   o: Pick<OnlineTunables, 'rewardFunctions' | 'rewardWeights'>,
   tokenizer: TokenizerLike,
 ): { functions: RewardFunction[]; names: string[]; weights: number[] } {
-  const given = Array.isArray(o.rewardFunctions) ? o.rewardFunctions : [o.rewardFunctions];
-  if (given.length === 0 || given.some((f) => typeof f !== 'function' && !(f && typeof (f as ScalarRewardModel).forward === 'function'))) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected rewardFunctions to be reward functions or reward models, at least one; got ${describeValue(o.rewardFunctions)}`, {
-      help: 'for example rewardFunctions: [taskReward(reversalTask)], or a RewardModel from @posttrain/reward',
-    });
-  }
-  const functions = given.map((f) => (typeof f === 'function' ? (f as RewardFunction) : rewardModelReward(f as ScalarRewardModel, tokenizer)));
-  const names = rewardNames(functions);
-  const weights = o.rewardWeights === null ? functions.map(() => 1) : [...o.rewardWeights];
-  if (!Array.isArray(o.rewardWeights ?? []) || weights.length !== functions.length || weights.some((w) => !Number.isFinite(w))) {
-    throw new PosttrainError(
-      'INVALID_OPTION',
-      `${owner}: expected rewardWeights to be ${functions.length} finite numbers (one per reward function: ${names.join(', ')}) or null; got ${describeValue(o.rewardWeights)}`,
-    );
-  }
-  return { functions, names, weights };
+  return resolveRewardFunctions(owner, o.rewardFunctions, o.rewardWeights, tokenizer);
 }
 
 /** The generator of the run: the given one, or the in-process one with the sampling options. @internal */
@@ -328,26 +292,9 @@ export function disposeCompletionBatch(b: CompletionBatch, extra: readonly (tf.T
   tf.dispose([b.inputIds, b.attentionMask, b.labels, b.mask, b.oldLogps, b.refLogps, ...extra].filter((t): t is tf.Tensor => t !== undefined));
 }
 
-/** Appends completion-table rows (JSONL), creating the directory. @internal */
+/** Appends a rollout's rows to the completion table (none without a file). @internal */
 export async function appendCompletions(file: string | undefined, rollout: Rollout, step: number, extra: Record<string, readonly number[]>): Promise<void> {
-  if (file === undefined) return;
-  const fs = await import('node:fs/promises');
-  const path = await import('node:path');
-  await fs.mkdir(path.dirname(file), { recursive: true });
-  await fs.appendFile(
-    file,
-    `${completionRows(rollout, step, extra)
-      .map((row) => JSON.stringify(row))
-      .join('\n')}\n`,
-  );
-}
-
-/** The completion table's path: the option, else `completions.jsonl` beside `logFile`. @internal */
-export async function completionsPath(o: Pick<OnlineTunables, 'completionsFile' | 'logFile'>): Promise<string | undefined> {
-  if (o.completionsFile !== undefined) return o.completionsFile;
-  if (o.logFile === undefined) return undefined;
-  const path = await import('node:path');
-  return path.join(path.dirname(o.logFile), 'completions.jsonl');
+  await appendJsonl(file, completionRows(rollout, step, extra));
 }
 
 /**
