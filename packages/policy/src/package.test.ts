@@ -4,13 +4,17 @@ import * as policy from './index.js';
 describe('public surface', () => {
   it('exports exactly these names (changing the list is a visible decision)', () => {
     expect(Object.keys(policy).sort()).toEqual([
+      'appendJsonl',
+      'checkPromptRecords',
       'collatePairs',
       'collectRollout',
       'completionRows',
+      'completionsPath',
       'createReference',
       'defaultGenerateOptions',
       'defaultInProcessGeneratorOptions',
       'defaultSequenceLogpsOptions',
+      'encodePrompts',
       'exampleLogps',
       'formatReward',
       'generate',
@@ -19,6 +23,7 @@ describe('public surface', () => {
       'namedReward',
       'overlongPenalty',
       'padTokenIdOf',
+      'resolveRewardFunctions',
       'rewardModelReward',
       'rewardNames',
       'rolloutExamples',
