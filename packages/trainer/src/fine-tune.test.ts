@@ -259,3 +259,39 @@ describe('fineTune', () => {
     x.dispose();
   });
 });
+
+describe('fineTune with a batch source', () => {
+  it('plans from the source’s batchesPerEpoch (the schedule decays to 0 there) and pulls its batches, with no records', async () => {
+    manualSeed(3);
+    const model = new Linear(1, 1);
+    const x = tf.tensor2d([[1]]);
+    const pulled: Array<[number, number]> = [];
+    const source = {
+      open: function* (epoch: number, start: number) {
+        for (let i = start; i < 3; i++) {
+          pulled.push([epoch, i]);
+          yield i;
+        }
+      },
+    };
+    const result = await fineTune<number>({
+      model,
+      source: { batches: source, batchesPerEpoch: 3 },
+      step: () => ({ lossSum: tf.sum(tf.square(model.forward(x))) as tf.Scalar, tokens: 1 }),
+      options: { ...valid, epochs: 2, lr: 0.1, schedule: 'linear' },
+    });
+    expect(pulled).toEqual([
+      [0, 0],
+      [0, 1],
+      [0, 2],
+      [1, 0],
+      [1, 1],
+      [1, 2],
+    ]);
+    expect(result.history.map((r) => r.learning_rate)).toEqual([0.1, 0.1 * (5 / 6), 0.1 * (4 / 6), 0.1 * (3 / 6), 0.1 * (2 / 6), 0.1 * (1 / 6)].map((v) => expect.closeTo(v, 10)));
+    x.dispose();
+    const neither = await fineTune({ model, step: () => ({ lossSum: tf.scalar(0), tokens: 1 }), options: valid }).catch((e) => e);
+    expect(neither.code).toBe('INVALID_ARGUMENT');
+    expect(neither.message).toBe('fineTune: expected either records with makeBatch and disposeBatch, or source; got neither');
+  });
+});
