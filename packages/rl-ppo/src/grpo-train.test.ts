@@ -7,10 +7,12 @@ import { ByteTokenizer, generateSplit, reversalTask } from '@posttrain/data';
 import { loadModel } from '@posttrain/models';
 import { namedReward, taskReward, type Generator, type RewardFunction } from '@posttrain/policy';
 import { grpoTrain, type GrpoTrainOptions } from './index.js';
+import { scripted as scriptedWith } from './testing/scripted.js';
 
 const TINY_BASE = new URL('../../../examples/sft/tiny-base/', import.meta.url).pathname;
 const tokenizer = new ByteTokenizer();
 const EOS = tokenizer.eosTokenId as number;
+const scripted = (texts: string[]) => scriptedWith(texts, EOS);
 const { train, test } = generateSplit(reversalTask, 0, { train: 400, test: 16, taskOptions: { alphabet: 'abcdefgh', minLength: 3, maxLength: 4 }, uniqueTrain: false });
 const records = train.map((e) => ({ prompt: e.prompt, answer: e.answer }));
 const quiet = { progress: 'none' as const };
@@ -23,18 +25,6 @@ beforeAll(async () => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const base = (): Promise<CausalLM> => loadModel(TINY_BASE);
-const bytes = (text: string) => [...text].map((c) => c.charCodeAt(0));
-
-/** A generator that returns the given texts for every prompt, in turn (EOS appended), with log-probs 0. */
-function scripted(texts: string[]): Generator {
-  return {
-    name: 'scripted',
-    generate: async ({ promptIds, n }) =>
-      promptIds.map(() =>
-        Array.from({ length: n }, (_, j) => ({ ids: [...bytes(texts[j % texts.length]), EOS], logprobs: [...bytes(texts[j % texts.length]), EOS].map(() => 0), finishReason: 'stop' as const })),
-      ),
-  };
-}
 
 /** A dense reward the tiny base can climb: the share of the letter 'a' in the completion. */
 const manyAs = namedReward('as', ({ completions }) => completions.map((c) => (c.length ? [...c].filter((ch) => ch === 'a').length / c.length : 0)));

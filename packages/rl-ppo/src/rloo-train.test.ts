@@ -7,11 +7,13 @@ import { ByteTokenizer, collateForTraining, generateSplit, reversalTask } from '
 import { loadModel } from '@posttrain/models';
 import { namedReward, sequenceLogps, taskReward, type Generator, type RewardFunction } from '@posttrain/policy';
 import { defaultRlooOptions, rlooTrain, type RlooTrainOptions } from './index.js';
+import { bytes, scripted as scriptedWith } from './testing/scripted.js';
 
 const TINY_BASE = new URL('../../../examples/sft/tiny-base/', import.meta.url).pathname;
 const WEAK_SFT = new URL('../../../examples/rl/weak-sft/', import.meta.url).pathname;
 const tokenizer = new ByteTokenizer();
 const EOS = tokenizer.eosTokenId as number;
+const scripted = (texts: string[]) => scriptedWith(texts, EOS);
 const { train } = generateSplit(reversalTask, 0, { train: 2000, test: 16, uniqueTrain: false });
 const records = train.map((e) => ({ prompt: e.prompt, answer: e.answer }));
 const quiet = { progress: 'none' as const };
@@ -24,23 +26,11 @@ beforeAll(async () => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const base = (): Promise<CausalLM> => loadModel(TINY_BASE);
-const bytes = (text: string) => [...text].map((c) => c.charCodeAt(0));
 const readRows = (file: string) =>
   readFileSync(file, 'utf8')
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l));
-
-/** A generator that returns the given texts for every prompt, in turn (EOS appended), with log-probs 0. */
-function scripted(texts: string[]): Generator {
-  return {
-    name: 'scripted',
-    generate: async ({ promptIds, n }) =>
-      promptIds.map(() =>
-        Array.from({ length: n }, (_, j) => ({ ids: [...bytes(texts[j % texts.length]), EOS], logprobs: [...bytes(texts[j % texts.length]), EOS].map(() => 0), finishReason: 'stop' as const })),
-      ),
-  };
-}
 
 describe('rlooTrain: options', () => {
   const valid = async (): Promise<RlooTrainOptions> => ({
@@ -216,5 +206,32 @@ describe('rlooTrain: learning', () => {
     expect(last).toBeGreaterThan(first + 0.1);
     // The LoRA adapters (2 layers × 7 linears × A and B) are the only new tensors.
     expect(tf.memory().numTensors - before).toBe(28);
+  });
+});
+
+describe('rlooTrain: resume', () => {
+  it('resumes with the same sampling streams: after a checkpoint, rewards, kl and losses equal the uninterrupted run’s (β > 0, two iterations per rollout)', async () => {
+    const run = async (extra: Partial<RlooTrainOptions>) =>
+      rlooTrain({
+        model: await base(),
+        tokenizer,
+        train: records,
+        rewardFunctions: [taskReward(reversalTask, { mode: 'partial' })],
+        numGenerations: 4,
+        batchSize: 8,
+        numIterations: 2,
+        beta: 0.05,
+        maxCompletionLength: 6,
+        lora: { r: 4 },
+        lr: 5e-3,
+        maxSteps: 4,
+        ...quiet,
+        ...extra,
+      });
+    const root = join(dir, 'resume');
+    const whole = await run({ checkpointDir: root, checkpointEvery: 2 });
+    const resumed = await run({ resumeFrom: join(root, 'step-2') });
+    expect(resumed.history.map((h) => h.step)).toEqual([3, 4]);
+    for (const key of ['reward', 'kl', 'loss'] as const) expect(resumed.history.map((h) => h[key])).toEqual(whole.history.slice(2).map((h) => h[key]));
   });
 });
