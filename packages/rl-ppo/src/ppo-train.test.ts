@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf, type CausalLM } from '@posttrain/tensor-core';
 import { ByteTokenizer, collateForTraining, generateSplit, reversalTask } from '@posttrain/data';
 import { loadModel } from '@posttrain/models';
-import { namedReward, sequenceLogps, type Generator, type ScalarRewardModel } from '@posttrain/policy';
+import { namedReward, rewardModelReward, sequenceLogps, type Generator, type ScalarRewardModel } from '@posttrain/policy';
 import { RewardModel } from '@posttrain/reward';
 import { ppoTrain, type PpoTrainOptions } from './index.js';
 import { completionLayout, ppoTargets } from './ppo-train.js';
@@ -280,6 +280,83 @@ describe('ppoTrain: the targets of one rollout by hand', () => {
     expect(record['completions/clipped_ratio']).toBe(0.25);
     expect(result.reference).toBe('frozen copy');
     expect(result.valueModel).toBe(valueModel);
+  });
+  it('with a reward model and a copy of it as the value model (TRL’s recipe): the score is the RM’s at the stop token, as rewardModelReward reads text + EOS; the value there equals it; one update climbs the surrogate (Σ A·Δlog π > 0)', async () => {
+    // Guards the alignment a silent off-by-one would break while the toy-reward tests still pass: where the
+    // score is read, where the value model is read, and the sign of the update.
+    const T = 6;
+    const prompts = records.slice(0, 4);
+    const script: Record<string, { ids: number[]; finishReason: 'stop' | 'length' }> = {
+      [prompts[0].prompt]: { ids: [...bytes('cba'), EOS], finishReason: 'stop' },
+      [prompts[1].prompt]: { ids: [...bytes('hg'), EOS], finishReason: 'stop' },
+      [prompts[2].prompt]: { ids: bytes('abcdef'), finishReason: 'length' },
+      [prompts[3].prompt]: { ids: [...bytes('aaaa'), EOS], finishReason: 'stop' },
+    };
+    const generator: Generator = {
+      name: 'scripted',
+      generate: async ({ prompts: texts, n }) => texts.map((p) => Array.from({ length: n }, () => ({ ...script[p], logprobs: script[p].ids.map(() => 0) }))),
+    };
+    const rm = new RewardModel(await base(), { seed: 11 });
+    const valueModel = new RewardModel(await base(), { seed: 11 }); // the same weights, separate parameters
+    const texts = prompts.map((r) => String.fromCharCode(...script[r.prompt].ids.filter((id) => id !== EOS)));
+    const read = await rewardModelReward(asScorer(rm), tokenizer)({ prompts: prompts.map((r) => r.prompt), completions: texts, completionIds: [], step: 0 } as never);
+    const examples = prompts.map((r) => {
+      const p = tokenizer.encode(r.prompt);
+      return { inputIds: [...p, ...script[r.prompt].ids], labels: [...p.map(() => -100), ...script[r.prompt].ids] };
+    });
+    const batch = collateForTraining(examples, { padTokenId: 259 });
+    const ends = examples.map((e) => e.inputIds.length - 1);
+    const rmScores = rm.forward(batch.inputIds, { attentionMask: batch.attentionMask }).rewards.arraySync() as number[];
+    const values = valueModel.values(batch.inputIds, { attentionMask: batch.attentionMask }).arraySync() as number[][];
+    const missingEosPenalty = 1;
+    const scores = prompts.map((r, b) => rmScores[b] - (script[r.prompt].finishReason === 'stop' ? 0 : missingEosPenalty));
+    // Stopped completions: the RM read on prompt + completion ids (stop token included) = rewardModelReward on text + EOS.
+    for (const b of [0, 1, 3]) expect(rmScores[b]).toBeCloseTo(read[b] as number, 5);
+    // The value model reads the stop token's hidden state where the score lands: δ = score − V = 0 there.
+    for (const b of [0, 1, 3]) expect(values[b][ends[b]]).toBeCloseTo(scores[b], 5);
+    const model = await base();
+    const tokenLogps = () => tf.tidy(() => sequenceLogps(model, batch).tokenLogps.arraySync() as number[][]);
+    const before = tokenLogps();
+    const rows = prompts.map((r, b) => {
+      const P = tokenizer.encode(r.prompt).length;
+      const C = script[r.prompt].ids.length;
+      return { C, logprob: new Array(C).fill(0), ref: new Array(C).fill(0), value: Array.from({ length: T }, (_, j) => values[b][P - 1 + j] ?? 0), score: scores[b] };
+    });
+    const expected = trlTargets(rows, T, { klCoef: 0, gamma: 1, lam: 0.95, whitenRewards: false });
+    const p1 = expected.paddingP1.flatMap((r, b) => r.flatMap((p, t) => (p ? [] : [expected.rawAdvantages[b][t]])));
+    const result = await ppoTrain({
+      model,
+      tokenizer,
+      train: prompts,
+      rewardFunctions: asScorer(rm),
+      generator,
+      valueModel,
+      klCoef: 0,
+      missingEosPenalty,
+      temperature: 1,
+      maxCompletionLength: T,
+      batchSize: 4,
+      numPpoEpochs: 1,
+      lora: { r: 4 },
+      lr: 1e-3,
+      maxSteps: 1,
+      ...quiet,
+    });
+    const [record] = result.history;
+    expect(record['objective/scores']).toBeCloseTo(mean(scores), 5);
+    expect(record['loss/value_avg']).toBeCloseTo((0.5 * p1.reduce((a, v) => a + v * v, 0)) / p1.length, 4);
+    // The update climbs PPO's surrogate: Σ A_t · Δlog π(token t) over the completion tokens is positive, and the
+    // tokens with the largest and the smallest advantage move up and down.
+    const after = tokenLogps();
+    const moves = rows.flatMap((r, b) => {
+      const P = tokenizer.encode(prompts[b].prompt).length;
+      return Array.from({ length: r.C }, (_, j) => ({ a: expected.advantages[b][j], d: after[b][P + j] - before[b][P + j] }));
+    });
+    expect(moves.reduce((sum, m) => sum + m.a * m.d, 0)).toBeGreaterThan(0);
+    const byAdvantage = [...moves].sort((x, y) => y.a - x.a);
+    expect(byAdvantage[0].d).toBeGreaterThan(0);
+    expect(byAdvantage.at(-1)?.d).toBeLessThan(0);
+    tf.dispose([batch.inputIds, batch.attentionMask, batch.labels]);
   });
 });
 
