@@ -279,6 +279,13 @@ export function resolvePpoOptions(options: PpoTrainOptions) {
  * (`reward`, `rewards/<name>/mean|std`, `completions/…`); TRL logs once per rollout, this logs each
  * optimizer step (the `_avg` keys average that step's micro-batches).
  *
+ * Rollout size matters more than the learning rate: every rollout is reused for `numPpoEpochs ×
+ * numMiniBatches` optimizer steps, so a small one (32 completions × 4 epochs) is fitted noise, and
+ * `objective/kl` grows while `objective/scores` does not. From examples/rl's weak SFT with its reward
+ * model, 128 completions per rollout (`batchSize` 64 × `numMiniBatches` 2) × 2 epochs at lr 1e-3
+ * (LoRA r 16) raised held-out greedy exact match 25% → 39.5–50% in 320 steps (seeds 0–2), where 32 × 4
+ * epochs for as long left it at 26.5% with the KL at 3.7.
+ *
  * @example
  * ```ts
  * const rm = await loadRewardModel('runs/rm', { backbone });
@@ -286,7 +293,8 @@ export function resolvePpoOptions(options: PpoTrainOptions) {
  *   model: sft, tokenizer, train: prompts,
  *   rewardFunctions: rm,
  *   valueModel: await loadRewardModel('runs/rm', { backbone }),
- *   batchSize: 16, maxCompletionLength: 8, temperature: 1, lora: { r: 8 }, lr: 1e-3, maxSteps: 100,
+ *   batchSize: 64, numMiniBatches: 2, numPpoEpochs: 2, maxCompletionLength: 8, temperature: 1,
+ *   missingEosPenalty: 1, lora: { r: 16, alpha: 32 }, lr: 1e-3, schedule: 'constant', maxSteps: 320,
  * });
  * ```
  */
