@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf, type CausalLM } from '@posttrain/tensor-core';
 import { ByteTokenizer, generateSplit, reversalTask } from '@posttrain/data';
 import { loadModel } from '@posttrain/models';
-import { namedReward, taskReward, type Generator, type RewardFunction } from '@posttrain/policy';
+import { namedReward, taskReward, type RewardFunction } from '@posttrain/policy';
 import { grpoTrain, type GrpoTrainOptions } from './index.js';
 import { scripted as scriptedWith } from './testing/scripted.js';
 

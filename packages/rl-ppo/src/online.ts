@@ -30,9 +30,6 @@ import {
 } from '@posttrain/policy';
 import { checkEvalRecords, checkFineTuneOptions, fineTune, type FineTuneTrainerOptions, type OptimizerTunables, type StepOutput, type TrainableModel, type TrainResult } from '@posttrain/trainer';
 
-/** The completion table's path (policy's `completionsPath`), for the trainers of this package. @internal */
-export { completionsPath };
-
 /**
  * The tunables every online trainer of this package shares, named as TRL's (camelCase).
  *
@@ -353,19 +350,20 @@ export interface OnlineRun {
   train<B, S>(iterations: number, hooks: RolloutHooks<B, S>, step: (batch: B) => StepOutput, model?: TrainableModel): Promise<TrainResult>;
 }
 
-/** Sets up an {@link OnlineRun}; `kl.weight` > 0 resolves the reference (`kl.why` names the option in the error). @internal */
+/** Sets up an {@link OnlineRun}; `kl.weight` > 0 resolves the reference (`kl.why` names the option in the error); `makeRewards` replaces the plain reward resolution (PPO scores on token ids). @internal */
 export async function prepareOnline(
   owner: string,
   o: OnlineTunables & { model: CausalLM; tokenizer: TokenizerLike; train: readonly PromptRecord[]; geometry: Geometry },
   kl: { weight: number; why: string },
+  makeRewards: (encoded: { promptIds: number[][]; evalPromptIds: number[][]; padTokenId: number }) => ReturnType<typeof resolveRewards> = () => resolveRewards(owner, o, o.tokenizer),
 ): Promise<OnlineRun> {
   const { model, tokenizer, geometry } = o;
-  const rewards = resolveRewards(owner, o, tokenizer);
   const padTokenId = padTokenIdOf(tokenizer);
   const maxPositions = model.config.maxPositions;
   const promptIds = encodePrompts(owner, tokenizer, o.train, o, maxPositions, 'train');
   const evalRecords = o.eval ?? [];
   const evalPromptIds = encodePrompts(owner, tokenizer, evalRecords, o, maxPositions, 'eval');
+  const rewards = makeRewards({ promptIds, evalPromptIds, padTokenId });
   const hasLora = o.lora !== false || loraLayers(model).size > 0;
   const reference = kl.weight > 0 ? resolveOnlineReference(owner, model, o.reference, hasLora, kl.why) : undefined;
   const lora = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });

@@ -4,37 +4,12 @@
 // over each rollout in numMiniBatches optimizer steps, on the shared trainer loop.
 import { PosttrainError, Rng, checkNumber, describeValue, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
 import { collateForGeneration, collateForTraining, type TokenizerLike } from '@posttrain/data';
-import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
+import { type LoraReport } from '@posttrain/lora';
 import { gae, k1, k3, maskedWhiten, ppoPolicyLoss, ppoValueLoss } from '@posttrain/losses';
-import {
-  collectRollout,
-  inEvalMode,
-  namedReward,
-  padTokenIdOf,
-  rolloutExamples,
-  rolloutMetrics,
-  rolloutSchedule,
-  sequenceLogps,
-  type PromptRecord,
-  type Reference,
-  type RewardFunction,
-  type Rollout,
-  type ScalarRewardModel,
-} from '@posttrain/policy';
+import { inEvalMode, namedReward, rolloutExamples, rolloutMetrics, sequenceLogps, type PromptRecord, type RewardFunction, type ScalarRewardModel } from '@posttrain/policy';
 import { RewardModel } from '@posttrain/reward';
-import { defaultFineTuneTrainerOptions, fineTune, type StepOutput, type TrainResult } from '@posttrain/trainer';
-import {
-  appendCompletions,
-  checkOnline,
-  completionsPath,
-  encodePrompts,
-  evaluateByReward,
-  onlineDefaults,
-  resolveGenerator,
-  resolveOnlineReference,
-  resolveRewards,
-  type OnlineTunables,
-} from './online.js';
+import { defaultFineTuneTrainerOptions, type StepOutput, type TrainResult } from '@posttrain/trainer';
+import { appendCompletions, checkOnline, onlineDefaults, prepareOnline, resolveRewards, type OnlineTunables } from './online.js';
 
 /**
  * What {@link ppoTrain} needs of a value model: `values` giving one value per position `[B, T]`
@@ -302,40 +277,23 @@ export async function ppoTrain(options: PpoTrainOptions): Promise<PpoTrainResult
   const owner = 'ppoTrain';
   const o = resolvePpoOptions(options);
   const { model, tokenizer, geometry } = o;
-  const padTokenId = padTokenIdOf(tokenizer);
-  const maxPositions = model.config.maxPositions;
-  const promptIds = encodePrompts(owner, tokenizer, o.train, o, maxPositions, 'train');
-  const evalRecords = o.eval ?? [];
-  const evalPromptIds = encodePrompts(owner, tokenizer, evalRecords, o, maxPositions, 'eval');
-  const idsOfPrompt = new Map<string, number[]>();
-  [...o.train, ...evalRecords].forEach((r, i) => idsOfPrompt.set(r.prompt, i < o.train.length ? promptIds[i] : evalPromptIds[i - o.train.length]));
-  const rewards = resolvePpoRewards(owner, o, tokenizer, idsOfPrompt, padTokenId);
-  const hasLora = o.lora !== false || loraLayers(model).size > 0;
-  const reference: Reference | undefined = o.klCoef > 0 ? resolveOnlineReference(owner, model, o.reference, hasLora, `klCoef = ${o.klCoef}`) : undefined;
-  if (o.valueModel !== 'shared') checkValueModel(owner, o.valueModel, rewards.models);
-  const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
+  const run = await prepareOnline(owner, o, { weight: o.klCoef, why: `klCoef = ${o.klCoef}` }, ({ promptIds, evalPromptIds, padTokenId }) => {
+    const evalRecords = o.eval ?? [];
+    const idsOfPrompt = new Map<string, number[]>();
+    [...o.train, ...evalRecords].forEach((r, i) => idsOfPrompt.set(r.prompt, i < o.train.length ? promptIds[i] : evalPromptIds[i - o.train.length]));
+    const rewards = resolvePpoRewards(owner, o, tokenizer, idsOfPrompt, padTokenId);
+    // Before any LoRA is applied: a bad value model is refused with the model untouched.
+    if (o.valueModel !== 'shared') checkValueModel(owner, o.valueModel, rewards.models);
+    return rewards;
+  });
+  const { padTokenId, reference, completionsFile } = run;
   // 'shared': a head on the policy's hidden states, made after LoRA so it reads the adapted layers.
   const valueModel: ValueModel = o.valueModel === 'shared' ? new RewardModel(model, { seed: o.seed }) : o.valueModel;
   const trained = policyAndValue(model, valueModel);
-  const generator = resolveGenerator(model, tokenizer, o);
-  const completionsFile = await completionsPath(o);
   const score = { temperature: o.temperature, chunkSize: o.batchSize };
 
   const makeRollout = async (indices: number[], seed: number, index: number): Promise<PpoRolloutState> => {
-    const step = index * geometry.stepsPerRollout;
-    if (index > 0) await generator.syncWeights?.();
-    const rollout: Rollout = await collectRollout({
-      generator,
-      tokenizer,
-      records: indices.map((i) => o.train[i]),
-      promptIds: indices.map((i) => promptIds[i]),
-      n: o.numGenerations,
-      maxTokens: o.maxCompletionLength,
-      seed,
-      rewardFunctions: rewards.functions,
-      rewardWeights: rewards.weights,
-      step,
-    });
+    const { rollout, step } = await run.collect(indices, seed, index);
     const N = rollout.completions.length;
     const all = Array.from({ length: N }, (_, i) => i);
     const examples = rolloutExamples(rollout, all);
@@ -454,23 +412,18 @@ export async function ppoTrain(options: PpoTrainOptions): Promise<PpoTrainResult
     };
   };
 
-  const schedule = rolloutSchedule<PpoBatch, PpoRolloutState>(
-    { prompts: o.train.length, promptsPerRollout: geometry.promptsPerRollout, microBatchesPerRollout: geometry.microBatchesPerRollout, iterations: o.numPpoEpochs, seed: o.seed },
+  const result = await run.train<PpoBatch, PpoRolloutState>(
+    o.numPpoEpochs,
     {
       rollout: makeRollout,
       microBatch,
       disposeMicroBatch: (b) => tf.dispose([b.inputIds, b.attentionMask, b.labels, b.oldLogps, b.oldValues, b.advantages, b.returns, b.policyMask, b.valueMask]),
       dispose: (state) => tf.dispose(Object.values(state.tensors)),
     },
-  );
-  const result = await fineTune<PpoBatch>({
-    model: trained,
-    source: { batches: schedule, batchesPerEpoch: schedule.batchesPerEpoch },
     step,
-    evaluate: evalRecords.length ? () => evaluateByReward(generator, tokenizer, evalRecords, evalPromptIds, rewards, o.maxCompletionLength, o.seed, 0) : undefined,
-    options: o,
-  });
-  return { ...result, lora: report, reference: reference ? reference.source : 'none', generator: generator.name, valueModel };
+    trained,
+  );
+  return { ...result, lora: run.lora, reference: reference ? reference.source : 'none', generator: run.generator.name, valueModel };
 }
 
 /**

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf, type CausalLM } from '@posttrain/tensor-core';
 import { ByteTokenizer, collateForTraining, generateSplit, reversalTask } from '@posttrain/data';
 import { loadModel } from '@posttrain/models';
-import { namedReward, sequenceLogps, taskReward, type Generator, type RewardFunction } from '@posttrain/policy';
+import { namedReward, sequenceLogps, taskReward, type RewardFunction } from '@posttrain/policy';
 import { defaultRlooOptions, rlooTrain, type RlooTrainOptions } from './index.js';
 import { bytes, scripted as scriptedWith } from './testing/scripted.js';
 
