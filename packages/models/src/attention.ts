@@ -181,11 +181,13 @@ export function scaledDotProductAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tens
   const hkv = k.shape[1] as number;
   const s = k.shape[2] as number;
   const group = h / hkv;
-  const qg = q.reshape([b, hkv, group * t, d]);
-  let scores = tf.matMul(qg, k, false, true).mul(1 / Math.sqrt(d)); // [B, Hkv, group·T, S]
+  // The matMuls run on rank-3 [B·Hkv, …] tensors: tfjs-backend-wasm 4.22 writes out of bounds on a
+  // rank-4 batched matMul whose batch dims are [1, 1] (one row, one KV head), corrupting its heap.
+  const qg = q.reshape([b * hkv, group * t, d]);
+  let scores = tf.matMul(qg, k.reshape([b * hkv, s, d]), false, true).mul(1 / Math.sqrt(d)); // [B·Hkv, group·T, S]
   scores = scores.reshape([b, hkv, group, t, s]).add(mask.reshape([mask.shape[0] as number, 1, 1, t, s]));
-  const probs = tf.softmax(scores.reshape([b, hkv, group * t, s]));
-  const out = tf.matMul(probs, v); // [B, Hkv, group·T, d]
+  const probs = tf.softmax(scores.reshape([b * hkv, group * t, s]));
+  const out = tf.matMul(probs, v.reshape([b * hkv, s, d])); // [B·Hkv, group·T, d]
   return out
     .reshape([b, h, t, d])
     .transpose([0, 2, 1, 3])
