@@ -295,3 +295,127 @@ describe('fineTune with a batch source', () => {
     expect(neither.message).toBe('fineTune: expected either records with makeBatch and disposeBatch, or source; got neither');
   });
 });
+
+describe('fineTune with penalties', () => {
+  // One weight and one bias; record r has `units[r]` loss units, each with loss (w·x_r + b − y_r)².
+  const xs = [1, -2];
+  const ys = [2, 1];
+  const units = [1, 3];
+  const makeRun = (model: Linear) => {
+    const x = tf.tensor2d(xs, [2, 1]);
+    const y = tf.tensor2d(ys, [2, 1]);
+    const step = (indices: number[]): StepOutput => {
+      const rows = tf.tensor1d(indices, 'int32');
+      const weights = tf.tensor1d(
+        indices.map((i) => units[i]),
+        'float32',
+      );
+      const errors = tf.squeeze(tf.square(tf.sub(model.forward(tf.gather(x, rows)), tf.gather(y, rows))), [1]); // [n]
+      return { lossSum: tf.sum(tf.mul(errors, weights)) as tf.Scalar, tokens: tf.sum(weights) as tf.Scalar };
+    };
+    return { step, dispose: () => tf.dispose([x, y]) };
+  };
+  const snapshot = (model: Linear) => [...model.trainableParameters().values()].flatMap((p) => Array.from(p.dataSync()));
+  /** λ·Σ (θ − a)² with anchors 0.5 for the weight and −1 for the bias. */
+  const anchors = { weight: 0.5, bias: -1 } as Record<string, number>;
+  const pull = (lambda: number) => (params: ReadonlyMap<string, tf.Variable>) => tf.mul(lambda, tf.addN([...params].map(([name, p]) => tf.sum(tf.square(tf.sub(p, anchors[name])))))) as tf.Scalar;
+
+  it('adds the penalty once per optimizer step: logged loss = task loss + P(θ), P logged under its name, and accumulation changes nothing', async () => {
+    manualSeed(4);
+    const model = new Linear(1, 1);
+    const [w0, b0] = snapshot(model);
+    const { step, dispose } = makeRun(model);
+    const start = tf.memory().numTensors;
+    const counts: number[] = [];
+    const one = await fineTune({
+      model,
+      records: 2,
+      makeBatch: (ix) => ix,
+      disposeBatch: () => undefined,
+      step,
+      penalties: { l2_pull: pull(0.7) },
+      options: { ...valid, batchSize: 2, lr: 0.05, schedule: 'constant', maxSteps: 5, callbacks: { onStep: () => void counts.push(tf.memory().numTensors) } },
+    });
+    expect(tf.memory().numTensors).toBe(start); // nothing left behind by the penalty
+    expect(new Set(counts).size).toBe(1);
+    const taskLoss = (units[0] * (w0 * xs[0] + b0 - ys[0]) ** 2 + units[1] * (w0 * xs[1] + b0 - ys[1]) ** 2) / (units[0] + units[1]);
+    const penalty = 0.7 * ((w0 - anchors.weight) ** 2 + (b0 - anchors.bias) ** 2);
+    expect(one.history[0].l2_pull).toBeCloseTo(penalty, 5);
+    expect(one.history[0].loss).toBeCloseTo(taskLoss + penalty, 5);
+    expect(one.history[0].tokens).toBe(4);
+    const afterOne = snapshot(model);
+
+    // The same steps as two micro-batches of 1 and 3 units: the same objective, so the same parameters.
+    // (Adding P to each micro-batch's mean, or P unscaled to each lossSum, would count it 2× or 2/4×.)
+    for (const [p, v] of [...model.trainableParameters().values()].map((p, i) => [p, [w0, b0][i]] as const)) p.assign(tf.fill(p.shape, v));
+    const two = await fineTune({
+      model,
+      records: 2,
+      makeBatch: (ix) => ix,
+      disposeBatch: () => undefined,
+      step,
+      penalties: { l2_pull: pull(0.7) },
+      options: { ...valid, batchSize: 1, gradientAccumulationSteps: 2, lr: 0.05, schedule: 'constant', maxSteps: 5 },
+    });
+    expect(two.history[0].l2_pull).toBeCloseTo(penalty, 5);
+    expect(two.history[0].loss).toBeCloseTo(taskLoss + penalty, 5);
+    snapshot(model).forEach((v, i) => expect(v).toBeCloseTo(afterOne[i], 5));
+    dispose();
+  });
+
+  it('its gradient pulls the parameters to the anchors (a penalty alone, no task gradient)', async () => {
+    manualSeed(5);
+    const model = new Linear(1, 1);
+    const distance = () => {
+      const [w, b] = snapshot(model);
+      return Math.hypot(w - anchors.weight, b - anchors.bias);
+    };
+    const before = distance();
+    const x = tf.tensor2d([[1]]);
+    const result = await fineTune({
+      model,
+      records: 1,
+      makeBatch: () => 0,
+      disposeBatch: () => undefined,
+      step: () => ({ lossSum: tf.mul(0, tf.sum(model.forward(x))) as tf.Scalar, sequences: 1 }),
+      penalties: { l2_pull: pull(1) },
+      options: { ...valid, lr: 0.05, schedule: 'constant', maxSteps: 60 },
+    });
+    expect(before).toBeGreaterThan(0.5);
+    expect(distance()).toBeLessThan(before / 10);
+    expect(result.history.at(-1)!.l2_pull).toBeLessThan(result.history[0].l2_pull as number);
+    x.dispose();
+  });
+
+  it('rejects a penalty that is not an object of functions, a taken name, and a non-scalar value, naming them', async () => {
+    const model = new Linear(1, 1);
+    const x = tf.tensor2d([[1]]);
+    const run = (penalties: unknown) =>
+      fineTune({
+        model,
+        records: 1,
+        makeBatch: () => 0,
+        disposeBatch: () => undefined,
+        step: () => ({ lossSum: tf.sum(model.forward(x)) as tf.Scalar, tokens: 1, metrics: { mine: 1 } }),
+        penalties: penalties as Record<string, () => tf.Scalar>,
+        options: { ...valid, maxSteps: 1 },
+      }).then(
+        () => new Error('expected a rejection') as Error & { code?: string },
+        (e: Error & { code?: string }) => e,
+      );
+    const start = tf.memory().numTensors;
+    const notObject = await run([() => tf.scalar(1)]);
+    expect(notObject.message).toMatch(/^fineTune: expected penalties to be an object of name → \(parameters\) => scalar; got /);
+    expect((await run({ loss: () => tf.scalar(1) })).message).toMatch(/expected each penalty name to be a metric key of its own .*; got "loss"/);
+    expect((await run({ tokens_per_second: () => tf.scalar(1) })).message).toMatch(/got "tokens_per_second"/);
+    expect((await run({ 'a b': () => tf.scalar(1) })).message).toMatch(/got "a b"/);
+    expect((await run({ ewc_penalty: 3 })).message).toBe('fineTune: expected penalties.ewc_penalty to be a function (parameters) => scalar; got 3');
+    const vector = await run({ ewc_penalty: () => tf.ones([2]) });
+    expect(vector.code).toBe('INVALID_ARGUMENT');
+    expect(vector.message).toBe('fineTune: expected penalties.ewc_penalty to return a scalar tensor; got a tensor of shape [2]');
+    expect(tf.memory().numTensors).toBe(start); // checked before the first step, outside the gradient tape
+    // Found inside the tape (an error there leaves the tape's tensors alive: the run is lost anyway).
+    expect((await run({ mine: () => tf.scalar(1) })).message).toMatch(/^fineTune: expected each penalty name to differ from the step's metrics; got "mine", which the step also returns/);
+    x.dispose();
+  });
+});

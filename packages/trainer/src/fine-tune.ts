@@ -2,9 +2,9 @@
 // options they pass through to `train`, their optimisation tunables and checks (eval records
 // included), the learning-rate schedule, and `fineTune`, which owns the step plan, the epochs, the
 // seeded shuffle and AdamW + `train` + dispose.
-import { AdamW, PosttrainError, Rng, checkNumber, constantSchedule, cosineSchedule, linearSchedule, type LrSchedule } from '@posttrain/tensor-core';
+import { AdamW, PosttrainError, Rng, checkNumber, constantSchedule, cosineSchedule, describeValue, linearSchedule, tf, type LrSchedule } from '@posttrain/tensor-core';
 import { train } from './train.js';
-import { defaultTrainOptions, type BatchSource, type StepOutput, type TrainableModel, type TrainResult, type TrainTunables } from './options.js';
+import { defaultTrainOptions, type BatchSource, type StepContext, type StepOutput, type TrainableModel, type TrainResult, type TrainTunables } from './options.js';
 
 /**
  * The options of {@link train} that a fine-tuning trainer passes through unchanged, with the
@@ -259,10 +259,103 @@ export interface FineTuneOptions<B> {
   source?: { batches: BatchSource<B>; batchesPerEpoch: number };
   /** The loss of one micro-batch, inside the gradient tape. */
   step: (batch: B) => StepOutput;
+  /**
+   * Penalties on the parameters added to the loss of every optimizer step, by the name each is
+   * logged under (e.g. `ewc_penalty`): each function gets the trainable parameters and returns a
+   * scalar P(θ) with gradient, computed inside the gradient tape. The step's objective becomes
+   * Σ lossSum / Σ units + Σ P(θ), so a penalty weighs the same whatever the micro-batch sizes or
+   * `gradientAccumulationSteps` (see {@link fineTune}). Undefined or `{}`: none.
+   */
+  penalties?: Readonly<Record<string, (parameters: ReadonlyMap<string, tf.Variable>) => tf.Scalar>>;
   /** Held-out metrics by name (logged as `eval_<name>`); run every `options.evalEvery` steps (default: once, at the end). Undefined: no evaluation. */
   evaluate?: () => Promise<Record<string, number>> | Record<string, number>;
   /** The trainer's resolved options: the pass-through ones, the optimisation ones, the micro-batch size (also recorded in checkpoints) and the seed. */
   options: FineTuneTrainerOptions & OptimizerTunables & { seed: number; batchSize: number };
+}
+
+/** Keys of a train record that a penalty's name must not take. */
+const RECORD_KEYS = new Set(['kind', 'step', 'elapsed', 'epoch', 'loss', 'learning_rate', 'grad_norm', 'num_tokens', 'path', 'stoppedBy']);
+
+/** Checks the `penalties` of {@link fineTune}: a plain object of loggable names → functions. */
+function checkPenalties(penalties: unknown): [string, (parameters: ReadonlyMap<string, tf.Variable>) => tf.Scalar][] {
+  if (penalties === undefined) return [];
+  if (typeof penalties !== 'object' || penalties === null || Array.isArray(penalties)) {
+    throw new PosttrainError('INVALID_ARGUMENT', `fineTune: expected penalties to be an object of name → (parameters) => scalar; got ${describeValue(penalties)}`, {
+      help: 'for example penalties: { ewc_penalty: (params) => ewcPenalty(params, anchors, fisher, { lambda }).loss }',
+    });
+  }
+  const entries = Object.entries(penalties);
+  for (const [name, fn] of entries) {
+    const taken = RECORD_KEYS.has(name) || LOSS_UNIT_KEYS.some((u) => name === u || name === `${u}_per_second`) || name.startsWith('eval_');
+    if (!/^[A-Za-z_][\w/.-]*$/.test(name) || taken) {
+      throw new PosttrainError(
+        'INVALID_ARGUMENT',
+        `fineTune: expected each penalty name to be a metric key of its own (letters, digits, _, /, ., -; not a key the trainer logs, nor eval_…); got ${JSON.stringify(name)}`,
+        {
+          help: 'name it after what it is, e.g. ewc_penalty',
+        },
+      );
+    }
+    if (typeof fn !== 'function') {
+      throw new PosttrainError('INVALID_ARGUMENT', `fineTune: expected penalties.${name} to be a function (parameters) => scalar; got ${describeValue(fn)}`);
+    }
+  }
+  return entries as [string, (parameters: ReadonlyMap<string, tf.Variable>) => tf.Scalar][];
+}
+
+const LOSS_UNIT_KEYS = ['tokens', 'sequences', 'pairs'] as const;
+
+/**
+ * Runs each penalty once on the starting parameters, outside the gradient tape (an error thrown
+ * inside the tape would leave its saved tensors alive), and checks that it returns a scalar tensor.
+ */
+function probePenalties(penalties: [string, (parameters: ReadonlyMap<string, tf.Variable>) => tf.Scalar][], parameters: ReadonlyMap<string, tf.Variable>): void {
+  for (const [name, fn] of penalties) {
+    tf.tidy(() => {
+      const penalty = fn(parameters) as unknown;
+      if (!(penalty instanceof tf.Tensor) || penalty.size !== 1) {
+        throw new PosttrainError(
+          'INVALID_ARGUMENT',
+          `fineTune: expected penalties.${name} to return a scalar tensor; got ${penalty instanceof tf.Tensor ? `a tensor of shape [${penalty.shape.join(', ')}]` : describeValue(penalty)}`,
+        );
+      }
+    });
+  }
+}
+
+/**
+ * `step` with the penalties added: each micro-batch adds P(θ) × its loss units to its `lossSum` (so
+ * that train's division by the step's total units leaves exactly P(θ) in the objective and ∇P(θ) in
+ * the gradient, however the units split across micro-batches) and reports P(θ) as a metric (train
+ * logs the unit-weighted mean over micro-batches, which is P(θ): the parameters do not move within
+ * an optimizer step).
+ */
+function withPenalties<B>(
+  step: (batch: B) => StepOutput,
+  penalties: [string, (parameters: ReadonlyMap<string, tf.Variable>) => tf.Scalar][],
+  parameters: ReadonlyMap<string, tf.Variable>,
+): (batch: B, context: StepContext) => StepOutput {
+  if (penalties.length === 0) return step;
+  return (batch, context) => {
+    const out = (step as (batch: B, context: StepContext) => StepOutput)(batch, context); // the context passes through
+    if (!out || typeof out !== 'object') return out; // train names the bad value
+    const units = out.tokens ?? out.sequences ?? out.pairs;
+    if (units === undefined) return out; // train names the missing unit
+    const count = units instanceof tf.Tensor ? tf.cast(units, 'float32') : units;
+    let lossSum = out.lossSum;
+    const metrics: Record<string, tf.Scalar | number> = { ...out.metrics };
+    for (const [name, fn] of penalties) {
+      if (name in metrics) {
+        throw new PosttrainError('INVALID_ARGUMENT', `fineTune: expected each penalty name to differ from the step's metrics; got ${JSON.stringify(name)}, which the step also returns`, {
+          help: 'give the penalty another name',
+        });
+      }
+      const scalar = tf.reshape(fn(parameters), []) as tf.Scalar; // a scalar: probed before the first step
+      lossSum = tf.add(lossSum, tf.mul(scalar, count)) as tf.Scalar;
+      metrics[name] = scalar;
+    }
+    return { ...out, lossSum, metrics } as StepOutput;
+  };
 }
 
 /**
@@ -273,19 +366,28 @@ export interface FineTuneOptions<B> {
  * steps, and every pass-through option of {@link train}; the optimizer is disposed when the run ends
  * or throws. Returns `train`'s result.
  *
+ * With `penalties`, every optimizer step minimises Σ lossSum / Σ units + Σ_k P_k(θ): each micro-batch
+ * adds P_k(θ) × its units to its `lossSum` (train divides the step's sums by its units), so a penalty
+ * is counted once per optimizer step whatever the accumulation, and is computed once per micro-batch.
+ * The logged `loss` includes the penalties; each is also logged under its name.
+ *
  * @example
  * ```ts
  * const result = await fineTune({ model, records: examples.length, makeBatch, disposeBatch, step, evaluate, options: o });
+ * // an L2 pull toward zero, logged as l2_penalty:
+ * await fineTune({ model, records: n, makeBatch, disposeBatch, step, options: o, penalties: { l2_penalty: (params) => tf.mul(1e-4, tf.addN([...params.values()].map((p) => tf.sum(tf.square(p))))) as tf.Scalar } });
  * ```
  */
-export async function fineTune<B>({ model, records, makeBatch, disposeBatch, source, step, evaluate, options: o }: FineTuneOptions<B>): Promise<TrainResult> {
+export async function fineTune<B>({ model, records, makeBatch, disposeBatch, source, step, penalties, evaluate, options: o }: FineTuneOptions<B>): Promise<TrainResult> {
   if (!source && (!Number.isInteger(records) || typeof makeBatch !== 'function' || typeof disposeBatch !== 'function')) {
     throw new PosttrainError('INVALID_ARGUMENT', 'fineTune: expected either records with makeBatch and disposeBatch, or source; got neither');
   }
+  const penaltyList = checkPenalties(penalties);
   const { batchesPerEpoch, totalSteps, epochs } = source ? planFromBatches(source.batchesPerEpoch, o) : fineTunePlan(records as number, o);
   const batches: BatchSource<B> =
     source?.batches ?? ((epoch: number) => shuffledBatches<B>(o.seed, epoch, records as number, o.batchSize, makeBatch as (indices: number[]) => B, disposeBatch as (batch: B) => void));
   const parameters = model.trainableParameters();
+  probePenalties(penaltyList, parameters);
   const optimizer = new AdamW(parameters, { lr: o.lr, weightDecay: o.weightDecay });
   try {
     return await train<B>({
@@ -293,7 +395,7 @@ export async function fineTune<B>({ model, records, makeBatch, disposeBatch, sou
       parameters,
       optimizer,
       batches,
-      step,
+      step: withPenalties(step, penaltyList, parameters),
       maxSteps: o.maxSteps,
       epochs,
       batchesPerEpoch,
