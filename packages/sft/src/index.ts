@@ -1,5 +1,9 @@
 // Supervised fine-tuning
 export { sftTrain, resolveSftOptions, defaultSftOptions, type SftTrainOptions, type SftTunables, type SftRecord, type SftTrainResult } from './sft-train.js';
 
+// Keeping the old task: elastic weight consolidation and learning without forgetting
+export { estimateFisher, type EstimateFisherOptions, type EwcOption } from './ewc.js';
+export type { LwfOption } from './lwf.js';
+
 // Evaluation
 export { exactMatch, defaultExactMatchOptions, type ExactMatchOptions, type ExactMatchResult, type ExactMatchTask } from './exact-match.js';

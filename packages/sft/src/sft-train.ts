@@ -1,16 +1,8 @@
 // sftTrain: records → tokenized, masked, shuffled, collated batches → the shared trainer loop.
 import { PosttrainError, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
-import {
-  collateForTraining,
-  modelLimits,
-  tokenizeLanguageModeling,
-  tokenizePromptCompletion,
-  type LanguageModelingRecord,
-  type PromptCompletionRecord,
-  type TokenizedExample,
-  type TokenizerLike,
-} from '@posttrain/data';
-import { applyLora, type LoraOptions, type LoraReport } from '@posttrain/lora';
+import { collateForTraining, modelLimits, type TokenizedExample, type TokenizerLike } from '@posttrain/data';
+import { tokenizeSftRecord, type SftRecord } from './sft-records.js';
+import { applyLora, loraLayers, type LoraOptions, type LoraReport } from '@posttrain/lora';
 import {
   checkEvalRecords,
   checkFineTuneOptions,
@@ -23,10 +15,11 @@ import {
   type TrainResult,
 } from '@posttrain/trainer';
 import { causalLmLoss } from '@posttrain/losses';
-import { inEvalMode, padTokenIdOf } from '@posttrain/policy';
+import { inEvalMode, padTokenIdOf, type Reference } from '@posttrain/policy';
+import { checkEwcOption, ewcPenaltyOf, type EwcOption } from './ewc.js';
+import { lwfMask, lwfReference, lwfTerm, resolveLwfOption, type LwfOption, type ResolvedLwf } from './lwf.js';
 
-/** A training record: TRL prompt-completion (`{ prompt, completion }`) or language modeling (`{ text }`), strings. */
-export type SftRecord = { prompt: string; completion: string } | { text: string };
+export type { SftRecord } from './sft-records.js';
 
 /**
  * The tunable options of {@link sftTrain}, each with its default in {@link defaultSftOptions}.
@@ -57,6 +50,19 @@ export interface SftTunables extends FineTuneTrainerOptions, OptimizerTunables {
   maxLength: number | null;
   /** Seed of the shuffling, of dropout masks and of LoRA's initialisation unless `lora.seed` is set (default 0). */
   seed: number;
+  /**
+   * Elastic weight consolidation (docs/forgetting.md): (λ/2)·Σ F·(θ − θ*)² added to every step's
+   * loss, logged as `ewc_penalty`; F from {@link estimateFisher} on the old task. Full fine-tuning
+   * (or adapters already on the model); undefined: none.
+   */
+  ewc: EwcOption | undefined;
+  /**
+   * Learning without forgetting (docs/forgetting.md): λ·T²·KL(old ‖ new) of the softened next-token
+   * distributions on the new data, added to every step's loss, logged as `lwf_loss`; the old model
+   * is `lwf.teacher`, the adapters-disabled policy with LoRA, or the policy's logits precomputed
+   * before the first step. Undefined: none.
+   */
+  lwf: LwfOption | undefined;
 }
 
 /**
@@ -94,6 +100,8 @@ export const defaultSftOptions: Readonly<SftTunables> = Object.freeze({
   completionOnlyLoss: true,
   maxLength: null,
   seed: 0,
+  ewc: undefined,
+  lwf: undefined,
 });
 
 /**
@@ -117,6 +125,8 @@ interface SftBatch {
   labels: tf.Tensor2D;
   /** Non-padding tokens of the batch (TRL's `num_tokens` counts them). */
   inputTokens: number;
+  /** With `lwf`: the old model's logits `[B, T, V]` and the positions that count `[B, T]`. */
+  lwf?: { teacherLogits: tf.Tensor3D; mask: tf.Tensor2D };
 }
 
 /**
@@ -149,19 +159,16 @@ export function resolveSftOptions(options: SftTrainOptions): SftTunables & Pick<
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, {
       help: "for example lora: { r: 8, alpha: 16, targetModules: 'all-linear' }",
     });
+  if (o.ewc !== undefined) {
+    checkEwcOption(owner, o.model, o.ewc);
+    if (o.lora !== false) {
+      throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc with full fine-tuning (lora: false); got lora ${JSON.stringify(o.lora)}, which freezes every weight the Fisher names`, {
+        help: 'EWC holds the trained weights near their old values; with LoRA use lwf (the adapters-disabled policy is the old model), or train fully with ewc',
+      });
+    }
+  }
+  if (o.lwf !== undefined) o.lwf = resolveLwfOption(owner, o.lwf);
   return o;
-}
-
-/** Tokenizes one record with its labels (−100 on the prompt when completion-only, EOS appended). */
-function tokenize(tokenizer: TokenizerLike, record: SftRecord, name: string, completionOnly: boolean, maxLength: number | null, model: ReturnType<typeof modelLimits>): TokenizedExample {
-  // Before any step: ids the model has no embedding for, and records with nothing to train on, are named by index.
-  const options = { completionOnly, maxLength, name, ...model, requireLabels: true };
-  if (record && typeof record === 'object' && 'prompt' in record && 'completion' in record) return tokenizePromptCompletion(tokenizer, record as PromptCompletionRecord, options);
-  if (record && typeof record === 'object' && 'text' in record) return tokenizeLanguageModeling(tokenizer, record as LanguageModelingRecord, options);
-  throw new PosttrainError(
-    'INVALID_ARGUMENT',
-    `sftTrain: ${name}: expected { prompt, completion } or { text }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : typeof record}`,
-  );
 }
 
 /**
@@ -187,47 +194,102 @@ export async function sftTrain(options: SftTrainOptions): Promise<SftTrainResult
   const { model, tokenizer } = o;
   const padTokenId = padTokenIdOf(tokenizer);
   const limits = modelLimits(model.config);
-  const examples = o.train.map((r, i) => tokenize(tokenizer, r, `record ${i}`, o.completionOnlyLoss, o.maxLength, limits));
-  const evalExamples = (o.eval ?? []).map((r, i) => tokenize(tokenizer, r, `eval record ${i}`, o.completionOnlyLoss, o.maxLength, limits));
+  const examples = o.train.map((r, i) => tokenizeSftRecord('sftTrain', tokenizer, r, `record ${i}`, o.completionOnlyLoss, o.maxLength, limits));
+  const evalExamples = (o.eval ?? []).map((r, i) => tokenizeSftRecord('sftTrain', tokenizer, r, `eval record ${i}`, o.completionOnlyLoss, o.maxLength, limits));
+  const lwf = o.lwf as ResolvedLwf | undefined;
+  const reference = lwf && lwfReference('sftTrain', model, lwf, o.lora !== false || loraLayers(model).size > 0);
   const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
-  const makeBatch = (indices: number[]): SftBatch => ({
-    ...collateForTraining(
-      indices.map((i) => examples[i]),
-      { padTokenId },
-    ),
-    inputTokens: indices.reduce((n, i) => n + examples[i].inputIds.length, 0),
-  });
-  const step = (batch: SftBatch): StepOutput => {
-    const { logits } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask }); // [B, T, V]
-    const { lossSum, tokens, correctSum, entropySum } = causalLmLoss(logits, batch.labels);
-    const metrics = { mean_token_accuracy: tf.div(correctSum, tf.maximum(tokens, 1)) as tf.Scalar, entropy: tf.div(entropySum, tf.maximum(tokens, 1)) as tf.Scalar };
-    return { lossSum, tokens, inputTokens: batch.inputTokens, metrics };
-  };
-  const evaluate = (): Promise<Record<string, number>> =>
-    inEvalMode(model, async () => {
-      let loss = 0;
-      let correct = 0;
-      let entropy = 0;
-      let tokens = 0;
-      for (let start = 0; start < evalExamples.length; start += o.batchSize) {
-        const batch = collateForTraining(evalExamples.slice(start, start + o.batchSize), { padTokenId });
-        const sums = tf.tidy(() => {
-          const { logits } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask });
-          const out = causalLmLoss(logits, batch.labels);
-          return tf.stack([out.lossSum, out.correctSum, out.entropySum, out.tokens]);
-        });
-        const [l, c, e, t] = Array.from(await sums.data());
-        tf.dispose([sums, batch.inputIds, batch.attentionMask, batch.labels]);
-        loss += l;
-        correct += c;
-        entropy += e;
-        tokens += t;
-      }
-      // Logged as eval_loss, eval_mean_token_accuracy, eval_entropy.
-      return { loss: loss / Math.max(tokens, 1), mean_token_accuracy: correct / Math.max(tokens, 1), entropy: entropy / Math.max(tokens, 1) };
+  const ewc = o.ewc === undefined ? undefined : ewcPenaltyOf('sftTrain', model as unknown as { trainableParameters(): Map<string, tf.Variable> }, o.ewc);
+  try {
+    const precomputed = reference?.precomputed ? await precomputeLogits(reference, examples, o.batchSize, padTokenId) : undefined;
+    const makeBatch = (indices: number[]): SftBatch => {
+      const batch = collateForTraining(
+        indices.map((i) => examples[i]),
+        { padTokenId },
+      );
+      const inputTokens = indices.reduce((n, i) => n + examples[i].inputIds.length, 0);
+      if (!lwf || !reference) return { ...batch, inputTokens };
+      const teacherLogits = precomputed
+        ? stackLogits(
+            indices.map((i) => precomputed[i]),
+            batch.inputIds.shape[1],
+            model.config.vocabSize,
+          )
+        : reference.run((m) => tf.tidy(() => m.forward(batch.inputIds, { attentionMask: batch.attentionMask }).logits as tf.Tensor3D));
+      return { ...batch, inputTokens, lwf: { teacherLogits, mask: lwfMask(lwf.tokens, batch.attentionMask, batch.labels) } };
+    };
+    const step = (batch: SftBatch): StepOutput => {
+      const { logits } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask }); // [B, T, V]
+      const { lossSum, tokens, correctSum, entropySum } = causalLmLoss(logits, batch.labels);
+      const metrics: Record<string, tf.Scalar> = { mean_token_accuracy: tf.div(correctSum, tf.maximum(tokens, 1)) as tf.Scalar, entropy: tf.div(entropySum, tf.maximum(tokens, 1)) as tf.Scalar };
+      if (!lwf || !batch.lwf) return { lossSum, tokens, inputTokens: batch.inputTokens, metrics };
+      const term = lwfTerm(logits, batch.lwf.teacherLogits, batch.lwf.mask, tokens, lwf);
+      return { lossSum: tf.add(lossSum, term.lossSum) as tf.Scalar, tokens, inputTokens: batch.inputTokens, metrics: { ...metrics, lwf_loss: term.value } };
+    };
+    const evaluate = (): Promise<Record<string, number>> =>
+      inEvalMode(model, async () => {
+        let loss = 0;
+        let correct = 0;
+        let entropy = 0;
+        let tokens = 0;
+        for (let start = 0; start < evalExamples.length; start += o.batchSize) {
+          const batch = collateForTraining(evalExamples.slice(start, start + o.batchSize), { padTokenId });
+          const sums = tf.tidy(() => {
+            const { logits } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask });
+            const out = causalLmLoss(logits, batch.labels);
+            return tf.stack([out.lossSum, out.correctSum, out.entropySum, out.tokens]);
+          });
+          const [l, c, e, t] = Array.from(await sums.data());
+          tf.dispose([sums, batch.inputIds, batch.attentionMask, batch.labels]);
+          loss += l;
+          correct += c;
+          entropy += e;
+          tokens += t;
+        }
+        // Logged as eval_loss, eval_mean_token_accuracy, eval_entropy.
+        return { loss: loss / Math.max(tokens, 1), mean_token_accuracy: correct / Math.max(tokens, 1), entropy: entropy / Math.max(tokens, 1) };
+      });
+    const disposeBatch = (b: SftBatch) => tf.dispose([b.inputIds, b.attentionMask, b.labels, ...(b.lwf ? [b.lwf.teacherLogits, b.lwf.mask] : [])]);
+    const result = await fineTune<SftBatch>({
+      model,
+      records: examples.length,
+      makeBatch,
+      disposeBatch,
+      step,
+      penalties: ewc ? { ewc_penalty: ewc.penalty } : undefined,
+      evaluate: evalExamples.length ? evaluate : undefined,
+      options: o,
     });
-  const disposeBatch = (b: SftBatch) => tf.dispose([b.inputIds, b.attentionMask, b.labels]);
-  const result = await fineTune<SftBatch>({ model, records: examples.length, makeBatch, disposeBatch, step, evaluate: evalExamples.length ? evaluate : undefined, options: o });
-  const trained = result.history.reduce((sum, r: TrainRecord) => sum + (r.tokens ?? 0), 0);
-  return { ...result, lora: report, tokensPerSec: result.elapsed > 0 ? trained / result.elapsed : 0 };
+    const trained = result.history.reduce((sum, r: TrainRecord) => sum + (r.tokens ?? 0), 0);
+    return { ...result, lora: report, tokensPerSec: result.elapsed > 0 ? trained / result.elapsed : 0 };
+  } finally {
+    ewc?.dispose();
+  }
+}
+
+/**
+ * The reference's logits of every example (its own rows, `[L_i · V]` float32, row-major), computed
+ * once, `batchSize` examples at a time, before the first step: LwF's old model when no teacher is
+ * given and the policy has no LoRA.
+ */
+async function precomputeLogits(reference: Reference, examples: readonly TokenizedExample[], batchSize: number, padTokenId: number): Promise<Float32Array[]> {
+  const rows: Float32Array[] = [];
+  for (let start = 0; start < examples.length; start += batchSize) {
+    const chunk = examples.slice(start, start + batchSize);
+    const batch = collateForTraining(chunk, { padTokenId });
+    const logits = reference.run((m) => tf.tidy(() => m.forward(batch.inputIds, { attentionMask: batch.attentionMask }).logits)); // [B, T, V]
+    tf.dispose([batch.inputIds, batch.attentionMask, batch.labels]);
+    const [, T, V] = logits.shape;
+    const data = (await logits.data()) as Float32Array;
+    logits.dispose();
+    chunk.forEach((e, b) => rows.push(data.slice(b * T * V, (b * T + e.inputIds.length) * V)));
+  }
+  return rows;
+}
+
+/** `[B, T, V]` logits from each example's precomputed rows, zeros where it is padded. */
+function stackLogits(rows: readonly Float32Array[], T: number, V: number): tf.Tensor3D {
+  const data = new Float32Array(rows.length * T * V);
+  rows.forEach((r, b) => data.set(r, b * T * V));
+  return tf.tensor3d(data, [rows.length, T, V]);
 }
