@@ -26,6 +26,13 @@ then masked (mask is 0/1) and averaged over the unmasked tokens of the batch: lo
 ce = mean over tokens with mask 1 and label ≠ −100 of −log softmax(student)[label] (labels aligned
 with the logits: labels[b, t] is the token logits[b, t] predicts).
 
+topKForwardKl (a teacher cached as its top-K log-probs ℓ at T = 1, ids into the student's V): with
+q = softmax_k(ℓ / T) over the K entries (the top K renormalised; our choice) and
+log p_s = log_softmax(student / T) over all V, gathered at the ids,
+  topKForwardKl   s · Σ_k q_k (log q_k − log p_s[id_k])                      Hinton et al. 2015, §2
+then masked and averaged as above; gradient with respect to the student's logits only. At K = V it
+is forwardKl.
+
 fisherDiagonal (Kirkpatrick et al. 2017): mean over batches of the squared gradient of each batch's
 loss with respect to each parameter. ewcPenalty: (λ/2) Σ_i F_i (θ_i − θ*_i)² (Kirkpatrick eq. 3).
 
@@ -42,6 +49,13 @@ Cases:
   hintonKdLoss/*          T ∈ {1, 2}, α ∈ {0.5, 0.2}, labels with −100, extreme logits
   fisherDiagonal/*        softmax regression (3 batches of 5), binary logistic regression with
                           batches of one example (the per-example empirical Fisher), a tanh MLP
+  topKForwardKl/*         its own generator, after every other case (so adding them changed none):
+                          B = 3, T = 5, V = 7 with K = 3 (T = 1) and K = 4 (T = 2, scaled and
+                          unscaled), row 1 all masked; K = V = 7 with each token's ids in a random
+                          order (T = 1, T = 2); K = 1 (cross-entropy); extreme logits ±100 with
+                          K = 5 at T = 1 and T = 2; B = 2, T = 24, V = 40, K = 8 with a random mask.
+                          The teacher's top K by torch.topk of its float64 log-probs, stored as float32.
+                          Masks from randn (not rand, whose draws differ between machines)
   ewcPenalty/*            three parameters (a matrix, a vector, a scalar), λ = 1 and λ = 5000 with
                           large differences; gradients with respect to params, anchors and fisher
 """
@@ -241,9 +255,65 @@ def ewc_cases(cases):
     add('ewcPenalty/lambda5000-large', 5000.0, 30.0)
 
 
+def topk_forward_kl(student, ids, teacher_logprobs, mask, o):
+    T = o['temperature']
+    lq = F.log_softmax(teacher_logprobs / T, -1)
+    ls = F.log_softmax(student / T, -1).gather(-1, ids)
+    per = (lq.exp() * (lq - ls)).sum(-1)
+    if o.get('scaleByTemperatureSquared', True):
+        per = per * T * T
+    loss, per = masked_mean(per, mask)
+    return {'loss': loss, 'perToken': per}
+
+
+def topk_cases(cases):
+    g = torch.Generator().manual_seed(2015_03531)
+
+    def cache(teacher, K, shuffle=False):
+        """The teacher's top-K ids (int64) and float32 log-probs at T = 1, a constant (no gradient)."""
+        logprobs = F.log_softmax(teacher.detach().double(), -1)
+        if shuffle:  # every id once per token, in a random order (K = V)
+            ids = torch.argsort(torch.randn(teacher.shape, generator=g), -1)[..., :K]
+        else:
+            ids = logprobs.topk(K, -1).indices
+        return ids, logprobs.gather(-1, ids).to(torch.float32).double()
+
+    def standard(V=7):
+        s = logits_draw((3, 5, V), g, 2.0)
+        t = logits_draw((3, 5, V), g, 3.0, 0.3)
+        return s, t, prefix_mask(3, 5, [1, 0, 2], all_masked_row=1)
+
+    def extreme():
+        s = logits_draw((2, 4, 9), g, 50.0, clamp=100.0, extremes=12)
+        t = logits_draw((2, 4, 9), g, 50.0, clamp=100.0, extremes=12)
+        return s, t, prefix_mask(2, 4, [0, 1])
+
+    def long():
+        s = logits_draw((2, 24, 40), g, 2.0)
+        t = logits_draw((2, 24, 40), g, 3.0)
+        m = (torch.randn(2, 24, generator=g) > -0.67).double()
+        return s, t, m
+
+    def add(name, inputs, K, options, shuffle=False):
+        s, t, m = inputs
+        ids, lp = cache(t, K, shuffle)
+        cases[name] = case('topKForwardKl', {'studentLogits': s, 'teacherIds': ids, 'teacherLogprobs': lp, 'mask': m}, topk_forward_kl(s, ids, lp, m, options), options)
+
+    add('topKForwardKl/T1', standard(), 3, {'temperature': 1.0})
+    add('topKForwardKl/T2', standard(), 4, {'temperature': 2.0})
+    add('topKForwardKl/T2-unscaled', standard(), 4, {'temperature': 2.0, 'scaleByTemperatureSquared': False})
+    add('topKForwardKl/K=V-T1', standard(), 7, {'temperature': 1.0}, shuffle=True)
+    add('topKForwardKl/K=V-T2', standard(), 7, {'temperature': 2.0}, shuffle=True)
+    add('topKForwardKl/K1', standard(), 1, {'temperature': 1.0})
+    add('topKForwardKl/extreme', extreme(), 5, {'temperature': 1.0})
+    add('topKForwardKl/extreme-T2', extreme(), 5, {'temperature': 2.0})
+    add('topKForwardKl/long', long(), 8, {'temperature': 2.0})
+
+
 if __name__ == '__main__':
     cases = {}
     distill_cases(cases)
     fisher_cases(cases)
     ewc_cases(cases)
+    topk_cases(cases)
     write('distill_ref', cases)

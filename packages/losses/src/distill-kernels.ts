@@ -129,3 +129,57 @@ export function tvKernel(temperature: number): Kernel {
     },
   );
 }
+
+/** The float32 value nearest −∞: a teacher log-prob of −∞ is clamped to it inside the product, so 0 · (log 0 − …) counts as 0. */
+const LOWEST = -3.4028234663852886e38;
+
+/**
+ * Forward KL from a teacher's top-K log-probs to the student, per token: Σ_k q_k (log q_k − log p_s[id_k])
+ * with q = softmax(teacherLogprobs / T) over the K entries and log p_s = log softmax(student / T) over
+ * the V logits, read at `flat` ([B, T, K] int32, (b·T + t)·V + id_k, the flat indices into the
+ * student's [B·T·V] logits). One tape node whose only input is the student's logits; the teacher's
+ * tensors are saved, not differentiated. d/dstudent = (p_s − Q) / T with Q = q written at the ids
+ * (a scatter that overwrites, so each row's ids must be distinct). At K = V with ids 0 … V − 1 every
+ * op is {@link klKernel}'s (teacher first) on the same values, so the two agree bit for bit.
+ */
+export function topKKlKernel(temperature: number, flat: tf.Tensor, teacherLogprobs: tf.Tensor): (student: tf.Tensor) => tf.Tensor {
+  /** x[at] for x [B, T, V] → [B, T, K], without a second [B, T, V] (the reshape shares x's buffer and is freed here). */
+  const pick = (x: tf.Tensor, at: tf.Tensor) => {
+    const all = tf.reshape(x, [x.size]);
+    const picked = tf.reshape(tf.gather(all, tf.reshape(at, [at.size])), at.shape);
+    all.dispose();
+    return picked;
+  };
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    // log p_s[id] = (z − max z)[id] − log Σ exp(z − max z), z = x / T: logSoftmaxAt's values at the ids.
+    const z = temperature === 1 ? x : tf.div(x, temperature);
+    const shifted = tf.sub(z, tf.max(z, -1, true)); // [B, T, V]
+    if (z !== x) z.dispose();
+    const picked = pick(shifted, flat); // [B, T, K]
+    const logNorm = freeing(
+      tf.log,
+      freeing((e) => tf.sum(e, -1, true), freeing(tf.exp, shifted)),
+    ); // [B, T, 1]
+    const logps = freeing(tf.sub, picked, logNorm); // [B, T, K]
+    const logq = logSoftmaxAt(teacherLogprobs, temperature); // [B, T, K]
+    const value = dot(tf.exp(logq), freeing(tf.sub, tf.maximum(logq, LOWEST), logps)); // [B, T]
+    save([x, logq, flat]);
+    return {
+      value,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const [xs, lq, at] = saved;
+          const p = freeing(tf.exp, logSoftmaxAt(xs, temperature)); // [B, T, V]
+          const all = tf.reshape(p, [p.size]); // shares p's buffer
+          const atIds = tf.sub(pick(p, at), tf.exp(lq)); // [B, T, K] p_s − q at the ids
+          const written = tf.tensorScatterUpdate(all, tf.reshape(at, [at.size, 1]), tf.reshape(atIds, [atIds.size])); // [B·T·V]
+          tf.dispose([p, all]);
+          return freeing(
+            (g) => tf.mul(g, upstream(dy, temperature)),
+            freeing((w) => tf.reshape(w, xs.shape), written),
+          );
+        }),
+    };
+  }) as (student: tf.Tensor) => tf.Tensor;
+}

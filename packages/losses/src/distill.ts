@@ -95,7 +95,8 @@ export interface HintonKdOutput {
   ce: tf.Scalar;
 }
 
-type Owner = 'forwardKl' | 'reverseKl' | 'generalizedJsd' | 'totalVariation' | 'hintonKdLoss';
+/** @internal the distillation functions, as named in their errors. */
+export type Owner = 'forwardKl' | 'reverseKl' | 'generalizedJsd' | 'totalVariation' | 'hintonKdLoss' | 'topKForwardKl';
 
 function checkInputs(owner: Owner, studentLogits: tf.Tensor, teacherLogits: tf.Tensor, mask: tf.Tensor, labels?: tf.Tensor): void {
   const all: Record<string, tf.Tensor | undefined> = { studentLogits, teacherLogits, ...(labels === undefined ? {} : { labels }), mask };
@@ -118,7 +119,8 @@ function checkInputs(owner: Owner, studentLogits: tf.Tensor, teacherLogits: tf.T
   }
 }
 
-function checkDistillOptions(owner: Owner, o: DistillOptions): void {
+/** @internal shared with topk-distill.ts; not exported from index.ts. */
+export function checkDistillOptions(owner: Owner, o: DistillOptions): void {
   checkNumber(owner, 'temperature', o.temperature, 'a positive number', (v) => v > 0);
   if (typeof o.scaleByTemperatureSquared !== 'boolean') {
     const got = typeof o.scaleByTemperatureSquared === 'string' ? JSON.stringify(o.scaleByTemperatureSquared) : String(o.scaleByTemperatureSquared);
@@ -129,8 +131,11 @@ function checkDistillOptions(owner: Owner, o: DistillOptions): void {
 /** Σ of every element; 0 for an empty tensor (wasm's sum of an empty tensor is uninitialised memory). */
 const total = (x: tf.Tensor): tf.Tensor => (x.size > 0 ? tf.sum(x) : tf.sum(tf.concat([tf.reshape(x, [0]), tf.zeros([1])])));
 
-/** perToken = divergence · scale · mask and its mean over the unmasked tokens (0 when none). */
-function reduce(divergence: tf.Tensor, mask: tf.Tensor, scale: number): DistillOutput {
+/**
+ * perToken = divergence · scale · mask and its mean over the unmasked tokens (0 when none).
+ * @internal shared with topk-distill.ts; not exported from index.ts.
+ */
+export function reduce(divergence: tf.Tensor, mask: tf.Tensor, scale: number): DistillOutput {
   const m = tf.cast(mask, 'float32');
   const perToken = tf.mul(divergence, scale === 1 ? m : tf.mul(m, scale)) as tf.Tensor2D; // [B, T]
   const loss = tf.div(total(perToken), tf.maximum(total(m), 1)) as tf.Scalar;

@@ -115,6 +115,7 @@ export {
   type HintonKdLossOptions,
   type HintonKdOutput,
 } from './distill.js';
+export { topKForwardKl } from './topk-distill.js';
 
 // Continual learning
 export { fisherDiagonal, ewcPenalty, defaultEwcPenaltyOptions, type EwcPenaltyOptions, type EwcPenaltyOutput } from './ewc.js';

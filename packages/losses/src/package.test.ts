@@ -71,6 +71,7 @@ describe('public surface', () => {
       'simpoLoss',
       'sppoHardLoss',
       'tokenLogprobs',
+      'topKForwardKl',
       'totalVariation',
     ]);
   });
