@@ -139,8 +139,9 @@ const LOWEST = -3.4028234663852886e38;
  * the V logits, read at `flat` ([B, T, K] int32, (b·T + t)·V + id_k, the flat indices into the
  * student's [B·T·V] logits). One tape node whose only input is the student's logits; the teacher's
  * tensors are saved, not differentiated. d/dstudent = (p_s − Q) / T with Q = q written at the ids
- * (a scatter that overwrites, so each row's ids must be distinct). At K = V with ids 0 … V − 1 every
- * op is {@link klKernel}'s (teacher first) on the same values, so the two agree bit for bit.
+ * (a scatter that overwrites, so each row's ids must be distinct). At K = V, with ids 0 … V − 1 and
+ * the teacher's logits as its log-probs, every op is {@link klKernel}'s (teacher first) on the same
+ * values, so the two agree bit for bit.
  */
 export function topKKlKernel(temperature: number, flat: tf.Tensor, teacherLogprobs: tf.Tensor): (student: tf.Tensor) => tf.Tensor {
   /** x[at] for x [B, T, V] → [B, T, K], without a second [B, T, V] (the reshape shares x's buffer and is freed here). */

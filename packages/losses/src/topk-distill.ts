@@ -88,11 +88,11 @@ function checkTopKInputs(studentLogits: tf.Tensor, teacherIds: tf.Tensor, teache
  * @example
  * ```ts
  * const student = tf.randomNormal([2, 5, 32]);                                   // [B, T, V]
- * const teacher = tf.logSoftmax(tf.randomNormal([2, 5, 32], 0, 3));              // [B, T, V], log-probs at T = 1
- * const { values: teacherLogprobs, indices: teacherIds } = tf.topk(teacher, 8);  // [B, T, K], the cache
+ * // The cache: the teacher's top 8 ids and log-probs at T = 1 per token, [B, T, K] each.
+ * const { indices: teacherIds, values: teacherLogprobs } = tf.tidy(() => tf.topk(tf.logSoftmax(tf.randomNormal([2, 5, 32], 0, 3)), 8));
  * const mask = tf.ones([2, 5]);                                                   // [B, T] float32 0/1
  * const { loss, perToken } = topKForwardKl(student, teacherIds, teacherLogprobs, mask, { temperature: 2 });
- * tf.dispose([loss, perToken]);
+ * tf.dispose([loss, perToken, student, teacherIds, teacherLogprobs, mask]);
  * ```
  */
 export function topKForwardKl(studentLogits: tf.Tensor, teacherIds: tf.Tensor, teacherLogprobs: tf.Tensor, mask: tf.Tensor, options?: Partial<DistillOptions>): DistillOutput {
