@@ -1,6 +1,6 @@
 // sftTrain: records → tokenized, masked, shuffled, collated batches → the shared trainer loop.
 import { PosttrainError, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
-import { collateForTraining, modelLimits, type TokenizedExample, type TokenizerLike } from '@posttrain/data';
+import { collateForTraining, modelLimits, type TokenizerLike } from '@posttrain/data';
 import { tokenizeSftRecord, type SftRecord } from './sft-records.js';
 import { applyLora, loraLayers, type LoraOptions, type LoraReport } from '@posttrain/lora';
 import {
@@ -15,9 +15,9 @@ import {
   type TrainResult,
 } from '@posttrain/trainer';
 import { causalLmLoss } from '@posttrain/losses';
-import { inEvalMode, padTokenIdOf, type Reference } from '@posttrain/policy';
+import { inEvalMode, padTokenIdOf } from '@posttrain/policy';
 import { checkEwcOption, ewcPenaltyOf, type EwcOption } from './ewc.js';
-import { lwfMask, lwfReference, lwfTerm, resolveLwfOption, type LwfOption, type ResolvedLwf } from './lwf.js';
+import { lwfMask, lwfReference, lwfTerm, oldCompletions, precomputeLogits, resolveLwfOption, stackLogits, type LwfOption, type ResolvedLwf } from './lwf.js';
 
 export type { SftRecord } from './sft-records.js';
 
@@ -125,8 +125,8 @@ interface SftBatch {
   labels: tf.Tensor2D;
   /** Non-padding tokens of the batch (TRL's `num_tokens` counts them). */
   inputTokens: number;
-  /** With `lwf`: the old model's logits `[B, T, V]` and the positions that count `[B, T]`. */
-  lwf?: { teacherLogits: tf.Tensor3D; mask: tf.Tensor2D };
+  /** With `lwf`: its own sequences (the old completions; none: the batch's), the old model's logits on them `[B, T, V]` and the positions that count `[B, T]`. */
+  lwf?: { inputs: { inputIds: tf.Tensor2D; attentionMask: tf.Tensor2D } | undefined; teacherLogits: tf.Tensor3D; mask: tf.Tensor2D };
 }
 
 /**
@@ -201,29 +201,40 @@ export async function sftTrain(options: SftTrainOptions): Promise<SftTrainResult
   const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
   const ewc = o.ewc === undefined ? undefined : ewcPenaltyOf('sftTrain', model as unknown as { trainableParameters(): Map<string, tf.Variable> }, o.ewc);
   try {
-    const precomputed = reference?.precomputed ? await precomputeLogits(reference, examples, o.batchSize, padTokenId) : undefined;
+    // LwF's sequences: the old model's completions of the prompts (a second forward pass per
+    // micro-batch), or the training rows themselves (the same forward pass).
+    const separate = lwf?.on === 'old-completions';
+    const lwfExamples =
+      lwf && reference && separate ? await oldCompletions('sftTrain', reference, examples, { maxNewTokens: lwf.maxNewTokens, eosTokenId: tokenizer.eosTokenId ?? null, batchSize: 64 }) : examples;
+    const precomputed = reference?.precomputed ? await precomputeLogits(reference, lwfExamples, o.batchSize, padTokenId) : undefined;
     const makeBatch = (indices: number[]): SftBatch => {
-      const batch = collateForTraining(
-        indices.map((i) => examples[i]),
-        { padTokenId },
-      );
-      const inputTokens = indices.reduce((n, i) => n + examples[i].inputIds.length, 0);
-      if (!lwf || !reference) return { ...batch, inputTokens };
+      const rows = indices.map((i) => examples[i]);
+      const batch = { ...collateForTraining(rows, { padTokenId }), inputTokens: rows.reduce((n, e) => n + e.inputIds.length, 0) };
+      if (!lwf || !reference) return batch;
+      const lwfRows = indices.map((i) => lwfExamples[i]);
+      const own = separate ? collateForTraining(lwfRows, { padTokenId }) : undefined;
+      if (own) own.labels.dispose();
+      const inputIds = own?.inputIds ?? batch.inputIds;
+      const attentionMask = own?.attentionMask ?? batch.attentionMask;
+      const T = inputIds.shape[1];
       const teacherLogits = precomputed
         ? stackLogits(
             indices.map((i) => precomputed[i]),
-            batch.inputIds.shape[1],
+            T,
             model.config.vocabSize,
           )
-        : reference.run((m) => tf.tidy(() => m.forward(batch.inputIds, { attentionMask: batch.attentionMask }).logits as tf.Tensor3D));
-      return { ...batch, inputTokens, lwf: { teacherLogits, mask: lwfMask(lwf.tokens, batch.attentionMask, batch.labels) } };
+        : reference.run((m) => tf.tidy(() => m.forward(inputIds, { attentionMask }).logits as tf.Tensor3D)); // [B, T, V]
+      const mask = lwfMask(lwfRows, T, lwf.on === 'all');
+      return { ...batch, lwf: { inputs: own ? { inputIds: own.inputIds, attentionMask: own.attentionMask } : undefined, teacherLogits, mask } };
     };
     const step = (batch: SftBatch): StepOutput => {
       const { logits } = model.forward(batch.inputIds, { attentionMask: batch.attentionMask }); // [B, T, V]
       const { lossSum, tokens, correctSum, entropySum } = causalLmLoss(logits, batch.labels);
       const metrics: Record<string, tf.Scalar> = { mean_token_accuracy: tf.div(correctSum, tf.maximum(tokens, 1)) as tf.Scalar, entropy: tf.div(entropySum, tf.maximum(tokens, 1)) as tf.Scalar };
       if (!lwf || !batch.lwf) return { lossSum, tokens, inputTokens: batch.inputTokens, metrics };
-      const term = lwfTerm(logits, batch.lwf.teacherLogits, batch.lwf.mask, tokens, lwf);
+      const { inputs, teacherLogits, mask } = batch.lwf;
+      const student = inputs ? model.forward(inputs.inputIds, { attentionMask: inputs.attentionMask }).logits : logits; // [B, T', V]
+      const term = lwfTerm(student, teacherLogits, mask, tokens, lwf);
       return { lossSum: tf.add(lossSum, term.lossSum) as tf.Scalar, tokens, inputTokens: batch.inputTokens, metrics: { ...metrics, lwf_loss: term.value } };
     };
     const evaluate = (): Promise<Record<string, number>> =>
@@ -249,7 +260,8 @@ export async function sftTrain(options: SftTrainOptions): Promise<SftTrainResult
         // Logged as eval_loss, eval_mean_token_accuracy, eval_entropy.
         return { loss: loss / Math.max(tokens, 1), mean_token_accuracy: correct / Math.max(tokens, 1), entropy: entropy / Math.max(tokens, 1) };
       });
-    const disposeBatch = (b: SftBatch) => tf.dispose([b.inputIds, b.attentionMask, b.labels, ...(b.lwf ? [b.lwf.teacherLogits, b.lwf.mask] : [])]);
+    const disposeBatch = (b: SftBatch) =>
+      tf.dispose([b.inputIds, b.attentionMask, b.labels, ...(b.lwf ? [b.lwf.teacherLogits, b.lwf.mask, ...(b.lwf.inputs ? [b.lwf.inputs.inputIds, b.lwf.inputs.attentionMask] : [])] : [])]);
     const result = await fineTune<SftBatch>({
       model,
       records: examples.length,
@@ -265,31 +277,4 @@ export async function sftTrain(options: SftTrainOptions): Promise<SftTrainResult
   } finally {
     ewc?.dispose();
   }
-}
-
-/**
- * The reference's logits of every example (its own rows, `[L_i · V]` float32, row-major), computed
- * once, `batchSize` examples at a time, before the first step: LwF's old model when no teacher is
- * given and the policy has no LoRA.
- */
-async function precomputeLogits(reference: Reference, examples: readonly TokenizedExample[], batchSize: number, padTokenId: number): Promise<Float32Array[]> {
-  const rows: Float32Array[] = [];
-  for (let start = 0; start < examples.length; start += batchSize) {
-    const chunk = examples.slice(start, start + batchSize);
-    const batch = collateForTraining(chunk, { padTokenId });
-    const logits = reference.run((m) => tf.tidy(() => m.forward(batch.inputIds, { attentionMask: batch.attentionMask }).logits)); // [B, T, V]
-    tf.dispose([batch.inputIds, batch.attentionMask, batch.labels]);
-    const [, T, V] = logits.shape;
-    const data = (await logits.data()) as Float32Array;
-    logits.dispose();
-    chunk.forEach((e, b) => rows.push(data.slice(b * T * V, (b * T + e.inputIds.length) * V)));
-  }
-  return rows;
-}
-
-/** `[B, T, V]` logits from each example's precomputed rows, zeros where it is padded. */
-function stackLogits(rows: readonly Float32Array[], T: number, V: number): tf.Tensor3D {
-  const data = new Float32Array(rows.length * T * V);
-  rows.forEach((r, b) => data.set(r, b * T * V));
-  return tf.tensor3d(data, [rows.length, T, V]);
 }
