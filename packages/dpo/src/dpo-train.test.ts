@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
-import { dpoSigmoidLoss, ipoLoss } from '@posttrain/losses';
-import { dpoObjective, dpoTrain, defaultDpoOptions, orpoObjective, simpoObjective, type DpoTrainOptions } from './index.js';
-import { rejected, reversalPairs, tinyModel, tokenizer } from './testing/fixtures.js';
+import { dpoSigmoidLoss, ewcPenalty, ipoLoss } from '@posttrain/losses';
+import { dpoObjective, dpoTrain, defaultDpoOptions, ktoTrain, orpoObjective, simpoObjective, type DpoTrainOptions } from './index.js';
+import { rejected, reversalPairs, reversalUnpaired, tinyModel, tokenizer } from './testing/fixtures.js';
 
 const TRL_METRICS = ['rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins', 'logps/chosen', 'logps/rejected', 'logits/chosen', 'logits/rejected'];
 const pairs = reversalPairs(0, 64);
@@ -255,5 +255,97 @@ describe('dpoTrain', () => {
     expect(Object.isFrozen(defaultDpoOptions)).toBe(true);
     model.dispose();
     other.dispose();
+  });
+});
+
+describe('dpoTrain and ktoTrain with ewc', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+  });
+
+  /** A Fisher over a few of the model's weights (the rest unpenalised): `scale` times their squared start values plus 1. */
+  const fisherOf = (model: ReturnType<typeof tinyModel>, scale = 1) =>
+    new Map([...model.trainableParameters()].filter(([key]) => key.includes('mlp') || key.includes('embed')).map(([key, p]) => [key, tf.tidy(() => tf.add(tf.mul(tf.square(p), scale), 1))] as const));
+
+  it("adds (λ/2)·Σ F·(θ − θ*)² to the step's loss (logged as ewc_penalty) in dpoTrain and ktoTrain", async () => {
+    for (const trainer of ['dpo', 'kto'] as const) {
+      const run = async (ewc: boolean) => {
+        const model = tinyModel(2);
+        const fisher = fisherOf(model);
+        const anchors = new Map([...fisher.keys()].map((key) => [key, tf.tidy(() => tf.mul(model.trainableParameters().get(key)!, 0.5))]));
+        const expected = ewcPenalty(new Map([...model.trainableParameters()].filter(([key]) => fisher.has(key))), anchors, fisher, { lambda: 0.3 }).loss;
+        const penalty = expected.dataSync()[0];
+        const options = { model, tokenizer, batchSize: 8, maxSteps: 1, progress: 'none' as const, ...(ewc ? { ewc: { lambda: 0.3, fisher, anchors } } : {}) };
+        const result = trainer === 'dpo' ? await dpoTrain({ ...options, train: pairs.slice(0, 8) }) : await ktoTrain({ ...options, train: reversalUnpaired(0, 4) });
+        tf.dispose([expected, ...fisher.values(), ...anchors.values()]);
+        model.dispose();
+        return { penalty, record: result.history[0] };
+      };
+      const plain = await run(false);
+      const held = await run(true);
+      expect(held.penalty, trainer).toBeGreaterThan(0.01);
+      expect(held.record.ewc_penalty, trainer).toBeCloseTo(held.penalty, 5);
+      expect(held.record.loss, trainer).toBeCloseTo(plain.record.loss! + held.penalty, 5);
+      expect(plain.record.ewc_penalty, trainer).toBeUndefined();
+    }
+  });
+
+  it('holds the weights the Fisher marks near where training started, with no tensor left behind', async () => {
+    const run = async (lambda: number | undefined) => {
+      const model = tinyModel(3);
+      const fisher = fisherOf(model, 0);
+      const start = new Map([...fisher.keys()].map((key) => [key, tf.clone(model.trainableParameters().get(key)!)]));
+      const before = tf.memory().numTensors;
+      const counts: number[] = [];
+      await dpoTrain({
+        model,
+        tokenizer,
+        train: pairs.slice(0, 16),
+        lr: 1e-2,
+        batchSize: 8,
+        maxSteps: 20,
+        progress: 'none',
+        ...(lambda === undefined ? {} : { ewc: { lambda, fisher } }),
+        callbacks: { onStep: () => void counts.push(tf.memory().numTensors) },
+      });
+      expect(new Set(counts).size).toBe(1);
+      expect(tf.memory().numTensors).toBe(before); // the cloned anchors are freed
+      const moved = tf.tidy(() => tf.addN([...start].map(([key, s]) => tf.sum(tf.square(tf.sub(model.trainableParameters().get(key)!, s))))).dataSync()[0]);
+      tf.dispose([...fisher.values(), ...start.values()]);
+      model.dispose();
+      return moved;
+    };
+    const plain = await run(undefined);
+    const held = await run(100);
+    expect(plain).toBeGreaterThan(1e-2);
+    expect(held).toBeLessThan(plain / 10);
+  });
+
+  it('rejects a bad ewc option by name, with the fix, before any step', async () => {
+    const model = tinyModel();
+    const fisher = fisherOf(model);
+    const steps: number[] = [];
+    const message = async (ewc: unknown, extra: Partial<DpoTrainOptions> = {}) => {
+      const error = await rejected(
+        dpoTrain({ model, tokenizer, train: pairs.slice(0, 8), maxSteps: 1, progress: 'none', ewc: ewc as never, callbacks: { onStep: (r) => void steps.push(r.step) }, ...extra }),
+      );
+      expect(isPosttrainError(error) && error.code).toBe('INVALID_OPTION');
+      return error.message;
+    };
+    const key = 'model.layers.0.mlp.up_proj.weight';
+    expect(await message('strong')).toMatch(/^dpoTrain: expected ewc to be \{ lambda, fisher, anchors\? \}; got "strong"\nhelp: /);
+    expect(await message({ lambda: -1, fisher })).toBe('dpoTrain: expected ewc.lambda to be a number ≥ 0; got -1');
+    expect(await message({ lambda: 1, fisher: new Map() })).toMatch(/^dpoTrain: expected ewc.fisher to be a non-empty Map of parameter name → tensor; got an empty Map\nhelp: estimate it/);
+    expect(await message({ lambda: 1, fisher: new Map([['lm_head.bias', tf.ones([2])]]) })).toMatch(/^dpoTrain: expected every key of ewc.fisher to name a parameter of the model; got "lm_head.bias"/);
+    expect(await message({ lambda: 1, fisher: new Map([[key, tf.ones([2, 2])]]) })).toBe(`dpoTrain: expected ewc.fisher "${key}" to be a tensor of the parameter's shape [64, 32]; got [2, 2]`);
+    expect(await message({ lambda: 1, fisher, anchors: new Map() })).toMatch(/^dpoTrain: expected ewc.anchors to hold "model.embed_tokens.weight" with the parameter's shape \[260, 32\]; got none/);
+    expect(await message({ lambda: 1, fisher, strength: 2 })).toMatch(/^dpoTrain: ewc: unknown option "strength"; known options are lambda, fisher, anchors/);
+    expect(await message({ lambda: 1, fisher }, { lora: { r: 2 } })).toMatch(/^dpoTrain: expected ewc with full fine-tuning \(lora: false\); got lora \{"r":2\}/);
+    const kto = await rejected(ktoTrain({ model, tokenizer, train: reversalUnpaired(0, 2), lora: { r: 2 }, ewc: { lambda: 1, fisher }, progress: 'none' }));
+    expect(kto.message).toMatch(/^ktoTrain: expected ewc with full fine-tuning \(lora: false\)/);
+    expect(steps).toEqual([]);
+    expect(model.trainableParameters().size).toBe(model.namedParameters().size); // nothing wrapped or frozen
+    tf.dispose([...fisher.values()]);
+    model.dispose();
   });
 });

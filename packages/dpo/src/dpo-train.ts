@@ -4,6 +4,7 @@ import { PosttrainError, checkNumber, resolveOptions, tf, type CausalLM } from '
 import { modelLimits, tokenizePreference, type PreferenceRecord, type TokenizerLike } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { checkEvalRecords, defaultFineTuneTrainerOptions, fineTune, type StepOutput, type TrainResult } from '@posttrain/trainer';
+import { ewcPenalty } from '@posttrain/losses';
 import { checkCommon, refuseConversational, type OptimizationTunables } from './common.js';
 import { collatePairs, exampleLogps, inEvalMode, padTokenIdOf, sequenceLogps, type PairBatch, type Reference, type ReferenceOption, type TokenizedPair } from '@posttrain/policy';
 import { completionStats, meanLogit } from './completion-stats.js';
@@ -43,6 +44,104 @@ export interface DpoTunables extends OptimizationTunables {
   beta: number;
   /** Where reference log-probs come from ({@link ReferenceOption}); default 'adapters-disabled' with LoRA, else 'precomputed'. Must be left out for SimPO and ORPO. */
   reference: ReferenceOption | undefined;
+  /** Elastic weight consolidation, as sftTrain's ({@link PreferenceEwcOption}, docs/forgetting.md); undefined: none. */
+  ewc: PreferenceEwcOption | undefined;
+}
+
+/**
+ * The `ewc` option of {@link dpoTrain} and {@link ktoTrain}, the same as `sftTrain`'s: the penalty
+ * (λ/2)·Σ_i F_i·(θ_i − θ*_i)² of Kirkpatrick et al. 2017 added to every step's loss (logged as
+ * `ewc_penalty`), with F the Fisher diagonal of an old task by parameter name (`estimateFisher` of
+ * `@posttrain/sft`, or `fisherDiagonal` of `@posttrain/losses`) and θ* the `anchors`, by default the
+ * trainable parameters as training starts (cloned, freed at the end). Full fine-tuning: with `lora`
+ * every weight the Fisher names is frozen.
+ *
+ * @example
+ * ```ts
+ * const ewc: PreferenceEwcOption = { lambda: 1000, fisher: await estimateFisher({ model, tokenizer, records: sftRecords }) };
+ * await dpoTrain({ model, tokenizer, train: pairs, ewc });
+ * ```
+ */
+export interface PreferenceEwcOption {
+  /** λ ≥ 0, the weight of the penalty. */
+  lambda: number;
+  /** F by parameter name: every key a parameter of the model with its shape; the trainable ones it names are penalised. */
+  fisher: ReadonlyMap<string, tf.Tensor>;
+  /** θ* by name (at least every penalised parameter); default: the trainable parameters when training starts. */
+  anchors?: ReadonlyMap<string, tf.Tensor>;
+}
+
+const shapeOf = (t: unknown) => (t instanceof tf.Tensor ? (t.isDisposed ? 'a disposed tensor' : `[${t.shape.join(', ')}]`) : t === undefined ? 'none' : typeof t);
+const sameShape = (t: unknown, shape: readonly number[]) => t instanceof tf.Tensor && !t.isDisposed && t.rank === shape.length && (t.shape as number[]).every((d, i) => d === shape[i]);
+
+/**
+ * Checks an `ewc` option against `model` before anything changes it (λ ≥ 0; `fisher` a non-empty Map
+ * of the model's parameter names with their shapes; `anchors` a Map or left out; full fine-tuning),
+ * throwing INVALID_OPTION naming `owner`, the field, the expected and the received value. @internal
+ */
+export function checkPreferenceEwc(owner: string, model: CausalLM, ewc: unknown, lora: unknown): void {
+  if (typeof ewc !== 'object' || ewc === null || Array.isArray(ewc)) {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc to be { lambda, fisher, anchors? }; got ${JSON.stringify(ewc) ?? typeof ewc}`, {
+      help: 'ewc: { lambda: 1000, fisher: await estimateFisher({ model, tokenizer, records: oldTaskRecords }) } (estimateFisher from @posttrain/sft)',
+    });
+  }
+  const { lambda, fisher, anchors } = resolveOptions(`${owner}: ewc`, ewc as Partial<PreferenceEwcOption>, {
+    lambda: undefined as unknown as number,
+    fisher: undefined as unknown as PreferenceEwcOption['fisher'],
+    anchors: undefined,
+  });
+  checkNumber(owner, 'ewc.lambda', lambda, 'a number ≥ 0', (v) => Number.isFinite(v) && v >= 0);
+  if (!(fisher instanceof Map) || fisher.size === 0) {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc.fisher to be a non-empty Map of parameter name → tensor; got ${fisher instanceof Map ? 'an empty Map' : typeof fisher}`, {
+      help: 'estimate it on the old task before this run: estimateFisher({ model, tokenizer, records }) from @posttrain/sft',
+    });
+  }
+  if (anchors !== undefined && !(anchors instanceof Map))
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc.anchors to be a Map of parameter name → tensor, or left out; got ${typeof anchors}`);
+  const named = (model as Partial<{ namedParameters(): Map<string, tf.Variable> }>).namedParameters?.call(model) ?? new Map<string, tf.Variable>();
+  for (const [key, f] of fisher) {
+    const p = named.get(key);
+    if (!p) {
+      throw new PosttrainError('INVALID_OPTION', `${owner}: expected every key of ewc.fisher to name a parameter of the model; got "${key}"`, {
+        help: "estimate the Fisher on this model's architecture, before LoRA is applied",
+      });
+    }
+    if (!sameShape(f, p.shape)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc.fisher "${key}" to be a tensor of the parameter's shape [${p.shape.join(', ')}]; got ${shapeOf(f)}`);
+  }
+  if (lora !== false) {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc with full fine-tuning (lora: false); got lora ${JSON.stringify(lora)}, which freezes every weight the Fisher names`, {
+      help: 'EWC holds the trained weights near their old values: train fully with ewc, or use LoRA without it',
+    });
+  }
+}
+
+/**
+ * The penalty of a checked `ewc` option over `model`'s trainable parameters as training starts, for
+ * `fineTune`'s `penalties`, and `dispose` for the anchors it cloned. Throws INVALID_OPTION when the
+ * Fisher names no trainable parameter or `anchors` lacks one. @internal
+ */
+export function preferenceEwcPenalty(owner: string, model: CausalLM, ewc: PreferenceEwcOption): { penalty: () => tf.Scalar; dispose: () => void } {
+  const trainable = (model as unknown as { trainableParameters(): Map<string, tf.Variable> }).trainableParameters();
+  const penalised = new Map([...trainable].filter(([key]) => ewc.fisher.has(key)));
+  if (penalised.size === 0) {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc.fisher to name at least one trainable parameter; got ${ewc.fisher.size} keys, none trainable`, {
+      help: 'unfreeze the weights to train, or estimate the Fisher over the parameters that train',
+    });
+  }
+  for (const [key, p] of penalised) {
+    if (ewc.anchors !== undefined && !sameShape(ewc.anchors.get(key), p.shape)) {
+      throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc.anchors to hold "${key}" with the parameter's shape [${p.shape.join(', ')}]; got ${shapeOf(ewc.anchors.get(key))}`, {
+        help: 'leave anchors out to anchor at the parameters as training starts',
+      });
+    }
+  }
+  const anchors = ewc.anchors ?? new Map([...penalised].map(([key, p]) => [key, tf.clone(p)]));
+  return {
+    penalty: () => ewcPenalty(penalised, anchors, ewc.fisher, { lambda: ewc.lambda }).loss,
+    dispose: () => {
+      if (ewc.anchors === undefined) tf.dispose([...anchors.values()]);
+    },
+  };
 }
 
 /**
@@ -74,6 +173,7 @@ export const defaultDpoOptions: Readonly<DpoTunables> = Object.freeze({
   loss: undefined,
   beta: 0.1,
   reference: undefined,
+  ewc: undefined,
   lora: false,
   batchSize: 8,
   lr: 1e-6,
@@ -172,6 +272,7 @@ export function resolveDpoOptions(options: DpoTrainOptions): DpoTunables & Pick<
   checkEvalRecords(owner, o.eval, { shape: '{ prompt, chosen, rejected }' });
   checkNumber(owner, 'beta', o.beta, 'a number > 0', (v) => v > 0);
   const objective = toObjective(owner, o.loss, o.beta, given.beta !== undefined);
+  if (o.ewc !== undefined) checkPreferenceEwc(owner, o.model, o.ewc, o.lora);
   return { ...o, objective };
 }
 
@@ -292,15 +393,22 @@ export async function dpoTrain(options: DpoTrainOptions): Promise<DpoTrainResult
       return Object.fromEntries(Object.entries(sums).map(([name, sum]) => [name, sum / evalPairs.length]));
     });
 
-  const result = await fineTune<DpoBatch>({
-    model,
-    records: pairs.length,
-    makeBatch: (ix) => makeBatch(pairs, ix, cache),
-    disposeBatch,
-    step,
-    evaluate: evalPairs.length ? evaluate : undefined,
-    options: o,
-  });
+  const ewc = o.ewc === undefined ? undefined : preferenceEwcPenalty(owner, model, o.ewc); // anchors: the parameters now
+  let result: TrainResult;
+  try {
+    result = await fineTune<DpoBatch>({
+      model,
+      records: pairs.length,
+      makeBatch: (ix) => makeBatch(pairs, ix, cache),
+      disposeBatch,
+      step,
+      penalties: ewc ? { ewc_penalty: ewc.penalty } : undefined,
+      evaluate: evalPairs.length ? evaluate : undefined,
+      options: o,
+    });
+  } finally {
+    ewc?.dispose();
+  }
   const referenceName = reference ? `${reference.source}${reference.precomputed ? ', precomputed' : ''}` : 'none';
   return { ...result, lora: report, objective: objective.name, reference: referenceName, precomputeSeconds };
 }

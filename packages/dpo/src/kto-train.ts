@@ -9,6 +9,7 @@ import { checkCommon, refuseConversational, type OptimizationTunables } from './
 import { exampleLogps, inEvalMode, padTokenIdOf, sequenceLogps, type Reference, type ReferenceOption, type ScoredBatch } from '@posttrain/policy';
 import { completionStats, meanLogit } from './completion-stats.js';
 import { resolveReference } from './reference.js';
+import { checkPreferenceEwc, preferenceEwcPenalty, type PreferenceEwcOption } from './dpo-train.js';
 
 /**
  * A training record: TRL's unpaired preference format, `{ prompt, completion, label }` (strings;
@@ -41,6 +42,8 @@ export interface KtoTunables extends OptimizationTunables {
   undesirableWeight: number;
   /** Where reference log-probs come from ({@link ReferenceOption}); default 'adapters-disabled' with LoRA, else 'precomputed'. */
   reference: ReferenceOption | undefined;
+  /** Elastic weight consolidation, as dpoTrain's and sftTrain's ({@link PreferenceEwcOption}, docs/forgetting.md); undefined: none. */
+  ewc: PreferenceEwcOption | undefined;
 }
 
 /**
@@ -72,6 +75,7 @@ export const defaultKtoOptions: Readonly<KtoTunables> = Object.freeze({
   desirableWeight: 1,
   undesirableWeight: 1,
   reference: undefined,
+  ewc: undefined,
   lora: false,
   batchSize: 8,
   lr: 1e-6,
@@ -192,6 +196,7 @@ export function resolveKtoOptions(options: KtoTrainOptions): KtoTunables & Pick<
   checkNumber(owner, 'undesirableWeight', o.undesirableWeight, 'a number ≥ 0', (v) => v >= 0);
   if (o.train.length < 2) throw new PosttrainError('INVALID_OPTION', `${owner}: expected at least 2 train records (each KL pair takes another record's completion); got ${o.train.length}`);
   checkEvalRecords(owner, o.eval, { shape: '', minRecords: 2, why: "each KL pair takes another record's completion" });
+  if (o.ewc !== undefined) checkPreferenceEwc(owner, o.model, o.ewc, o.lora);
   return o;
 }
 
@@ -334,14 +339,21 @@ export async function ktoTrain(options: KtoTrainOptions): Promise<KtoTrainResult
       return means; // logged as eval_<name> by the trainer
     });
 
-  const result = await fineTune<KtoBatch>({
-    model,
-    records: examples.length,
-    makeBatch: (ix) => makeBatch(examples, ix, cache),
-    disposeBatch,
-    step,
-    evaluate: evalExamples.length ? evaluate : undefined,
-    options: o,
-  });
+  const ewc = o.ewc === undefined ? undefined : preferenceEwcPenalty('ktoTrain', model, o.ewc); // anchors: the parameters now
+  let result: TrainResult;
+  try {
+    result = await fineTune<KtoBatch>({
+      model,
+      records: examples.length,
+      makeBatch: (ix) => makeBatch(examples, ix, cache),
+      disposeBatch,
+      step,
+      penalties: ewc ? { ewc_penalty: ewc.penalty } : undefined,
+      evaluate: evalExamples.length ? evaluate : undefined,
+      options: o,
+    });
+  } finally {
+    ewc?.dispose();
+  }
   return { ...result, lora: report, reference: `${reference.source}${reference.precomputed ? ', precomputed' : ''}`, precomputeSeconds };
 }
