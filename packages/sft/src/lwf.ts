@@ -25,9 +25,11 @@ export interface LwfOption {
   /**
    * The model before fine-tuning, a separate frozen copy with the same vocabulary, run on every
    * batch. Leave out with `lora`: the policy with its adapters disabled is the old model (one extra
-   * forward pass per batch, no second copy). Left out without LoRA, the policy's own logits are
-   * computed once before the first step and kept in memory as float32 (sequences × tokens ×
-   * vocabulary × 4 bytes: fine for small vocabularies; pass a teacher for large ones).
+   * forward pass per batch, no second copy). Left out without LoRA, the policy's own logits at the
+   * counted positions are computed once before the first step, each distinct sequence once, and kept
+   * in memory as float32 (distinct sequences × counted positions × vocabulary × 4 bytes: fine for
+   * small vocabularies, and it saves the teacher's forward pass on every step; pass a teacher for
+   * large vocabularies).
    */
   teacher?: CausalLM;
   /**
@@ -153,6 +155,9 @@ export async function oldCompletions(
   });
 }
 
+/** Whether position t of `example` counts for the KL: its next token is part of the example ('all') or one of its labels. */
+const counts = (example: TokenizedExample, t: number, all: boolean) => t + 1 < example.inputIds.length && (all || example.labels[t + 1] !== -100);
+
 /**
  * `[n, T]` float32 mask of the positions whose KL counts: t counts when the token at t + 1 is part
  * of the example ('all') or is one of its labels (the completion, for 'completions' and for the
@@ -161,34 +166,50 @@ export async function oldCompletions(
 export function lwfMask(examples: readonly TokenizedExample[], T: number, all: boolean): tf.Tensor2D {
   const mask = new Float32Array(examples.length * T);
   examples.forEach((e, row) => {
-    for (let t = 0; t + 1 < Math.min(T, e.inputIds.length); t++) if (all || e.labels[t + 1] !== -100) mask[row * T + t] = 1;
+    for (let t = 0; t < T; t++) if (counts(e, t, all)) mask[row * T + t] = 1;
   });
   return tf.tensor2d(mask, [examples.length, T]);
 }
 
+/** The old model's logits of one sequence at the positions that count (`positions.length × V`, row-major). @internal */
+export interface PrecomputedLogits {
+  positions: number[];
+  logits: Float32Array;
+}
+
 /**
- * The reference's logits of every example (its own rows, `[L_i · V]` float32, row-major), computed
- * once, `batchSize` examples at a time, before the first step. @internal
+ * The reference's logits of every example at the positions that count, computed once before the
+ * first step, `batchSize` sequences at a time, each distinct sequence once (records that repeat a
+ * prompt share their old completion). @internal
  */
-export async function precomputeLogits(reference: Reference, examples: readonly TokenizedExample[], batchSize: number, padTokenId: number): Promise<Float32Array[]> {
-  const rows: Float32Array[] = [];
-  for (let start = 0; start < examples.length; start += batchSize) {
-    const chunk = examples.slice(start, start + batchSize);
+export async function precomputeLogits(reference: Reference, examples: readonly TokenizedExample[], all: boolean, batchSize: number, padTokenId: number): Promise<PrecomputedLogits[]> {
+  const distinct = new Map<string, number>(); // sequence → index of its first example
+  const keys = examples.map((e) => `${e.inputIds.join(',')}|${e.labels.map((l) => (l === -100 ? 0 : 1)).join('')}`);
+  keys.forEach((key, i) => distinct.has(key) || distinct.set(key, i));
+  const firsts = [...distinct.values()];
+  const computed = new Map<number, PrecomputedLogits>();
+  for (let start = 0; start < firsts.length; start += batchSize) {
+    const chunk = firsts.slice(start, start + batchSize).map((i) => examples[i]);
     const batch = collateForTraining(chunk, { padTokenId });
     const logits = reference.run((m) => tf.tidy(() => m.forward(batch.inputIds, { attentionMask: batch.attentionMask }).logits)); // [B, T, V]
     tf.dispose([batch.inputIds, batch.attentionMask, batch.labels]);
     const [, T, V] = logits.shape;
     const data = (await logits.data()) as Float32Array;
     logits.dispose();
-    chunk.forEach((e, b) => rows.push(data.slice(b * T * V, (b * T + e.inputIds.length) * V)));
+    chunk.forEach((e, b) => {
+      const positions = Array.from({ length: T }, (_, t) => t).filter((t) => counts(e, t, all));
+      const rows = new Float32Array(positions.length * V);
+      positions.forEach((t, k) => rows.set(data.subarray((b * T + t) * V, (b * T + t + 1) * V), k * V));
+      computed.set(firsts[start + b], { positions, logits: rows });
+    });
   }
-  return rows;
+  return keys.map((key) => computed.get(distinct.get(key)!)!);
 }
 
-/** `[B, T, V]` logits from each example's precomputed rows, zeros where it is padded. @internal */
-export function stackLogits(rows: readonly Float32Array[], T: number, V: number): tf.Tensor3D {
+/** `[B, T, V]` logits from each example's precomputed rows, zeros at the positions that do not count. @internal */
+export function stackLogits(rows: readonly PrecomputedLogits[], T: number, V: number): tf.Tensor3D {
   const data = new Float32Array(rows.length * T * V);
-  rows.forEach((r, b) => data.set(r.subarray(0, Math.min(r.length, T * V)), b * T * V));
+  rows.forEach((r, b) => r.positions.forEach((t, k) => data.set(r.logits.subarray(k * V, (k + 1) * V), (b * T + t) * V)));
   return tf.tensor3d(data, [rows.length, T, V]);
 }
 

@@ -206,7 +206,7 @@ export async function sftTrain(options: SftTrainOptions): Promise<SftTrainResult
     const separate = lwf?.on === 'old-completions';
     const lwfExamples =
       lwf && reference && separate ? await oldCompletions('sftTrain', reference, examples, { maxNewTokens: lwf.maxNewTokens, eosTokenId: tokenizer.eosTokenId ?? null, batchSize: 64 }) : examples;
-    const precomputed = reference?.precomputed ? await precomputeLogits(reference, lwfExamples, o.batchSize, padTokenId) : undefined;
+    const precomputed = reference?.precomputed ? await precomputeLogits(reference, lwfExamples, lwf?.on === 'all', o.batchSize, padTokenId) : undefined;
     const makeBatch = (indices: number[]): SftBatch => {
       const rows = indices.map((i) => examples[i]);
       const batch = { ...collateForTraining(rows, { padTokenId }), inputTokens: rows.reduce((n, e) => n + e.inputIds.length, 0) };
