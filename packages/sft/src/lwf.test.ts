@@ -176,8 +176,11 @@ describe('sftTrain with lwf', () => {
     expect(await message({ lambda: 1, teacher: model })).toMatch(/^sftTrain: expected lwf.teacher to be a separate frozen copy; got the policy itself/);
     expect(await message({ lambda: 1, teacher: otherVocabulary })).toBe("sftTrain: expected lwf.teacher to share the policy's vocabulary of 260; got vocabSize 300");
     expect(await message({ lambda: 1, beta: 1 })).toMatch(/^sftTrain: lwf: unknown option "beta"; known options are lambda, temperature, teacher, on, maxNewTokens/);
-    expect(await message({ lambda: 1 }, { train: [{ text: 'abc>cba' }] })).toMatch(/^sftTrain: expected prompt-completion records for lwf.on 'old-completions'; got record 0 without a prompt\nhelp: /);
+    expect(await message({ lambda: 1 }, { train: [{ text: 'abc>cba' }], lora: { r: 2 } })).toMatch(
+      /^sftTrain: expected prompt-completion records for lwf.on 'old-completions'; got record 0 without a prompt\nhelp: /,
+    );
     expect(steps).toEqual([]);
+    expect(model.trainableParameters().size).toBe(model.namedParameters().size); // no LoRA layer was added
     otherVocabulary.dispose();
     model.dispose();
   });

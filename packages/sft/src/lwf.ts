@@ -108,6 +108,19 @@ export function lwfReference(owner: string, model: CausalLM, lwf: ResolvedLwf, h
 }
 
 /**
+ * Throws INVALID_OPTION naming the first example without a prompt: `on: 'old-completions'`
+ * continues each record's prompt. @internal
+ */
+export function checkOldCompletionRecords(owner: string, examples: readonly TokenizedExample[]): void {
+  const i = examples.findIndex((e) => e.promptLength < 1);
+  if (i >= 0) {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected prompt-completion records for lwf.on 'old-completions'; got record ${i} without a prompt`, {
+      help: "the old completions continue each record's prompt: use { prompt, completion } records, or lwf.on 'all'",
+    });
+  }
+}
+
+/**
  * The old model's greedy completions of each example's prompt (its first `promptLength` tokens), as
  * examples whose labels mark the completion (−100 on the prompt): generated once, by `reference`,
  * for each distinct prompt, prompts of one length together; a completion ends at `eosTokenId` (kept)
@@ -119,16 +132,12 @@ export async function oldCompletions(
   examples: readonly TokenizedExample[],
   o: { maxNewTokens: number; eosTokenId: number | null; batchSize: number },
 ): Promise<TokenizedExample[]> {
+  checkOldCompletionRecords(owner, examples);
   const prompts = new Map<string, number[]>();
-  examples.forEach((e, i) => {
-    if (e.promptLength < 1) {
-      throw new PosttrainError('INVALID_OPTION', `${owner}: expected prompt-completion records for lwf.on 'old-completions'; got record ${i} without a prompt`, {
-        help: "the old completions continue each record's prompt: use { prompt, completion } records, or lwf.on 'all'",
-      });
-    }
+  for (const e of examples) {
     const ids = e.inputIds.slice(0, e.promptLength);
     prompts.set(ids.join(','), ids);
-  });
+  }
   const byLength = new Map<number, number[][]>();
   for (const ids of prompts.values()) byLength.set(ids.length, [...(byLength.get(ids.length) ?? []), ids]);
   const completions = new Map<string, number[]>();

@@ -17,7 +17,7 @@ import {
 import { causalLmLoss } from '@posttrain/losses';
 import { inEvalMode, padTokenIdOf } from '@posttrain/policy';
 import { checkEwcOption, ewcPenaltyOf, type EwcOption } from './ewc.js';
-import { lwfMask, lwfReference, lwfTerm, oldCompletions, precomputeLogits, resolveLwfOption, stackLogits, type LwfOption, type ResolvedLwf } from './lwf.js';
+import { checkOldCompletionRecords, lwfMask, lwfReference, lwfTerm, oldCompletions, precomputeLogits, resolveLwfOption, stackLogits, type LwfOption, type ResolvedLwf } from './lwf.js';
 
 export type { SftRecord } from './sft-records.js';
 
@@ -182,11 +182,20 @@ export function resolveSftOptions(options: SftTrainOptions): SftTunables & Pick<
  * steps, `eval_loss`, `eval_mean_token_accuracy` and `eval_entropy` over `eval`. With `lora`, adapters are added with
  * `applyLora` (base weights frozen) and only they train; save them with `saveAdapter`.
  *
+ * To keep an old skill while learning the new one (docs/forgetting.md): `ewc` adds elastic weight
+ * consolidation's penalty toward the starting weights, weighted by a Fisher from
+ * `estimateFisher` on the old task (logged as `ewc_penalty`); `lwf` adds learning without
+ * forgetting's KL to the model as it was before fine-tuning, by default on that model's own
+ * completions of the training prompts (logged as `lwf_loss`). Both are added to `loss`.
+ *
  * @example
  * ```ts
  * const records = train.map((e) => reversalTask.toPromptCompletion(e));
  * const { history } = await sftTrain({ model, tokenizer, train: records, lora: { r: 8, alpha: 16 }, lr: 2e-2, maxSteps: 200, batchSize: 32 });
  * await saveAdapter(model, 'out/adapter');
+ * // Keeping sorting while learning reversal, fully fine-tuned:
+ * const fisher = await estimateFisher({ model: base, tokenizer, records: sortingRecords });
+ * await sftTrain({ model: base, tokenizer, train: records, lr: 3e-3, ewc: { lambda: 1500, fisher } });
  * ```
  */
 export async function sftTrain(options: SftTrainOptions): Promise<SftTrainResult> {
@@ -198,6 +207,7 @@ export async function sftTrain(options: SftTrainOptions): Promise<SftTrainResult
   const evalExamples = (o.eval ?? []).map((r, i) => tokenizeSftRecord('sftTrain', tokenizer, r, `eval record ${i}`, o.completionOnlyLoss, o.maxLength, limits));
   const lwf = o.lwf as ResolvedLwf | undefined;
   const reference = lwf && lwfReference('sftTrain', model, lwf, o.lora !== false || loraLayers(model).size > 0);
+  if (lwf?.on === 'old-completions') checkOldCompletionRecords('sftTrain', examples);
   const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
   const ewc = o.ewc === undefined ? undefined : ewcPenaltyOf('sftTrain', model as unknown as { trainableParameters(): Map<string, tf.Variable> }, o.ewc);
   try {
