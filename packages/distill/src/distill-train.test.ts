@@ -115,7 +115,8 @@ describe('distillTrain: the top-k cache', () => {
   it('top-16 of 260 ids keeps the teacher’s mass: the first step’s forward KL is within 2% of the live one', async () => {
     const teacher = await frozenTeacher();
     const run = async (teacherCache: DistillTrainOptions['teacherCache']) =>
-      (await distillTrain({ student: student(), teacher, tokenizer, train: records.slice(0, 32), loss: 'forward-kl', lmbda: 0, lr: 0, batchSize: 32, maxSteps: 1, teacherCache, ...quiet })).history[0].loss as number;
+      (await distillTrain({ student: student(), teacher, tokenizer, train: records.slice(0, 32), loss: 'forward-kl', lmbda: 0, lr: 0, batchSize: 32, maxSteps: 1, teacherCache, ...quiet })).history[0]
+        .loss as number;
     const live = await run(false);
     const top = await run({ dir: join(dir, 'top16'), topK: 16 });
     expect(Math.abs(top - live) / live).toBeLessThan(0.02);
@@ -171,7 +172,21 @@ describe('distillTrain: on-policy and sequence-level KD', () => {
     const teacher = await frozenTeacher();
     const s = student(4);
     const prompts = records.map((r) => ({ prompt: r.prompt }));
-    const result = await distillTrain({ student: s, teacher, tokenizer, train: prompts, eval: heldOut, seqKd: true, lmbda: 0, loss: 'forward-kl', maxNewTokens: 6, lr: 1e-2, batchSize: 32, maxSteps: 200, ...quiet });
+    const result = await distillTrain({
+      student: s,
+      teacher,
+      tokenizer,
+      train: prompts,
+      eval: heldOut,
+      seqKd: true,
+      lmbda: 0,
+      loss: 'forward-kl',
+      maxNewTokens: 6,
+      lr: 1e-2,
+      batchSize: 32,
+      maxSteps: 200,
+      ...quiet,
+    });
     const train = result.history.filter((h) => h.kind === 'train');
     expect(train.every((h) => h.on_policy === 0)).toBe(true);
     const accuracy = (h: (typeof train)[number]) => h.mean_token_accuracy as number;
@@ -189,7 +204,12 @@ describe('distillTrain: resume and LoRA', () => {
     const resumed = await distillTrain({ ...o, student: student(), resumeFrom: join(checkpointDir, 'step-3') });
     const train = (r: typeof full) => r.history.filter((h) => h.kind === 'train');
     expect(train(resumed).map((h) => h.step)).toEqual([4, 5, 6]);
-    for (const key of ['loss', 'on_policy', 'mean_token_accuracy'] as const) expect(train(resumed).map((h) => h[key])).toEqual(train(full).slice(3).map((h) => h[key]));
+    for (const key of ['loss', 'on_policy', 'mean_token_accuracy'] as const)
+      expect(train(resumed).map((h) => h[key])).toEqual(
+        train(full)
+          .slice(3)
+          .map((h) => h[key]),
+      );
     expect(train(full).some((h) => h.on_policy === 1)).toBe(true);
   });
 
@@ -204,7 +224,11 @@ describe('distillTrain: resume and LoRA', () => {
 
 describe('distillTrain: bad input', () => {
   const valid = async (): Promise<DistillTrainOptions> => ({ student: student(), teacher: await frozenTeacher(), tokenizer, train: records.slice(0, 8), ...quiet });
-  const error = async (o: DistillTrainOptions) => distillTrain(o).then(() => undefined, (e) => e);
+  const error = async (o: DistillTrainOptions) =>
+    distillTrain(o).then(
+      () => undefined,
+      (e) => e,
+    );
 
   it('a teacher of another vocabulary, the same object, in training mode or with trainable parameters: each names the value and the fix', async () => {
     const o = await valid();
@@ -217,11 +241,13 @@ describe('distillTrain: bad input', () => {
     expect(trainable.message).toMatch(/expected a frozen teacher; got 90,688 trainable parameters in \d+ tensors.*help: call teacher.freeze\(\)/s);
   });
 
-  it("a teacher tokenizer that encodes differently, top-k beyond the vocabulary, a cache with a loss that needs the full distribution, text records on-policy, unknown options", async () => {
+  it('a teacher tokenizer that encodes differently, top-k beyond the vocabulary, a cache with a loss that needs the full distribution, text records on-policy, unknown options', async () => {
     const o = await valid();
     const shifted = { encode: (text: string) => tokenizer.encode(text).map((id) => (id + 1) % 256), decode: tokenizer.decode.bind(tokenizer), eosTokenId: tokenizer.eosTokenId };
     expect((await error({ ...o, teacherTokenizer: shifted })).message).toMatch(/expected the teacher's tokenizer to encode like the student's; ".*" gives student ids \[/);
-    expect((await error({ ...o, loss: 'forward-kl', teacherCache: { dir: join(dir, 'x'), topK: 261 } })).message).toContain('expected teacherCache.topK to be an integer in [1, 260] (the vocabulary size); got 261');
+    expect((await error({ ...o, loss: 'forward-kl', teacherCache: { dir: join(dir, 'x'), topK: 261 } })).message).toContain(
+      'expected teacherCache.topK to be an integer in [1, 260] (the vocabulary size); got 261',
+    );
     expect((await error({ ...o, loss: 'jsd', teacherCache: { dir: join(dir, 'x'), topK: 8 } })).message).toContain("expected loss 'forward-kl' or 'hinton' with teacherCache; got 'jsd'");
     expect((await error({ ...o, train: [{ text: 'abc|abc' }], lmbda: 0.5 })).message).toContain('record 0: expected { prompt, … } records with seqKd or lmbda > 0');
     expect((await error({ ...o, train: [{ prompt: 'abc|' }], lmbda: 0 })).message).toContain('record 0: expected { prompt, completion } (a prompt alone needs seqKd or lmbda 1');
@@ -230,4 +256,3 @@ describe('distillTrain: bad input', () => {
     expect((await error({ ...o, seq_kd: true } as never)).message).toMatch(/unknown option "seq_kd"/);
   });
 });
-

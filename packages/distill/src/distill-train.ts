@@ -1,15 +1,7 @@
 // distillTrain: records (or the student's / teacher's own completions of their prompts) → the
 // teacher's next-token distributions, live or from a top-k cache → a divergence → the shared trainer loop.
 import { PosttrainError, Rng, describeValue, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
-import {
-  collateForTraining,
-  modelLimits,
-  tokenizeLanguageModeling,
-  tokenizePromptCompletion,
-  type LabeledExample,
-  type TokenizedExample,
-  type TokenizerLike,
-} from '@posttrain/data';
+import { collateForTraining, modelLimits, tokenizeLanguageModeling, tokenizePromptCompletion, type LabeledExample, type TokenizedExample, type TokenizerLike } from '@posttrain/data';
 import { applyLora, type LoraOptions, type LoraReport } from '@posttrain/lora';
 import { forwardKl, generalizedJsd, reverseKl, tokenLogprobs, topKForwardKl, totalVariation, type DistillOutput } from '@posttrain/losses';
 import { encodePrompts, inEvalMode, inProcessGenerator, padTokenIdOf, type Generator } from '@posttrain/policy';
@@ -207,7 +199,8 @@ export function resolveDistillOptions(options: DistillTrainOptions): Resolved {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected loss to be one of ${LOSSES.map((l) => `'${l}'`).join(', ')}; got ${describeValue(o.loss)}`);
   }
   const unit = (name: 'beta' | 'alpha' | 'lmbda') => {
-    if (typeof o[name] !== 'number' || !(o[name] >= 0 && o[name] <= 1)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected ${name} to be a number in [0, 1]; got ${describeValue(o[name])}`);
+    if (typeof o[name] !== 'number' || !(o[name] >= 0 && o[name] <= 1))
+      throw new PosttrainError('INVALID_OPTION', `${owner}: expected ${name} to be a number in [0, 1]; got ${describeValue(o[name])}`);
   };
   unit('beta');
   unit('alpha');
@@ -218,10 +211,13 @@ export function resolveDistillOptions(options: DistillTrainOptions): Resolved {
   if (!(typeof o.generationTemperature === 'number' && o.generationTemperature > 0 && Number.isFinite(o.generationTemperature))) {
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected generationTemperature to be a number > 0; got ${describeValue(o.generationTemperature)}`);
   }
-  if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new PosttrainError('INVALID_OPTION', `${owner}: expected maxNewTokens to be a positive integer; got ${describeValue(o.maxNewTokens)}`);
+  if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1)
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected maxNewTokens to be a positive integer; got ${describeValue(o.maxNewTokens)}`);
   if (typeof o.seqKd !== 'boolean') throw new PosttrainError('INVALID_OPTION', `${owner}: expected seqKd to be true or false; got ${describeValue(o.seqKd)}`);
   if (o.lora !== false && (typeof o.lora !== 'object' || o.lora === null)) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${describeValue(o.lora)}`, { help: "for example lora: { r: 8, alpha: 16, targetModules: 'all-linear' }" });
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${describeValue(o.lora)}`, {
+      help: "for example lora: { r: 8, alpha: 16, targetModules: 'all-linear' }",
+    });
   }
   if (o.teacherCache !== false) {
     checkTeacherCache(owner, o.teacherCache, o.teacher.config.vocabSize);
@@ -261,18 +257,33 @@ function mix(...parts: number[]): number {
   return h | 0;
 }
 
-function tokenize(owner: string, tokenizer: TokenizerLike, record: DistillRecord, name: string, completionOnly: boolean, maxLength: number | null, limits: ReturnType<typeof modelLimits>, generated: boolean): Example {
+function tokenize(
+  owner: string,
+  tokenizer: TokenizerLike,
+  record: DistillRecord,
+  name: string,
+  completionOnly: boolean,
+  maxLength: number | null,
+  limits: ReturnType<typeof modelLimits>,
+  generated: boolean,
+): Example {
   const options = { completionOnly, maxLength, name, ...limits, requireLabels: true };
   if (record && typeof record === 'object' && typeof (record as { prompt?: unknown }).prompt === 'string') {
     if ('completion' in record) return { tokens: tokenizePromptCompletion(tokenizer, record, options), prompt: record.prompt };
     if (generated) return { tokens: undefined, prompt: (record as { prompt: string }).prompt };
-    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${name}: expected { prompt, completion } (a prompt alone needs seqKd or lmbda 1, where every completion is generated); got keys [${Object.keys(record).join(', ')}]`);
+    throw new PosttrainError(
+      'INVALID_ARGUMENT',
+      `${owner}: ${name}: expected { prompt, completion } (a prompt alone needs seqKd or lmbda 1, where every completion is generated); got keys [${Object.keys(record).join(', ')}]`,
+    );
   }
   if (record && typeof record === 'object' && 'text' in record) {
     if (generated) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${name}: expected { prompt, … } records with seqKd or lmbda > 0 (completions are generated from prompts); got { text }`);
     return { tokens: tokenizeLanguageModeling(tokenizer, record, options), prompt: undefined };
   }
-  throw new PosttrainError('INVALID_ARGUMENT', `${owner}: ${name}: expected { prompt, completion }, { prompt } or { text }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : describeValue(record)}`);
+  throw new PosttrainError(
+    'INVALID_ARGUMENT',
+    `${owner}: ${name}: expected { prompt, completion }, { prompt } or { text }; got ${record && typeof record === 'object' ? `keys [${Object.keys(record).join(', ')}]` : describeValue(record)}`,
+  );
 }
 
 /**
@@ -329,7 +340,13 @@ export async function distillTrain(options: DistillTrainOptions): Promise<Distil
         'train',
         tokenizer,
         examples.map((e) => ({ prompt: e.prompt as string })),
-        { maxPromptTokens: o.maxLength === null ? null : Math.max(1, o.maxLength - o.maxNewTokens), newTokens: o.maxNewTokens, newTokensOption: 'maxNewTokens', cutOption: 'maxLength', cutLimits: 'sequence' },
+        {
+          maxPromptTokens: o.maxLength === null ? null : Math.max(1, o.maxLength - o.maxNewTokens),
+          newTokens: o.maxNewTokens,
+          newTokensOption: 'maxNewTokens',
+          cutOption: 'maxLength',
+          cutLimits: 'sequence',
+        },
         Math.min(maxPositions ?? Number.POSITIVE_INFINITY, teacher.config.maxPositions ?? Number.POSITIVE_INFINITY),
       )
     : [];
@@ -364,8 +381,7 @@ export async function distillTrain(options: DistillTrainOptions): Promise<Distil
     const fromRecords = rows === undefined;
     const batch = collateForTraining(rows ?? indices.map((i) => recordExamples[i] as TokenizedExample), { padTokenId });
     const width = batch.inputIds.shape[1] - 1;
-    const targets =
-      fromRecords && cached ? cachedBatchTargets(cached, recordExamples as LabeledExample[], indices, width) : { logits: teacherLogits(teacher, batch.inputIds, batch.attentionMask) };
+    const targets = fromRecords && cached ? cachedBatchTargets(cached, recordExamples as LabeledExample[], indices, width) : { logits: teacherLogits(teacher, batch.inputIds, batch.attentionMask) };
     const inputTokens = (rows ?? indices.map((i) => recordExamples[i] as TokenizedExample)).reduce((n, e) => n + e.inputIds.length, 0);
     return { ...batch, teacher: targets, onPolicy, inputTokens };
   };

@@ -132,12 +132,20 @@ export async function loadOrBuildTeacherCache(
     const manifest = parseManifest(owner, cache.dir, await source.readText(MANIFEST));
     const fix = `pass another teacherCache.dir, or delete ${cache.dir} to rebuild it`;
     if (manifest.teacher !== teacherId) {
-      throw new PosttrainError('INVALID_OPTION', `${owner}: teacherCache ${cache.dir} was written for another teacher (fingerprint ${manifest.teacher.slice(0, 19)}…); this teacher is ${teacherId.slice(0, 19)}…`, { help: fix });
+      throw new PosttrainError(
+        'INVALID_OPTION',
+        `${owner}: teacherCache ${cache.dir} was written for another teacher (fingerprint ${manifest.teacher.slice(0, 19)}…); this teacher is ${teacherId.slice(0, 19)}…`,
+        { help: fix },
+      );
     }
     if (manifest.data !== dataId || manifest.records !== examples.length) {
-      throw new PosttrainError('INVALID_OPTION', `${owner}: teacherCache ${cache.dir} was written for other training data (${manifest.records} records, fingerprint ${manifest.data.slice(0, 19)}…); this run has ${examples.length} records, ${dataId.slice(0, 19)}…`, {
-        help: `the cache holds positions of the tokenized records it was made from (same records, order, maxLength, completionOnlyLoss); ${fix}`,
-      });
+      throw new PosttrainError(
+        'INVALID_OPTION',
+        `${owner}: teacherCache ${cache.dir} was written for other training data (${manifest.records} records, fingerprint ${manifest.data.slice(0, 19)}…); this run has ${examples.length} records, ${dataId.slice(0, 19)}…`,
+        {
+          help: `the cache holds positions of the tokenized records it was made from (same records, order, maxLength, completionOnlyLoss); ${fix}`,
+        },
+      );
     }
     if (manifest.topK !== cache.topK) {
       throw new PosttrainError('INVALID_OPTION', `${owner}: teacherCache ${cache.dir} holds top-${manifest.topK} log-probs; got topK ${cache.topK}`, { help: `set topK: ${manifest.topK}, or ${fix}` });
@@ -157,9 +165,13 @@ function parseManifest(owner: string, dir: string, text: string): Manifest {
     throw new PosttrainError('INVALID_OPTION', `${owner}: teacherCache ${dir}/${MANIFEST} is not JSON (${(error as Error).message})`, { help: `delete ${dir} to rebuild the cache` });
   }
   if (m?.format !== FORMAT || m.version !== VERSION || !Array.isArray(m.shards)) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: teacherCache ${dir}/${MANIFEST}: expected format "${FORMAT}" version ${VERSION}; got ${describeValue(m?.format)} version ${describeValue(m?.version)}`, {
-      help: `delete ${dir} to rebuild the cache`,
-    });
+    throw new PosttrainError(
+      'INVALID_OPTION',
+      `${owner}: teacherCache ${dir}/${MANIFEST}: expected format "${FORMAT}" version ${VERSION}; got ${describeValue(m?.format)} version ${describeValue(m?.version)}`,
+      {
+        help: `delete ${dir} to rebuild the cache`,
+      },
+    );
   }
   return m;
 }
@@ -231,8 +243,7 @@ async function readShards(owner: string, dir: string, manifest: Manifest, exampl
   const ids = new Int32Array(offsets[examples.length] * k);
   const logprobs = new Float32Array(offsets[examples.length] * k);
   for (const shard of manifest.shards) {
-    const damaged = (why: string) =>
-      new PosttrainError('INVALID_OPTION', `${owner}: teacherCache ${dir}/${shard.file} is damaged: ${why}`, { help: `delete ${dir} to rebuild the cache` });
+    const damaged = (why: string) => new PosttrainError('INVALID_OPTION', `${owner}: teacherCache ${dir}/${shard.file} is damaged: ${why}`, { help: `delete ${dir} to rebuild the cache` });
     if (!(await source.exists(shard.file))) throw damaged('the file is missing');
     const bytes = await source.read(shard.file);
     const digest = await sha256(bytes);

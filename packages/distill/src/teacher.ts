@@ -47,13 +47,20 @@ export function checkTeacher(owner: string, student: CausalLM, teacher: CausalLM
       const a = tokenizer.encode(text);
       const b = teacherTokenizer.encode(text);
       if (a.length !== b.length || a.some((id, i) => id !== b[i])) {
-        throw new PosttrainError('INVALID_OPTION', `${owner}: expected the teacher's tokenizer to encode like the student's; ${JSON.stringify(text)} gives student ids [${a.join(', ')}], teacher ids [${b.join(', ')}]`, {
-          help: 'distillation needs one tokenizer for both models; cross-tokenizer distillation is not supported',
-        });
+        throw new PosttrainError(
+          'INVALID_OPTION',
+          `${owner}: expected the teacher's tokenizer to encode like the student's; ${JSON.stringify(text)} gives student ids [${a.join(', ')}], teacher ids [${b.join(', ')}]`,
+          {
+            help: 'distillation needs one tokenizer for both models; cross-tokenizer distillation is not supported',
+          },
+        );
       }
     }
     if (teacherTokenizer.eosTokenId !== tokenizer.eosTokenId) {
-      throw new PosttrainError('INVALID_OPTION', `${owner}: expected the teacher's tokenizer to share the student's EOS; got teacher eosTokenId ${teacherTokenizer.eosTokenId}, student ${tokenizer.eosTokenId}`);
+      throw new PosttrainError(
+        'INVALID_OPTION',
+        `${owner}: expected the teacher's tokenizer to share the student's EOS; got teacher eosTokenId ${teacherTokenizer.eosTokenId}, student ${tokenizer.eosTokenId}`,
+      );
     }
   }
   const t = teacher as TeacherLike;
