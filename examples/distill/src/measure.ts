@@ -25,7 +25,7 @@ export interface SortingMeasure {
  *
  * @example
  * ```ts
- * const { accuracy, crossEntropy } = await measureSorting(student, tokenizer, sortingSplit(512).test);
+ * const { accuracy, crossEntropy } = await measureSorting(student, tokenizer, sortingSplit(64).test);
  * ```
  */
 export async function measureSorting(model: PretrainedModel, tokenizer: TokenizerLike, test: readonly SortingExample[]): Promise<SortingMeasure> {

@@ -24,12 +24,12 @@ export type SortingExample = TaskExample<{ task: string; length: number }>;
  * The sorting split of this example: `train` prompts drawn from the task (repeats allowed) and the
  * {@link HELD_OUT} held-out prompts, from `generateSplit(sortingTask, 0, …)`. The held-out set is
  * drawn first from its own stream, so it is the same whatever `train` is: the teacher's 20,000
- * training prompts and the students' 512 exclude the same 200, which are also those examples/sft's
+ * training prompts and the students' 64 exclude the same 200, which are also those examples/sft's
  * tiny base was held out from.
  *
  * @example
  * ```ts
- * const { train, test } = sortingSplit(512);
+ * const { train, test } = sortingSplit(64);
  * train[0]; // { prompt: 'gcff|', answer: 'cffg', … }
  * ```
  */
@@ -66,7 +66,7 @@ export const TEACHER_FIGURES = Object.freeze({
  * @example
  * ```ts
  * const { model: teacher, tokenizer } = await loadTeacher();
- * const { accuracy } = await exactMatch(teacher, tokenizer, sortingTask, sortingSplit(512).test, { maxNewTokens: 8 }); // 1
+ * const { accuracy } = await exactMatch(teacher, tokenizer, sortingTask, sortingSplit(64).test, { maxNewTokens: 8 }); // 1
  * ```
  */
 export async function loadTeacher(dir: string = TEACHER_DIR): Promise<{ model: PretrainedModel; tokenizer: Tokenizer }> {
