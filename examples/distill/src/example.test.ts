@@ -71,13 +71,16 @@ describe('the distillation example', () => {
   it(
     "on-policy GKD (the teacher's distributions on the student's own samples of the same prompts) beats SFT by ≥ 5 points of held-out exact match at the same step budget",
     async () => {
-      // Measured 65.5% vs SFT's 49% (seed 0), ~33 s of training. Seeds 1 and 2: see below.
+      // Measured (main.ts --seed N): seed 0 GKD 65.5% vs SFT 49% vs KD 47%; seed 1 59% vs 41% vs 37.5%;
+      // seed 2 54.5% vs 43% vs 45.5%; ~33 s of GKD training (SFT ~14 s, KD ~22 s) on two cores. The
+      // cross-entropy of the right answers falls with it: 0.30 vs SFT's 0.80 nats/token (seed 0).
       results.gkd = await run('gkd');
       const { history } = results.gkd.train;
       const onPolicy = history.filter((r) => r.on_policy === 1).length / history.length;
       expect(onPolicy).toBeGreaterThan(0.65); // λ 0.75 of the batches sampled by the student
       expect(onPolicy).toBeLessThan(0.85);
       expect(results.gkd.heldOut.accuracy).toBeGreaterThanOrEqual(results.sft.heldOut.accuracy + 0.05);
+      expect(results.gkd.heldOut.crossEntropy).toBeLessThan(results.sft.heldOut.crossEntropy);
       const line = summaryLine(
         results,
         Object.values(results).reduce((s, r) => s + r.seconds, 0),

@@ -20,7 +20,7 @@ const NAMES: Record<DistillMethod, string> = { sft: 'SFT', kd: 'KD', gkd: 'GKD' 
 
 /**
  * The student: a Llama of 1 layer and hidden size 32 (2 heads of 16, SwiGLU 64, tied embeddings)
- * for the byte tokenizer, 18,592 parameters to the teacher's 90,688 (2 layers, hidden 64); created
+ * for the byte tokenizer, 18,656 parameters to the teacher's 90,688 (2 layers, hidden 64); created
  * from the run's seed.
  *
  * @example

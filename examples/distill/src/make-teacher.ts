@@ -64,8 +64,25 @@ this example trains on them):
 The base's exact match counts its answers right because \`exactMatch\` trims the trailing newline; its
 cross-entropy shows it does not end them with EOS.
 
-The distillation example (src/example.ts) teaches a 1-layer student of hidden size 32 from this
-teacher; its figures are in docs/distill.md. Files, in Hugging Face layout: \`config.json\`,
+## What the students learn from it
+
+The example (src/example.ts, \`npm start -w examples/distill\`) trains a Llama of 1 layer and hidden
+size 32 (2 heads, SwiGLU 64; 18,656 parameters), created from a seed, on the 64 training records
+of \`sortingSplit(64)\`, 1,000 steps of batch 32 at AdamW lr 2e-3 (cosine, 20 warm-up steps)
+for every method, and measures it on the same ${HELD_OUT} held-out prompts (wasm, two cores):
+
+| seed | SFT on the answers | offline KD (forward KL, T 1) | on-policy GKD (λ 0.75, sampling T 1.2) |
+| --- | --- | --- | --- |
+| 0 | 49.0% (CE 0.80) | 47.0% (CE 0.73) | 65.5% (CE 0.30) |
+| 1 | 41.0% (CE 1.02) | 37.5% (CE 1.05) | 59.0% (CE 0.40) |
+| 2 | 43.0% (CE 0.77) | 45.5% (CE 0.80) | 54.5% (CE 0.44) |
+
+(held-out greedy exact match; CE: cross-entropy of the right answers, nats/token). Training takes
+~14 s for SFT, ~22 s for KD and ~33 s for GKD. On the records' own tokens this teacher is all but
+one-hot, so offline KD gets SFT's labels back; on the student's own samples of the same 64 prompts
+it labels states the records never show, which is where distillation gains.
+
+Files, in Hugging Face layout: \`config.json\`,
 \`model.safetensors\` (F32), and the byte tokenizer's \`tokenizer.json\` + \`tokenizer_config.json\`;
 \`loadTeacher()\` in src/teacher.ts loads them frozen and in eval mode. Remaking gives the same bytes on wasm.
 `,
