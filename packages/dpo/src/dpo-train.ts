@@ -1,10 +1,10 @@
 // dpoTrain: preference pairs → tokenized, concatenated [2B, T] batches with the reference's
 // log-probs → a preference objective → the shared trainer loop.
-import { PosttrainError, checkNumber, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
+import { PosttrainError, checkNumber, resolveOptions, tf, type CausalLM, type Module } from '@posttrain/tensor-core';
 import { modelLimits, tokenizePreference, type PreferenceRecord, type TokenizerLike } from '@posttrain/data';
 import { applyLora, loraLayers, type LoraReport } from '@posttrain/lora';
 import { checkEvalRecords, defaultFineTuneTrainerOptions, fineTune, type StepOutput, type TrainResult } from '@posttrain/trainer';
-import { ewcPenalty } from '@posttrain/losses';
+import { checkEwcOption, ewcRegularizer, type EwcOption } from '@posttrain/losses';
 import { checkCommon, refuseConversational, type OptimizationTunables } from './common.js';
 import { collatePairs, exampleLogps, inEvalMode, padTokenIdOf, sequenceLogps, type PairBatch, type Reference, type ReferenceOption, type TokenizedPair } from '@posttrain/policy';
 import { completionStats, meanLogit } from './completion-stats.js';
@@ -49,12 +49,8 @@ export interface DpoTunables extends OptimizationTunables {
 }
 
 /**
- * The `ewc` option of {@link dpoTrain} and {@link ktoTrain}, the same as `sftTrain`'s: the penalty
- * (λ/2)·Σ_i F_i·(θ_i − θ*_i)² of Kirkpatrick et al. 2017 added to every step's loss (logged as
- * `ewc_penalty`), with F the Fisher diagonal of an old task by parameter name (`estimateFisher` of
- * `@posttrain/sft`, or `fisherDiagonal` of `@posttrain/losses`) and θ* the `anchors`, by default the
- * trainable parameters as training starts (cloned, freed at the end). Full fine-tuning: with `lora`
- * every weight the Fisher names is frozen.
+ * The `ewc` option of {@link dpoTrain} and {@link ktoTrain}: `sftTrain`'s ({@link EwcOption} of
+ * `@posttrain/losses`, docs/forgetting.md), logged as `ewc_penalty`; full fine-tuning only.
  *
  * @example
  * ```ts
@@ -62,87 +58,15 @@ export interface DpoTunables extends OptimizationTunables {
  * await dpoTrain({ model, tokenizer, train: pairs, ewc });
  * ```
  */
-export interface PreferenceEwcOption {
-  /** λ ≥ 0, the weight of the penalty. */
-  lambda: number;
-  /** F by parameter name: every key a parameter of the model with its shape; the trainable ones it names are penalised. */
-  fisher: ReadonlyMap<string, tf.Tensor>;
-  /** θ* by name (at least every penalised parameter); default: the trainable parameters when training starts. */
-  anchors?: ReadonlyMap<string, tf.Tensor>;
-}
+export type PreferenceEwcOption = EwcOption;
 
-const shapeOf = (t: unknown) => (t instanceof tf.Tensor ? (t.isDisposed ? 'a disposed tensor' : `[${t.shape.join(', ')}]`) : t === undefined ? 'none' : typeof t);
-const sameShape = (t: unknown, shape: readonly number[]) => t instanceof tf.Tensor && !t.isDisposed && t.rank === shape.length && (t.shape as number[]).every((d, i) => d === shape[i]);
+/** `ewc` checked against the model's named parameters and `lora` (before LoRA renames them). @internal */
+export const checkPreferenceEwc = (owner: string, model: CausalLM, ewc: unknown, lora: unknown): void =>
+  checkEwcOption(owner, (model as unknown as Partial<Module>).namedParameters?.() ?? new Map(), ewc, lora);
 
-/**
- * Checks an `ewc` option against `model` before anything changes it (λ ≥ 0; `fisher` a non-empty Map
- * of the model's parameter names with their shapes; `anchors` a Map or left out; full fine-tuning),
- * throwing INVALID_OPTION naming `owner`, the field, the expected and the received value. @internal
- */
-export function checkPreferenceEwc(owner: string, model: CausalLM, ewc: unknown, lora: unknown): void {
-  if (typeof ewc !== 'object' || ewc === null || Array.isArray(ewc)) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc to be { lambda, fisher, anchors? }; got ${JSON.stringify(ewc) ?? typeof ewc}`, {
-      help: 'ewc: { lambda: 1000, fisher: await estimateFisher({ model, tokenizer, records: oldTaskRecords }) } (estimateFisher from @posttrain/sft)',
-    });
-  }
-  const { lambda, fisher, anchors } = resolveOptions(`${owner}: ewc`, ewc as Partial<PreferenceEwcOption>, {
-    lambda: undefined as unknown as number,
-    fisher: undefined as unknown as PreferenceEwcOption['fisher'],
-    anchors: undefined,
-  });
-  checkNumber(owner, 'ewc.lambda', lambda, 'a number ≥ 0', (v) => Number.isFinite(v) && v >= 0);
-  if (!(fisher instanceof Map) || fisher.size === 0) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc.fisher to be a non-empty Map of parameter name → tensor; got ${fisher instanceof Map ? 'an empty Map' : typeof fisher}`, {
-      help: 'estimate it on the old task before this run: estimateFisher({ model, tokenizer, records }) from @posttrain/sft',
-    });
-  }
-  if (anchors !== undefined && !(anchors instanceof Map))
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc.anchors to be a Map of parameter name → tensor, or left out; got ${typeof anchors}`);
-  const named = (model as Partial<{ namedParameters(): Map<string, tf.Variable> }>).namedParameters?.call(model) ?? new Map<string, tf.Variable>();
-  for (const [key, f] of fisher) {
-    const p = named.get(key);
-    if (!p) {
-      throw new PosttrainError('INVALID_OPTION', `${owner}: expected every key of ewc.fisher to name a parameter of the model; got "${key}"`, {
-        help: "estimate the Fisher on this model's architecture, before LoRA is applied",
-      });
-    }
-    if (!sameShape(f, p.shape)) throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc.fisher "${key}" to be a tensor of the parameter's shape [${p.shape.join(', ')}]; got ${shapeOf(f)}`);
-  }
-  if (lora !== false) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc with full fine-tuning (lora: false); got lora ${JSON.stringify(lora)}, which freezes every weight the Fisher names`, {
-      help: 'EWC holds the trained weights near their old values: train fully with ewc, or use LoRA without it',
-    });
-  }
-}
-
-/**
- * The penalty of a checked `ewc` option over `model`'s trainable parameters as training starts, for
- * `fineTune`'s `penalties`, and `dispose` for the anchors it cloned. Throws INVALID_OPTION when the
- * Fisher names no trainable parameter or `anchors` lacks one. @internal
- */
-export function preferenceEwcPenalty(owner: string, model: CausalLM, ewc: PreferenceEwcOption): { penalty: () => tf.Scalar; dispose: () => void } {
-  const trainable = (model as unknown as { trainableParameters(): Map<string, tf.Variable> }).trainableParameters();
-  const penalised = new Map([...trainable].filter(([key]) => ewc.fisher.has(key)));
-  if (penalised.size === 0) {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc.fisher to name at least one trainable parameter; got ${ewc.fisher.size} keys, none trainable`, {
-      help: 'unfreeze the weights to train, or estimate the Fisher over the parameters that train',
-    });
-  }
-  for (const [key, p] of penalised) {
-    if (ewc.anchors !== undefined && !sameShape(ewc.anchors.get(key), p.shape)) {
-      throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc.anchors to hold "${key}" with the parameter's shape [${p.shape.join(', ')}]; got ${shapeOf(ewc.anchors.get(key))}`, {
-        help: 'leave anchors out to anchor at the parameters as training starts',
-      });
-    }
-  }
-  const anchors = ewc.anchors ?? new Map([...penalised].map(([key, p]) => [key, tf.clone(p)]));
-  return {
-    penalty: () => ewcPenalty(penalised, anchors, ewc.fisher, { lambda: ewc.lambda }).loss,
-    dispose: () => {
-      if (ewc.anchors === undefined) tf.dispose([...anchors.values()]);
-    },
-  };
-}
+/** The EWC penalty over the model's trainable parameters as training starts, and the clean-up of its anchors. @internal */
+export const preferenceEwcPenalty = (owner: string, model: CausalLM, ewc: PreferenceEwcOption): ReturnType<typeof ewcRegularizer> =>
+  ewcRegularizer(owner, (model as unknown as Module).trainableParameters(), ewc);
 
 /**
  * Options of {@link dpoTrain}: model, tokenizer and pairs, then the tunables.

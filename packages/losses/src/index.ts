@@ -119,3 +119,4 @@ export { topKForwardKl } from './topk-distill.js';
 
 // Continual learning
 export { fisherDiagonal, ewcPenalty, defaultEwcPenaltyOptions, type EwcPenaltyOptions, type EwcPenaltyOutput } from './ewc.js';
+export { checkEwcOption, ewcRegularizer, type EwcOption } from './ewc-option.js';

@@ -1,5 +1,5 @@
 // sftTrain: records → tokenized, masked, shuffled, collated batches → the shared trainer loop.
-import { PosttrainError, resolveOptions, tf, type CausalLM } from '@posttrain/tensor-core';
+import { PosttrainError, resolveOptions, tf, type CausalLM, type Module } from '@posttrain/tensor-core';
 import { collateForTraining, modelLimits, type TokenizerLike } from '@posttrain/data';
 import { tokenizeSftRecord, type SftRecord } from './sft-records.js';
 import { applyLora, loraLayers, type LoraOptions, type LoraReport } from '@posttrain/lora';
@@ -14,9 +14,8 @@ import {
   type TrainRecord,
   type TrainResult,
 } from '@posttrain/trainer';
-import { causalLmLoss } from '@posttrain/losses';
+import { causalLmLoss, checkEwcOption, ewcRegularizer, type EwcOption } from '@posttrain/losses';
 import { inEvalMode, padTokenIdOf } from '@posttrain/policy';
-import { checkEwcOption, ewcPenaltyOf, type EwcOption } from './ewc.js';
 import { checkOldCompletionRecords, lwfMask, lwfReference, lwfTerm, oldCompletions, precomputeLogits, resolveLwfOption, stackLogits, type LwfOption, type ResolvedLwf } from './lwf.js';
 
 export type { SftRecord } from './sft-records.js';
@@ -159,14 +158,7 @@ export function resolveSftOptions(options: SftTrainOptions): SftTunables & Pick<
     throw new PosttrainError('INVALID_OPTION', `${owner}: expected lora to be LoRA options or false; got ${JSON.stringify(o.lora)}`, {
       help: "for example lora: { r: 8, alpha: 16, targetModules: 'all-linear' }",
     });
-  if (o.ewc !== undefined) {
-    checkEwcOption(owner, o.model, o.ewc);
-    if (o.lora !== false) {
-      throw new PosttrainError('INVALID_OPTION', `${owner}: expected ewc with full fine-tuning (lora: false); got lora ${JSON.stringify(o.lora)}, which freezes every weight the Fisher names`, {
-        help: 'EWC holds the trained weights near their old values; with LoRA use lwf (the adapters-disabled policy is the old model), or train fully with ewc',
-      });
-    }
-  }
+  if (o.ewc !== undefined) checkEwcOption(owner, (o.model as unknown as Partial<Module>).namedParameters?.() ?? new Map(), o.ewc, o.lora);
   if (o.lwf !== undefined) o.lwf = resolveLwfOption(owner, o.lwf);
   return o;
 }
@@ -209,7 +201,7 @@ export async function sftTrain(options: SftTrainOptions): Promise<SftTrainResult
   const reference = lwf && lwfReference('sftTrain', model, lwf, o.lora !== false || loraLayers(model).size > 0);
   if (lwf?.on === 'old-completions') checkOldCompletionRecords('sftTrain', examples);
   const report = o.lora === false ? undefined : applyLora(model, { targetModules: 'all-linear', seed: o.seed, ...o.lora });
-  const ewc = o.ewc === undefined ? undefined : ewcPenaltyOf('sftTrain', model as unknown as { trainableParameters(): Map<string, tf.Variable> }, o.ewc);
+  const ewc = o.ewc === undefined ? undefined : ewcRegularizer('sftTrain', (model as unknown as Module).trainableParameters(), o.ewc);
   try {
     // LwF's sequences: the old model's completions of the prompts (a second forward pass per
     // micro-batch), or the training rows themselves (the same forward pass).
