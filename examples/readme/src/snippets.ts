@@ -1,12 +1,12 @@
 // The README snippets as programs: every ```ts block of README.md and packages/*/README.md is
 // written to a file inside the repository (so `@posttrain/*` imports resolve to the workspace) and
-// run with tsx from a scratch directory that holds `examples/sft/tiny-base`, as a user in a clone
+// run with tsx from a scratch directory that holds the repository's `examples`, as a user in a clone
 // of the repository would paste and run it.
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The repository's root. */
@@ -125,7 +125,7 @@ export interface SnippetRun {
 
 /**
  * Runs a snippet as a program: written to `examples/readme/.snippets/`, run by tsx with the
- * source condition, from a fresh scratch directory holding a link to `examples/sft/tiny-base`
+ * source condition, from a fresh scratch directory holding a link to the repository's `examples`
  * (what it writes, such as `out/adapter`, lands there and is deleted after).
  *
  * @example
@@ -141,9 +141,7 @@ export async function runSnippet(snippet: Snippet, options: { root?: string; tim
   const file = join(dir, name);
   writeFileSync(file, `// ${snippet.file}:${snippet.line} (written by examples/readme; edit the README, not this file)\n${snippet.code}`);
   const scratch = mkdtempSync(join(tmpdir(), 'posttrain-snippet-'));
-  const base = join(scratch, 'examples/sft/tiny-base');
-  mkdirSync(dirname(base), { recursive: true });
-  symlinkSync(join(root, 'examples/sft/tiny-base'), base, 'dir');
+  symlinkSync(join(root, 'examples'), join(scratch, 'examples'), 'dir'); // the checkpoints the repository ships (examples/sft/tiny-base, examples/distill/teacher, …)
   const tsx = createRequire(import.meta.url).resolve('tsx/cli');
   const t0 = performance.now();
   try {
