@@ -1,6 +1,6 @@
 // Distillation
+export { distillTrain } from './distill-train.js';
 export {
-  distillTrain,
   resolveDistillOptions,
   defaultDistillOptions,
   type DistillTrainOptions,
@@ -8,7 +8,7 @@ export {
   type DistillTrainResult,
   type DistillRecord,
   type DistillLoss,
-} from './distill-train.js';
+} from './distill-options.js';
 
 // The teacher and its top-k cache
 export { checkTeacher, teacherFingerprint, teacherLogits, teacherTopK } from './teacher.js';
