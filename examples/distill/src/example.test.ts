@@ -6,7 +6,7 @@ import { measureSorting } from './measure.js';
 import { HELD_OUT, TEACHER_FIGURES, loadTeacher, sortingSplit } from './teacher.js';
 
 // The learning proof of issue 13: a 1-layer student of hidden size 32, created from seed 0, trained
-// at one step budget on the same 64 sorting records by SFT, by offline KD and by on-policy GKD from
+// at one step budget on the same 64 sorting records by SFT, by offline KD (Hinton, T 8) and by on-policy GKD from
 // the committed teacher, measured on the 200 held-out prompts no model here trains on. Figures
 // in the comments are wasm runs of these settings. The time limit is wider than the runs need on two
 // idle cores (see the figures) so that a shared, busy machine does not fail them.
@@ -59,11 +59,14 @@ describe('the distillation example', () => {
   );
 
   it(
-    "offline KD (the teacher's distributions on the same records) learns as SFT does, its figure reported beside",
+    "offline KD (the teacher's distributions on the same records, Hinton's loss at T 8) beats SFT by ≥ 5 points of held-out exact match at the same step budget",
     async () => {
-      // Measured 47% (seed 0): on a record's own tokens the teacher is all but one-hot, so KD's targets are SFT's labels.
+      // Measured (seed 0) 56% vs SFT's 49%, cross-entropy 0.60 vs 0.80; seed 2 55% vs 43%; seed 1
+      // 38% vs 41% (the gain does not hold on every seed: docs/distill.md). ~27 s of training.
       results.kd = await run('kd');
-      expect(results.kd.heldOut.accuracy).toBeGreaterThan(0.2);
+      expect(results.kd.train.history.every((r) => r.on_policy === 0)).toBe(true);
+      expect(results.kd.heldOut.accuracy).toBeGreaterThanOrEqual(results.sft.heldOut.accuracy + 0.05);
+      expect(results.kd.heldOut.crossEntropy).toBeLessThan(results.sft.heldOut.crossEntropy);
     },
     LIMIT,
   );
@@ -71,8 +74,8 @@ describe('the distillation example', () => {
   it(
     "on-policy GKD (the teacher's distributions on the student's own samples of the same prompts) beats SFT by ≥ 5 points of held-out exact match at the same step budget",
     async () => {
-      // Measured (main.ts --seed N): seed 0 GKD 65.5% vs SFT 49% vs KD 47%; seed 1 59% vs 41% vs 37.5%;
-      // seed 2 54.5% vs 43% vs 45.5%; ~33 s of GKD training (SFT ~14 s, KD ~22 s) on two cores. The
+      // Measured (main.ts --seed N): seed 0 GKD 65.5% vs SFT 49% vs KD 56%; seed 1 59% vs 41% vs 38%;
+      // seed 2 54.5% vs 43% vs 55%; ~33 s of GKD training (SFT ~14 s, KD ~27 s) on two cores. The
       // cross-entropy of the right answers falls with it: 0.30 vs SFT's 0.80 nats/token (seed 0).
       results.gkd = await run('gkd');
       const { history } = results.gkd.train;

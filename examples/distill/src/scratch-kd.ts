@@ -1,0 +1,21 @@
+import { initBackend, runMain } from '@posttrain/tensor-core';
+import { ByteTokenizer, sortingTask } from '@posttrain/data';
+import { distillTrain } from '@posttrain/distill';
+import { createModel } from '@posttrain/models';
+import { measureSorting } from './measure.js';
+import { loadTeacher, sortingSplit } from './teacher.js';
+import { DISTILL_SETTINGS, STUDENT_CONFIG } from './example.js';
+await runMain(async () => {
+  await initBackend('wasm');
+  const cfg = JSON.parse(process.env.KD ?? '{}');
+  const seed = Number(process.env.SEED ?? 0);
+  const tokenizer = new ByteTokenizer();
+  const { train, test } = sortingSplit(64);
+  const records = train.map((e) => sortingTask.toPromptCompletion(e));
+  const teacher = (await loadTeacher()).model;
+  const student = createModel(STUDENT_CONFIG, { seed });
+  const t = performance.now();
+  await distillTrain({ student, teacher, tokenizer, train: records, seed, progress: 'none', ...DISTILL_SETTINGS.common, lmbda: 0, ...cfg });
+  const m = await measureSorting(student, tokenizer, test);
+  console.log(`RESULT ${JSON.stringify(cfg)} seed ${seed}: ${(m.accuracy * 100).toFixed(1)}% ce ${m.crossEntropy.toFixed(3)} ${((performance.now() - t) / 1000).toFixed(0)}s`);
+});
