@@ -56,3 +56,18 @@ export {
   type RolloutHooks,
 } from './rollout.js';
 export { checkPromptRecords, encodePrompts, resolveRewardFunctions, completionsPath, appendJsonl, type PromptFit } from './online-inputs.js';
+
+// Calibration statistics (GPTQ, pruning)
+export {
+  captureLinearInputs,
+  accumulateHessians,
+  calibrationTargets,
+  calibrationTokens,
+  defaultCalibrationLayers,
+  defaultAccumulateHessiansOptions,
+  type CalibrationBatch,
+  type LinearLayerFilter,
+  type CaptureLinearInputsOptions,
+  type AccumulateHessiansOptions,
+  type LayerInputStatistics,
+} from './calibration.js';

@@ -4,13 +4,19 @@ import * as policy from './index.js';
 describe('public surface', () => {
   it('exports exactly these names (changing the list is a visible decision)', () => {
     expect(Object.keys(policy).sort()).toEqual([
+      'accumulateHessians',
       'appendJsonl',
+      'calibrationTargets',
+      'calibrationTokens',
+      'captureLinearInputs',
       'checkPromptRecords',
       'collatePairs',
       'collectRollout',
       'completionRows',
       'completionsPath',
       'createReference',
+      'defaultAccumulateHessiansOptions',
+      'defaultCalibrationLayers',
       'defaultGenerateOptions',
       'defaultInProcessGeneratorOptions',
       'defaultSequenceLogpsOptions',
