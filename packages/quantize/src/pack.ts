@@ -1,0 +1,136 @@
+import { PosttrainError, tf } from '@posttrain/tensor-core';
+
+/**
+ * Packing of small signed integers into int32 words in compressed-tensors' `pack-quantized` layout
+ * (`compressors/quantized_compressors/pack_quantized.py` `pack_to_int32`, commit 52792be): each
+ * code is offset by 2^(bits-1) to an unsigned digit, a row `[out, in]` is padded with zero digits to
+ * a multiple of 32/bits columns, and element k of each run of 32/bits goes to bits
+ * [k·bits, (k+1)·bits) of its word — the first element in the lowest bits. The words are int32
+ * (two's complement), so a checkpoint writes them unchanged as `weight_packed` `[out, ceil(in·bits/32)]`.
+ *
+ * Unpacking with tensors uses only `floorDiv` and `mod` by powers of two (tfjs has no bit shifts):
+ * digit k = mod(floorDiv(word, 2^(k·bits)), 2^bits). These are exact where the backend computes on
+ * int32 or float64 (cpu, wasm); a backend that runs integer ops through float32 (WebGPU's shader
+ * snippets) loses the low bits of words past 2^24.
+ */
+
+/** Bit widths a word can pack: 4 (eight per int32) and 8 (four per int32). */
+export type PackBits = 4 | 8;
+
+function checkBits(owner: string, bits: number): asserts bits is PackBits {
+  if (bits !== 4 && bits !== 8) {
+    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected bits 4 or 8; got ${String(bits)}`);
+  }
+}
+
+/**
+ * Number of int32 words per row of `cols` codes: `ceil(cols · bits / 32)`.
+ *
+ * @example
+ * ```ts
+ * packedColumns(100, 4); // 13
+ * ```
+ */
+export function packedColumns(cols: number, bits: PackBits): number {
+  return Math.ceil(cols / (32 / bits));
+}
+
+/**
+ * Packs row-major signed codes `q` `[rows, cols]` (values in [-2^(bits-1), 2^(bits-1) - 1]) into int32
+ * words `[rows, packedColumns(cols)]`, compressed-tensors' `pack_to_int32` order (packed_dim 1).
+ *
+ * @example
+ * ```ts
+ * packInt32(new Int8Array([1, 2]), 1, 2, 8); // Int32Array [33409]  (129 + 130·256)
+ * ```
+ */
+export function packInt32(q: Int8Array, rows: number, cols: number, bits: PackBits): Int32Array {
+  checkBits('packInt32', bits);
+  if (q.length !== rows * cols) {
+    throw new PosttrainError('SHAPE_MISMATCH', `packInt32: expected ${rows}·${cols} = ${rows * cols} codes; got ${q.length}`);
+  }
+  const per = 32 / bits;
+  const offset = 2 ** (bits - 1);
+  const wcols = packedColumns(cols, bits);
+  const out = new Int32Array(rows * wcols);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      const v = q[r * cols + c] as number;
+      if (v < -offset || v >= offset) {
+        throw new PosttrainError('INVALID_ARGUMENT', `packInt32: expected ${bits}-bit codes in [${-offset}, ${offset - 1}]; got ${v} at [${r}, ${c}]`);
+      }
+      const w = r * wcols + Math.floor(c / per);
+      out[w] = (out[w] as number) | ((v + offset) << ((c % per) * bits));
+    }
+  }
+  return out;
+}
+
+/**
+ * The inverse of {@link packInt32}: words `[rows, packedColumns(cols)]` → signed codes `[rows, cols]`.
+ *
+ * @example
+ * ```ts
+ * unpackInt32(new Int32Array([33409]), 1, 2, 8); // Int8Array [1, 2]
+ * ```
+ */
+export function unpackInt32(words: Int32Array, rows: number, cols: number, bits: PackBits): Int8Array {
+  checkBits('unpackInt32', bits);
+  const per = 32 / bits;
+  const offset = 2 ** (bits - 1);
+  const mask = 2 ** bits - 1;
+  const wcols = packedColumns(cols, bits);
+  if (words.length !== rows * wcols) {
+    throw new PosttrainError('SHAPE_MISMATCH', `unpackInt32: expected ${rows}·${wcols} words for ${cols} columns; got ${words.length}`);
+  }
+  const out = new Int8Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      const w = words[r * wcols + Math.floor(c / per)] as number;
+      out[r * cols + c] = ((w >>> ((c % per) * bits)) & mask) - offset;
+    }
+  }
+  return out;
+}
+
+/**
+ * Splits int32 words `[rows, W]` into digits with tf ops: digit k of each word is
+ * `mod(floorDiv(word, 2^shifts[k]), 2^bits)`, and the digits of a word are laid out in the order of
+ * `shifts`. Returns int32 `[rows, W · shifts.length]`. Shared by the int packing (shifts 0, b, 2b, …)
+ * and NF4's byte-wise nibbles.
+ *
+ * @example
+ * ```ts
+ * unpackDigits(tf.tensor2d([[33409]], [1, 1], 'int32'), [0, 8, 16, 24], 8); // [[129, 130, 0, 0]]
+ * ```
+ */
+export function unpackDigits(words: tf.Tensor2D, shifts: readonly number[], bits: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const [rows, w] = words.shape;
+    const base = tf.scalar(2 ** bits, 'int32');
+    const digits = shifts.map((s) => tf.mod(s === 0 ? words : tf.floorDiv(words, tf.scalar(2 ** s, 'int32')), base));
+    return tf.stack(digits, 2).reshape([rows, w * shifts.length]) as tf.Tensor2D;
+  });
+}
+
+/**
+ * {@link unpackInt32} with tf ops: int32 words `[rows, W]` → int32 signed codes `[rows, cols]`.
+ *
+ * @example
+ * ```ts
+ * unpackInt32Tensor(tf.tensor2d([[33409]], [1, 1], 'int32'), 2, 8); // [[1, 2]]
+ * ```
+ */
+export function unpackInt32Tensor(words: tf.Tensor2D, cols: number, bits: PackBits): tf.Tensor2D {
+  checkBits('unpackInt32Tensor', bits);
+  const per = 32 / bits;
+  if (words.shape[1] !== packedColumns(cols, bits)) {
+    throw new PosttrainError('SHAPE_MISMATCH', `unpackInt32Tensor: expected ${packedColumns(cols, bits)} words per row for ${cols} columns; got ${words.shape[1]}`);
+  }
+  return tf.tidy(() => {
+    const shifts = Array.from({ length: per }, (_, k) => k * bits);
+    const digits = unpackDigits(words, shifts, bits);
+    const codes = digits.shape[1] === cols ? digits : digits.slice([0, 0], [-1, cols]);
+    return tf.sub(codes, tf.scalar(2 ** (bits - 1), 'int32')) as tf.Tensor2D;
+  });
+}
