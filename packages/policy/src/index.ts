@@ -71,3 +71,6 @@ export {
   type AccumulateHessiansOptions,
   type LayerInputStatistics,
 } from './calibration.js';
+
+// Perplexity (sliding windows; a later eval package re-exports it)
+export { perplexity, defaultPerplexityOptions, type PerplexityOptions, type PerplexityResult } from './perplexity.js';
