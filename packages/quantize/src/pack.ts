@@ -8,10 +8,10 @@ import { PosttrainError, tf } from '@posttrain/tensor-core';
  * [k·bits, (k+1)·bits) of its word — the first element in the lowest bits. The words are int32
  * (two's complement), so a checkpoint writes them unchanged as `weight_packed` `[out, ceil(in·bits/32)]`.
  *
- * Unpacking with tensors uses only `floorDiv` and `mod` by powers of two (tfjs has no bit shifts):
- * digit k = mod(floorDiv(word, 2^(k·bits)), 2^bits). These are exact where the backend computes on
- * int32 or float64 (cpu, wasm); a backend that runs integer ops through float32 (WebGPU's shader
- * snippets) loses the low bits of words past 2^24.
+ * Unpacking with tensors uses only `mod`, `sub` and `floorDiv` by powers of two (tfjs has no bit
+ * shifts), arranged so that every division is exact in float32 (see {@link unpackDigits}); exact on
+ * cpu and wasm. WebGPU's shader snippets compute `mod` of int32 through f32, which is not exact
+ * for words past 2^24: a kernel that reads the packed words with integer ops is the fix there.
  */
 
 /** Bit widths a word can pack: 4 (eight per int32) and 8 (four per int32). */
@@ -94,10 +94,13 @@ export function unpackInt32(words: Int32Array, rows: number, cols: number, bits:
 }
 
 /**
- * Splits int32 words `[rows, W]` into digits with tf ops: digit k of each word is
- * `mod(floorDiv(word, 2^shifts[k]), 2^bits)`, and the digits of a word are laid out in the order of
- * `shifts`. Returns int32 `[rows, W · shifts.length]`. Shared by the int packing (shifts 0, b, 2b, …)
- * and NF4's byte-wise nibbles.
+ * Splits int32 words `[rows, W]` into digits with tf ops, the digit at bit offset `s` being
+ * `floorDiv(mod(word, 2^(s+bits)) - mod(word, 2^s), 2^s)` (for the top digit, `word - mod(word, 2^s)`
+ * then `mod 2^bits`). Every value divided is a multiple of 2^s with at most `bits` significant bits,
+ * so the division is exact even where a backend divides int32 in float32 (wasm's `floorDiv` does:
+ * `floorDiv(word, 16)` of a word past 2^24 loses its low bits there; `mod` and `sub` are exact).
+ * The digits of a word are laid out in the order of `shifts`. Returns int32 `[rows, W · shifts.length]`.
+ * Shared by the int packing (shifts 0, b, 2b, …) and NF4's byte-wise nibbles.
  *
  * @example
  * ```ts
@@ -107,8 +110,14 @@ export function unpackInt32(words: Int32Array, rows: number, cols: number, bits:
 export function unpackDigits(words: tf.Tensor2D, shifts: readonly number[], bits: number): tf.Tensor2D {
   return tf.tidy(() => {
     const [rows, w] = words.shape;
-    const base = tf.scalar(2 ** bits, 'int32');
-    const digits = shifts.map((s) => tf.mod(s === 0 ? words : tf.floorDiv(words, tf.scalar(2 ** s, 'int32')), base));
+    const pow = (e: number) => tf.scalar(2 ** e, 'int32');
+    const base = pow(bits);
+    const digits = shifts.map((s) => {
+      if (s === 0) return tf.mod(words, base);
+      const low = tf.mod(words, pow(s));
+      if (s + bits >= 32) return tf.mod(tf.floorDiv(tf.sub(words, low), pow(s)), base);
+      return tf.floorDiv(tf.sub(tf.mod(words, pow(s + bits)), low), pow(s));
+    });
     return tf.stack(digits, 2).reshape([rows, w * shifts.length]) as tf.Tensor2D;
   });
 }
