@@ -77,7 +77,13 @@ export async function perplexity(model: CausalLM, tokenIds: readonly number[] | 
   const contextLength =
     o.contextLength === null
       ? maxPositions
-      : checkNumber(owner, 'contextLength', o.contextLength, `an integer in [2, ${maxPositions}] (the model's maxPositions), or null for ${maxPositions}`, (v) => Number.isInteger(v) && v >= 2 && v <= maxPositions);
+      : checkNumber(
+          owner,
+          'contextLength',
+          o.contextLength,
+          `an integer in [2, ${maxPositions}] (the model's maxPositions), or null for ${maxPositions}`,
+          (v) => Number.isInteger(v) && v >= 2 && v <= maxPositions,
+        );
   const stride =
     o.stride === null
       ? contextLength
