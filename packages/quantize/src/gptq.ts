@@ -1,8 +1,11 @@
 // GPTQ (Frantar et al. 2022, "GPTQ: Accurate Post-Training Quantization for Generative
 // Pre-trained Transformers", arXiv 2210.17323, Algorithm 1) as llm-compressor runs it
 // (src/llmcompressor/modifiers/quantization/gptq/gptq_quantize.py `quantize_weight`).
-import { PosttrainError, checkNumber, describeValue, resolveOptions } from '@posttrain/tensor-core';
+import { type CalibrationBatch, type LinearLayerFilter, accumulateHessians, calibrationTargets, calibrationTokens, defaultCalibrationLayers } from '@posttrain/policy';
+import { type CausalLM, Conv1D, Linear, type LinearLike, PosttrainError, checkNumber, describeValue, resolveOptions, tf } from '@posttrain/tensor-core';
+import { upperCholeskyOfInverse } from './cholesky.js';
 import { affineQParams, dequantizeValue, quantizeValue } from './qparams.js';
+import { QuantizedLinear } from './quantized-linear.js';
 
 /** Options of {@link gptqQuantize}. */
 export interface GptqOptions {
@@ -208,7 +211,7 @@ export function gptqQuantize(weight: Float32Array, hessian: Float64Array | Float
 }
 
 /** Validates GPTQ's options (shared with `gptqModel`). */
-export function resolveGptqOptions(options: Partial<GptqOptions> | undefined, owner = 'gptqQuantize'): GptqOptions {
+function resolveGptqOptions(options: Partial<GptqOptions> | undefined, owner = 'gptqQuantize'): GptqOptions {
   const o = resolveOptions(owner, options, defaultGptqOptions);
   if (o.bits !== 4 && o.bits !== 8) throw new PosttrainError('INVALID_OPTION', `${owner}: expected bits to be 4 or 8; got ${describeValue(o.bits)}`);
   if (o.groupSize !== null) checkNumber(owner, 'groupSize', o.groupSize, 'a positive integer or null (per channel)', (v) => Number.isInteger(v) && v > 0);
@@ -222,54 +225,157 @@ export function resolveGptqOptions(options: Partial<GptqOptions> | undefined, ow
   return o;
 }
 
-/**
- * `U` with `A⁻¹ = Uᵀ U`, U upper triangular (torch: cholesky → cholesky_inverse → cholesky(upper)),
- * for a symmetric `A [n, n]`; undefined when A is not positive definite.
- */
-export function upperCholeskyOfInverse(A: Float64Array, n: number): Float64Array | undefined {
-  const L = cholesky(A, n);
-  if (!L) return undefined;
-  // Linv = L⁻¹ (lower triangular), by forward substitution column by column.
-  const Linv = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    Linv[j * n + j] = 1 / L[j * n + j];
-    for (let i = j + 1; i < n; i++) {
-      let s = 0;
-      for (let k = j; k < i; k++) s += L[i * n + k] * Linv[k * n + j];
-      Linv[i * n + j] = -s / L[i * n + i];
-    }
-  }
-  // A⁻¹ = Linvᵀ Linv: (A⁻¹)_ij = Σ_{k ≥ max(i, j)} Linv_ki Linv_kj.
-  const inv = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j <= i; j++) {
-      let s = 0;
-      for (let k = i; k < n; k++) s += Linv[k * n + i] * Linv[k * n + j];
-      inv[i * n + j] = s;
-      inv[j * n + i] = s;
-    }
-  }
-  const L2 = cholesky(inv, n);
-  if (!L2) return undefined;
-  const U = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = i; j < n; j++) U[i * n + j] = L2[j * n + i];
-  return U;
+/** Options of {@link gptqModel}: GPTQ's options plus which layers and in what order. */
+export interface GptqModelOptions extends GptqOptions {
+  /** Which linear layers to quantise; default every linear layer but `lm_head` (llm-compressor's `ignore: ["lm_head"]`). */
+  layers: LinearLayerFilter;
+  /**
+   * `true` (llm-compressor's sequential pipeline, the default): one decoder block at a time (the
+   * layers under the same `….<index>.` path), each block's Hessians gathered from a model whose
+   * earlier blocks are already quantised, so a block learns to correct its inputs' error.
+   * `false`: every Hessian from the float model in one pass (faster; the paper's per-layer setting).
+   */
+  sequential: boolean;
 }
 
-/** Lower Cholesky factor of a symmetric `A [n, n]` (row-major), or undefined when not positive definite. */
-function cholesky(A: Float64Array, n: number): Float64Array | undefined {
-  const L = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    let d = A[j * n + j];
-    for (let k = 0; k < j; k++) d -= L[j * n + k] * L[j * n + k];
-    if (!(d > 0)) return undefined;
-    const ljj = Math.sqrt(d);
-    L[j * n + j] = ljj;
-    for (let i = j + 1; i < n; i++) {
-      let s = A[i * n + j];
-      for (let k = 0; k < j; k++) s -= L[i * n + k] * L[j * n + k];
-      L[i * n + j] = s / ljj;
-    }
+/** Frozen defaults of {@link gptqModel}. */
+export const defaultGptqModelOptions: Readonly<GptqModelOptions> = Object.freeze({ ...defaultGptqOptions, layers: defaultCalibrationLayers, sequential: true });
+
+/** What {@link gptqModel} did to one layer. */
+export interface GptqLayerReport {
+  path: string;
+  inFeatures: number;
+  outFeatures: number;
+  /** Calibration tokens in its Hessian. */
+  tokens: number;
+  /** GPTQ's loss for the layer (see {@link GptqResult.loss}). */
+  loss: number;
+  fellBackToRtn: boolean;
+}
+
+/**
+ * Quantises the linear layers of `model` in place with GPTQ: runs the calibration batches to gather
+ * each layer's input Hessian (`accumulateHessians` from @posttrain/policy), quantises its weight
+ * with {@link gptqQuantize} and puts a packed `QuantizedLinear` in its place. Block by block
+ * (`sequential`, llm-compressor's default) or all from the float model. Everything is checked
+ * first (dense layers only, group size dividing each layer's inputs, finite weights, enough
+ * tokens), and if anything fails midway every replaced layer is put back: the model is either
+ * fully quantised or unchanged. Returns one report per layer.
+ *
+ * GPTQ needs at least as many calibration tokens as the widest quantised layer has input
+ * features: `H = (2/n) Σ x xᵀ` has rank at most n, so with fewer tokens it is singular and the
+ * solution rests on the dampening alone (llm-compressor's examples use 512 × 2048 tokens).
+ *
+ * @example
+ * ```ts
+ * const calibration = chunks.slice(0, 64); // token-id rows, e.g. 64 × 128 tokens of held-in text
+ * const report = await gptqModel(model, calibration, { bits: 4, groupSize: 128, actOrder: true });
+ * // every linear layer but lm_head is now a QuantizedLinear
+ * ```
+ */
+export async function gptqModel(model: CausalLM, calibration: readonly CalibrationBatch[], options: Partial<GptqModelOptions> = {}): Promise<GptqLayerReport[]> {
+  const { layers, sequential, ...rest } = resolveOptions('gptqModel', options, defaultGptqModelOptions);
+  const o = resolveGptqOptions(rest, 'gptqModel');
+  if (typeof layers !== 'function') throw new PosttrainError('INVALID_OPTION', `gptqModel: expected layers to be a function (path, module) => boolean; got ${describeValue(layers)}`);
+  if (typeof sequential !== 'boolean') throw new PosttrainError('INVALID_OPTION', `gptqModel: expected sequential to be true or false; got ${describeValue(sequential)}`);
+  if (!Array.isArray(calibration)) {
+    throw new PosttrainError('INVALID_ARGUMENT', `gptqModel: expected calibration to be an array of batches (token-id rows); got ${describeValue(calibration)}`, {
+      help: 'the batches are run once per block, so pass an array, not a one-shot iterator',
+    });
   }
-  return L;
+  const scheme = o.bits === 4 ? 'int4' : 'int8';
+  if (o.bits === 8 && (o.groupSize !== null || !o.symmetric)) {
+    throw new PosttrainError('NOT_SUPPORTED', `gptqModel: int8 is per output channel and symmetric; got groupSize ${o.groupSize} and symmetric ${o.symmetric}`, {
+      help: 'use { bits: 8, groupSize: null, symmetric: true }',
+    });
+  }
+  if (o.bits === 4 && o.groupSize === null) throw new PosttrainError('NOT_SUPPORTED', 'gptqModel: int4 needs a groupSize (32, 64 or 128); got null', { help: 'use { bits: 4, groupSize: 128 }' });
+  const targets = calibrationTargets(model, layers);
+  if (targets.length === 0) throw new PosttrainError('INVALID_ARGUMENT', 'gptqModel: the layers filter selected no linear layer of the model');
+  for (const [path, layer] of targets) {
+    if (!(layer instanceof Linear) && !(layer instanceof Conv1D)) {
+      throw new PosttrainError(
+        'NOT_SUPPORTED',
+        `gptqModel: ${path} is a ${layer.constructor.name}, not a dense Linear or Conv1D${layer instanceof QuantizedLinear ? ': it is already quantised' : ''}`,
+        {
+          help: layer instanceof QuantizedLinear ? 'dequantize the model first, or leave the layer out with the layers option' : 'leave the layer out with the layers option',
+        },
+      );
+    }
+    if (o.groupSize !== null && layer.inFeatures % o.groupSize !== 0) {
+      throw new PosttrainError('INVALID_OPTION', `gptqModel: groupSize ${o.groupSize} does not divide the ${layer.inFeatures} input features of ${path}`, {
+        help: 'pick a group size that divides every quantised layer, or leave the layer out with the layers option',
+      });
+    }
+    const finite = tf.tidy(() => tf.all(tf.isFinite(layer.weight)));
+    const allFinite = finite.dataSync()[0] === 1;
+    finite.dispose();
+    if (!allFinite) throw new PosttrainError('NON_FINITE', `gptqModel: the weight of ${path} holds NaN or Inf; expected finite weights`);
+  }
+  const widest = targets.reduce((a, b) => (b[1].inFeatures > a[1].inFeatures ? b : a));
+  const tokens = calibrationTokens(calibration);
+  if (tokens < widest[1].inFeatures) {
+    throw new PosttrainError(
+      'INVALID_ARGUMENT',
+      `gptqModel: the calibration set has ${tokens} tokens; GPTQ needs at least ${widest[1].inFeatures}, the input features of ${widest[0]} (its Hessian (2/n) Σ x xᵀ has rank at most n, so fewer tokens leave it singular)`,
+      { help: `add calibration rows: ${widest[1].inFeatures} tokens is the floor, several times that gives better Hessians (llm-compressor uses 512 × 2048)` },
+    );
+  }
+
+  const blocks = new Map<string, string[]>();
+  for (const [path] of targets) {
+    const key = sequential ? blockOf(path) : '';
+    blocks.set(key, [...(blocks.get(key) ?? []), path]);
+  }
+  const byPath = new Map(targets);
+  const replaced: [string, LinearLike, QuantizedLinear][] = [];
+  const report: GptqLayerReport[] = [];
+  try {
+    for (const paths of blocks.values()) {
+      const inBlock = new Set(paths);
+      const stats = await accumulateHessians(model, calibration, { layers: (p) => inBlock.has(p) });
+      for (const path of paths) {
+        const layer = byPath.get(path) as Linear | Conv1D;
+        const s = stats.get(path);
+        if (!s?.hessian)
+          throw new PosttrainError('INVALID_ARGUMENT', `gptqModel: ${path} saw no calibration input during the forward pass`, {
+            help: 'only layers the model runs on every token can be calibrated; leave it out with the layers option',
+          });
+        const weight = tf.tidy(() => (layer instanceof Conv1D ? layer.weight.transpose() : layer.weight).dataSync()) as Float32Array; // [out, in]
+        const r = gptqQuantize(weight, s.hessian, o);
+        const quantized = QuantizedLinear.fromIntegers(
+          {
+            scheme,
+            inFeatures: layer.inFeatures,
+            outFeatures: layer.outFeatures,
+            q: r.q,
+            scales: r.scales,
+            zeros: r.zeros,
+            gIdx: r.gIdx,
+            groupSize: o.groupSize ?? undefined,
+            bias: layer.bias ? (layer.bias.dataSync() as Float32Array).slice() : undefined,
+          },
+          { origin: layer instanceof Conv1D ? 'conv1d' : 'linear' },
+        );
+        model.replaceModule(path, quantized);
+        replaced.push([path, layer, quantized]);
+        report.push({ path, inFeatures: layer.inFeatures, outFeatures: layer.outFeatures, tokens: s.tokens, loss: r.loss, fellBackToRtn: r.fellBackToRtn });
+      }
+    }
+  } catch (error) {
+    for (const [path, original, quantized] of replaced.reverse()) {
+      model.replaceModule(path, original);
+      quantized.dispose();
+    }
+    throw error;
+  }
+  for (const [, original] of replaced) original.dispose();
+  return report;
+}
+
+/** The decoder block a layer belongs to: its path up to the first numeric segment (`model.layers.3`), else the path itself. */
+function blockOf(path: string): string {
+  const parts = path.split('.');
+  const i = parts.findIndex((p) => /^\d+$/.test(p));
+  return i < 0 ? path : parts.slice(0, i + 1).join('.');
 }
