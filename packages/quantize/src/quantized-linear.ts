@@ -1,4 +1,4 @@
-import { Conv1D, Linear, type LinearLike, Module, PosttrainError, checkNumber, describeValue, formatShape, resolveOptions, tf } from '@posttrain/tensor-core';
+import { Conv1D, Linear, type LinearLike, Module, PosttrainError, Rng, checkNumber, describeValue, formatShape, resolveOptions, tf } from '@posttrain/tensor-core';
 import { NF4_BLOCK_SIZE, dequantizeNf4Tensor, packBytes, quantizeNf4 } from './nf4.js';
 import { type PackBits, packInt32, packedColumns, unpackInt32Tensor } from './pack.js';
 import { affineQParams, qRange, quantizeValue } from './qparams.js';
@@ -353,8 +353,9 @@ export class QuantizedLinear extends Module implements LinearLike {
    * ```
    */
   toFloat(): Linear | Conv1D {
-    const layer =
-      this.origin === 'conv1d' ? new Conv1D(this.inFeatures, this.outFeatures, { bias: this.bias !== undefined }) : new Linear(this.inFeatures, this.outFeatures, { bias: this.bias !== undefined });
+    // a private generator for the throw-away initial values, so the shared one's stream is untouched
+    const init = { bias: this.bias !== undefined, rng: new Rng(0) };
+    const layer = this.origin === 'conv1d' ? new Conv1D(this.inFeatures, this.outFeatures, init) : new Linear(this.inFeatures, this.outFeatures, init);
     tf.tidy(() => {
       const w = this.dequantizeWeight();
       layer.weight.assign(this.origin === 'conv1d' ? w.transpose() : w);
