@@ -1,6 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createModel, type PretrainedModel } from '@posttrain/models';
-import { Conv1D, Linear, Rng, initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
+import { type CausalLM, Conv1D, Embedding, type ForwardOutput, Linear, Module, type ModelConfig, Rng, initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
 import { gptqModel } from './gptq.js';
 import { affineQParams, quantizeValue } from './qparams.js';
 import { QuantizedLinear } from './quantized-linear.js';
@@ -59,6 +60,67 @@ function rtn(model: PretrainedModel, groupSize: number): void {
 
 beforeAll(async () => {
   await initBackend('cpu');
+});
+
+/** The reference layer of gptq_ref.py inside a model: token t's embedding is calibration row X[t], `proj` holds W. */
+class ReferenceLayerLm extends Module implements CausalLM {
+  readonly config = { vocabSize: 32 } as ModelConfig;
+  readonly embed: Embedding;
+  readonly proj: Linear;
+  constructor(X: Float32Array, W: Float32Array, tokens: number, inFeatures: number, outFeatures: number) {
+    super();
+    this.embed = this.registerModule('embed', new Embedding(tokens, inFeatures));
+    this.proj = this.registerModule('proj', new Linear(inFeatures, outFeatures, { bias: false }));
+    tf.tidy(() => {
+      this.embed.weight.assign(tf.tensor2d(X, [tokens, inFeatures]));
+      this.proj.weight.assign(tf.tensor2d(W, [outFeatures, inFeatures]));
+    });
+  }
+  forward(ids: tf.Tensor): ForwardOutput {
+    return tf.tidy(() => {
+      const hidden = this.embed.forward(ids);
+      return { logits: this.proj.forward(hidden), hidden };
+    });
+  }
+}
+
+describe('gptqModel end to end on the PyTorch reference layer (scripts/reference/gptq_ref.py)', () => {
+  const ref = JSON.parse(readFileSync(new URL('./fixtures/gptq_ref.json', import.meta.url), 'utf8'));
+  const bytes = (b64: string): Uint8Array => new Uint8Array(Buffer.from(b64, 'base64'));
+  const [OUT, IN] = ref.shape as [number, number];
+  const N = ref.tokens as number;
+  const codes = new Int8Array(bytes(ref.inputCodes).buffer);
+  const X = Float32Array.from(codes, (c, i) => c * ref.inputColumnScales[i % IN]); // exact in float32
+  const W = new Float32Array(bytes(ref.weight).buffer);
+  const tokenRows = Array.from({ length: 8 }, (_, r) => Array.from({ length: N / 8 }, (_, t) => r * (N / 8) + t));
+  for (const [name, c] of Object.entries(ref.cases) as [
+    string,
+    { options: { bits: 4 | 8; group: number | null; symmetric: boolean; actorder: boolean; dynamic: boolean }; expected: { q: string; scales: number[]; zeros: number[]; gIdx: number[] } },
+  ][]) {
+    it(`${name}: hooks → Hessian (float32 matmuls, exact here) → GPTQ → QuantizedLinear give torch's dequantised weight`, async () => {
+      const model = new ReferenceLayerLm(X, W, N, IN, OUT);
+      const o = c.options;
+      await gptqModel(model, [tokenRows], { bits: o.bits, groupSize: o.group, symmetric: o.symmetric, actOrder: o.actorder, groupQParams: o.dynamic ? 'dynamic' : 'static' });
+      expect(model.proj).toBeInstanceOf(QuantizedLinear);
+      const eye = tf.eye(IN);
+      const What = model.proj.forward(eye); // [in, out] = Ŵᵀ
+      const actual = What.dataSync();
+      tf.dispose([eye, What]);
+      const q = new Int8Array(bytes(c.expected.q).buffer);
+      const groups = c.expected.scales.length / OUT;
+      let wrong = 0;
+      for (let r = 0; r < OUT; r++) {
+        for (let j = 0; j < IN; j++) {
+          const g = o.actorder ? c.expected.gIdx[j] : Math.floor(j / (o.group ?? IN));
+          const k = r * groups + g;
+          const expected = Math.fround((q[r * IN + j] - (o.symmetric ? 0 : c.expected.zeros[k])) * Math.fround(c.expected.scales[k]));
+          if (Math.abs(actual[j * OUT + r] - expected) > 1e-6 * Math.abs(c.expected.scales[k])) wrong++;
+        }
+      }
+      expect(wrong, `${name}: weights differing from torch's`).toBe(0);
+      model.dispose();
+    });
+  }
 });
 
 describe('gptqModel', () => {
