@@ -20,7 +20,14 @@ import { unpackDigits } from './pack.js';
 
 const f = Math.fround;
 
-/** bitsandbytes' NF4 table (`get_4bit_type('nf4')`, QLoRA's NormalFloat4), float32, ascending. */
+/**
+ * bitsandbytes' NF4 table (`get_4bit_type('nf4')`, QLoRA's NormalFloat4), float32, ascending.
+ *
+ * @example
+ * ```ts
+ * NF4_CODE[7]; // 0: zero is exact
+ * ```
+ */
 export const NF4_CODE: Float32Array = Float32Array.from([
   -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
   0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
@@ -32,6 +39,11 @@ export const NF4_CODE: Float32Array = Float32Array.from([
  * Held as the table torch 1.13 produces (its float32 `linspace` rounds a few entries differently
  * from a naive evaluation, so the table is copied rather than recomputed); a bitsandbytes
  * checkpoint carries the same table as `nested_quant_map`.
+ *
+ * @example
+ * ```ts
+ * DYNAMIC_MAP.length; // 256
+ * ```
  */
 export const DYNAMIC_MAP: Float32Array = Float32Array.from([
   -0.992968738, -0.978906214, -0.96484375, -0.950781226, -0.936718702, -0.922656238, -0.908593774, -0.89453125, -0.880468726, -0.866406202, -0.852343738, -0.838281214, -0.82421875, -0.810156226,
@@ -55,9 +67,23 @@ export const DYNAMIC_MAP: Float32Array = Float32Array.from([
   0.866406202, 0.880468726, 0.89453125, 0.908593774, 0.922656238, 0.936718702, 0.950781226, 0.96484375, 0.978906214, 0.992968738, 1,
 ]);
 
-/** NF4's block size (bitsandbytes' default `blocksize` for `quantize_4bit`). */
+/**
+ * NF4's block size (bitsandbytes' default `blocksize` for `quantize_4bit`).
+ *
+ * @example
+ * ```ts
+ * Math.ceil(4096 / NF4_BLOCK_SIZE); // 64 absmax values for a 64×64 weight
+ * ```
+ */
 export const NF4_BLOCK_SIZE = 64;
-/** The block size of the double quantisation of the absmax values (`quantize_blockwise(…, blocksize=256)`). */
+/**
+ * The block size of the double quantisation of the absmax values (`quantize_blockwise(…, blocksize=256)`).
+ *
+ * @example
+ * ```ts
+ * Math.ceil(64 / NF4_NESTED_BLOCK_SIZE); // 1 nested absmax for 64 block absmax values
+ * ```
+ */
 export const NF4_NESTED_BLOCK_SIZE = 256;
 
 function midpoints(code: Float32Array): Float32Array {

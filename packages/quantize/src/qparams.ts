@@ -17,7 +17,14 @@ import { PosttrainError } from '@posttrain/tensor-core';
  * so the integers match PyTorch's bit for bit.
  */
 
-/** float32's machine epsilon, 2^-23: the smallest scale compressed-tensors allows (`torch.finfo(torch.float32).eps`). */
+/**
+ * float32's machine epsilon, 2^-23: the smallest scale compressed-tensors allows (`torch.finfo(torch.float32).eps`).
+ *
+ * @example
+ * ```ts
+ * affineQParams(0, 0, 8, true).scale === MIN_SCALE; // true: an all-zero channel
+ * ```
+ */
 export const MIN_SCALE = 2 ** -23;
 
 const f = Math.fround;

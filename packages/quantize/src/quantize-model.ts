@@ -12,6 +12,14 @@ export interface QuantizeModelOptions extends QuantizeOptions {
   exclude: readonly string[] | RegExp;
 }
 
+/**
+ * Defaults of {@link QuantizeModelOptions}: int8, and `lm_head` kept in float.
+ *
+ * @example
+ * ```ts
+ * await quantizeModel(model, { scheme: 'nf4', exclude: [...defaultQuantizeModelOptions.exclude, 'embed_out'] });
+ * ```
+ */
 export const defaultQuantizeModelOptions: Readonly<QuantizeModelOptions> = Object.freeze({ ...defaultQuantizeOptions, exclude: Object.freeze(['lm_head']) });
 
 /** What {@link quantizeModel} did. */

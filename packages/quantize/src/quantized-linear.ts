@@ -16,6 +16,14 @@ export interface QuantizeOptions {
   symmetric: boolean;
 }
 
+/**
+ * Defaults of {@link QuantizeOptions}: int8; int4 takes groupSize 128, symmetric.
+ *
+ * @example
+ * ```ts
+ * QuantizedLinear.fromLinear(layer, { ...defaultQuantizeOptions, scheme: 'int4' });
+ * ```
+ */
 export const defaultQuantizeOptions: Readonly<QuantizeOptions> = Object.freeze({ scheme: 'int8', groupSize: 128, symmetric: true });
 
 /** What {@link QuantizedLinear.fromIntegers} takes: integer codes from any method (round-to-nearest, GPTQ). */
