@@ -11,7 +11,7 @@ import { PosttrainError, tf } from '@posttrain/tensor-core';
  * Unpacking with tensors uses only `mod`, `sub` and `floorDiv` by powers of two (tfjs has no bit
  * shifts), arranged so that every division is exact in float32 (see {@link unpackDigits}); exact on
  * cpu and wasm. WebGPU's shader snippets compute `mod` of int32 through f32, which is not exact
- * for words past 2^24: a kernel that reads the packed words with integer ops is the fix there.
+ * for words past 2^24, so there a small WGSL program reads the words as integers and shifts them.
  */
 
 /** Bit widths a word can pack: 4 (eight per int32) and 8 (four per int32). */
@@ -108,6 +108,7 @@ export function unpackInt32(words: Int32Array, rows: number, cols: number, bits:
  * ```
  */
 export function unpackDigits(words: tf.Tensor2D, shifts: readonly number[], bits: number): tf.Tensor2D {
+  if (tf.getBackend() === 'webgpu') return unpackDigitsWebGpu(words, shifts, bits);
   return tf.tidy(() => {
     const [rows, w] = words.shape;
     const pow = (e: number) => tf.scalar(2 ** e, 'int32');
@@ -120,6 +121,50 @@ export function unpackDigits(words: tf.Tensor2D, shifts: readonly number[], bits
     });
     return tf.stack(digits, 2).reshape([rows, w * shifts.length]) as tf.Tensor2D;
   });
+}
+
+/** The part of tfjs-backend-webgpu's backend that runs a program (not in its typings' public surface). */
+interface WebGpuBackendLike {
+  runWebGPUProgram(program: object, inputs: tf.TensorInfo[], outputDtype: tf.DataType): tf.TensorInfo;
+}
+
+/**
+ * WebGPU's shader snippets run int32 `mod` and `floorDiv` through f32, which garbles any word past
+ * 2^24, so on WebGPU the digits come from a small WGSL program that reads the packed words as `i32`
+ * and shifts them as `u32`: digit k of word w is `(bitcast<u32>(w) >> shifts[k]) & (2^bits - 1)`.
+ */
+function unpackDigitsWebGpu(words: tf.Tensor2D, shifts: readonly number[], bits: number): tf.Tensor2D {
+  const [rows, w] = words.shape;
+  const per = shifts.length;
+  const size = rows * w * per;
+  const workgroup = 64;
+  const program = {
+    variableNames: ['A'],
+    outputShape: [size],
+    dispatchLayout: { x: [0] },
+    dispatch: [Math.ceil(size / workgroup), 1, 1],
+    workgroupSize: [workgroup, 1, 1],
+    size: true,
+    shaderKey: `posttrain_unpack_digits_${bits}_${shifts.join('_')}`,
+    getUserCode: () => `
+      fn main(index : i32) {
+        if (index < uniforms.size) {
+          var shifts = array<u32, ${per}>(${shifts.map((v) => `${v}u`).join(', ')});
+          let word = bitcast<u32>(A[index / ${per}]);
+          let digit = (word >> shifts[index % ${per}]) & ${2 ** bits - 1}u;
+          setOutputAtIndexI32(index, i32(digit));
+        }
+      }`,
+  };
+  const backend = tf.backend() as unknown as WebGpuBackendLike;
+  const info = backend.runWebGPUProgram(program, [words], 'int32');
+  return tf.tidy(
+    () =>
+      tf
+        .engine()
+        .makeTensorFromTensorInfo(info)
+        .reshape([rows, w * per]) as tf.Tensor2D,
+  );
 }
 
 /**
