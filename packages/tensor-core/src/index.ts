@@ -71,6 +71,15 @@ export {
   type WriteCheckpointOptions,
   type WriteCheckpointResult,
 } from './checkpoint.js';
+export {
+  registerCheckpointQuantizer,
+  unregisterCheckpointQuantizer,
+  checkpointQuantizer,
+  checkpointQuantizers,
+  type CheckpointQuantizer,
+  type QuantizedLoadPlan,
+  type QuantizedSave,
+} from './checkpoint-quantizers.js';
 
 // Model contract
 export type { CausalLM, ModelConfig, ForwardOptions, ForwardOutput, KVCache } from './causal-lm.js';
