@@ -16,6 +16,9 @@ import {
   type CausalLMConfig,
   type Gpt2Config,
   type LlamaConfig,
+  checkpointQuantizer,
+  checkpointQuantizers,
+  type QuantizedSave,
 } from '@posttrain/tensor-core';
 import { Gpt2LMHeadModel } from './gpt2.js';
 import { LlamaForCausalLM } from './llama.js';
@@ -191,10 +194,19 @@ export async function loadModel(from: FileSource | FileSourceInput, options: Par
     throw cause;
   }
   const config = configFromHf(json);
+  const quantizer = quantizerFor(json, source.describe());
   const tensors = await readCheckpoint(source);
   const model = build(config, 0, !strict); // strict: zeros, as the checkpoint overwrites every weight
+  let created: tf.Tensor[] = [];
   try {
-    const named = normaliseKeys(tensors, model);
+    let named = normaliseKeys(tensors, model);
+    if (quantizer) {
+      // HfQuantizer: swap the float layers for empty quantised ones, then map the file's tensors
+      const plan = await quantizer.prepareLoad(model, json.quantization_config as Record<string, unknown>);
+      const converted = await plan.convert(named);
+      created = converted.created;
+      named = converted.tensors;
+    }
     if (!allowNonFinite) await checkFiniteWeights(named, source.describe());
     const { missingKeys, unexpectedKeys } = loadWeights(model, named, strict, source.describe());
     const list = (keys: string[]) => `${keys.slice(0, 8).join(', ')}${keys.length > 8 ? `, … (${keys.length} in all)` : ''}`;
@@ -207,8 +219,34 @@ export async function loadModel(from: FileSource | FileSourceInput, options: Par
     throw error;
   } finally {
     tf.dispose(Object.values(tensors));
+    tf.dispose(created);
   }
   return model;
+}
+
+/** The registered quantizer for config.json's `quantization_config`, or undefined when there is none. */
+function quantizerFor(json: Record<string, unknown>, where: string) {
+  const qc = json.quantization_config;
+  if (qc === undefined || qc === null) return undefined;
+  if (typeof qc !== 'object' || Array.isArray(qc)) {
+    throw new PosttrainError('INVALID_ARGUMENT', `config.json in ${where}: expected quantization_config to be an object; got ${JSON.stringify(qc)}`);
+  }
+  const method = (qc as Record<string, unknown>).quant_method;
+  const known = checkpointQuantizers().map((q) => JSON.stringify(q.method));
+  const quantizer = typeof method === 'string' ? checkpointQuantizer(method) : undefined;
+  if (!quantizer) {
+    throw new PosttrainError(
+      'NOT_SUPPORTED',
+      `loadModel: config.json in ${where} has quantization_config.quant_method ${JSON.stringify(method)}, which no registered quantizer reads (registered: ${known.length ? known.join(', ') : 'none'})`,
+      {
+        help:
+          method === 'compressed-tensors' || method === 'bitsandbytes'
+            ? `import '@posttrain/quantize' to register it (it reads "compressed-tensors" pack-quantized and "bitsandbytes" NF4)`
+            : `import '@posttrain/quantize' to register it; it reads "compressed-tensors" (pack-quantized int4/int8) and "bitsandbytes" (NF4), not ${JSON.stringify(method)}`,
+      },
+    );
+  }
+  return quantizer;
 }
 
 /** `loadStateDict`, with loadModel's own help when the keys do not match. */
@@ -242,7 +280,14 @@ function normaliseKeys(tensors: Record<string, tf.Tensor>, model: PretrainedMode
 /**
  * Writes `config.json` and `model.safetensors` (sharded above `maxShardBytes`) that Hugging Face
  * `transformers` loads, to a directory path or a {@link FileTarget}; each file is written to a
- * temporary name and renamed. A saved model loads back bit-identical.
+ * temporary name and renamed, the weights first and `config.json` last, so a crash never leaves a
+ * config naming weights that are not there. A saved model loads back bit-identical.
+ *
+ * A model holding quantised layers (from `@posttrain/quantize`) is written by the registered
+ * quantizer that recognises them: its `quantization_config` goes into config.json and its tensors
+ * and dtypes into the weights (compressed-tensors' pack-quantized layout for int4/int8,
+ * bitsandbytes' for NF4). Quantised layers that no quantizer describes are a `NOT_SUPPORTED`
+ * error, raised before anything is written.
  *
  * @example
  * ```ts
@@ -256,6 +301,50 @@ export async function saveModel(model: CausalLM, to: FileTarget | string | Map<s
     throw new PosttrainError('NOT_SUPPORTED', `saveModel: expected a GPT-2 or Llama-family model; got model type ${JSON.stringify((config as { modelType?: unknown }).modelType)}`);
   }
   const target = typeof to === 'string' || to instanceof Map ? fileTarget(to) : to;
-  await target.write('config.json', new TextEncoder().encode(`${JSON.stringify(configToHf(config), null, 2)}\n`));
-  await writeCheckpoint(model.stateDict(), target, { floatDtype, ...(maxShardBytes === undefined ? {} : { maxShardBytes }) });
+  const quantized = await describeQuantized(model as unknown as PretrainedModel);
+  try {
+    const hf = configToHf(config);
+    if (quantized) hf.quantization_config = quantized.quantizationConfig;
+    const tensors = quantized ? quantized.tensors : model.stateDict();
+    const dtypes = quantized ? { dtypes: quantized.dtypes } : {};
+    await writeCheckpoint(tensors, target, { floatDtype, ...dtypes, ...(maxShardBytes === undefined ? {} : { maxShardBytes }) });
+    await target.write('config.json', new TextEncoder().encode(`${JSON.stringify(hf, null, 2)}\n`));
+  } finally {
+    if (quantized) tf.dispose(quantized.created);
+  }
+}
+
+/**
+ * The registered quantizer's description of the model's quantised layers; null for a float model.
+ * Persistent buffers are how quantised layers hold their weights (the float architectures have
+ * none), so a model with some that no quantizer describes is refused rather than saved half-readable.
+ */
+async function describeQuantized(model: PretrainedModel): Promise<QuantizedSave | null> {
+  const found: { method: string; save: QuantizedSave }[] = [];
+  for (const quantizer of checkpointQuantizers()) {
+    const save = await quantizer.describeSave(model);
+    if (save) found.push({ method: quantizer.method, save });
+  }
+  if (found.length > 1) {
+    for (const { save } of found) tf.dispose(save.created);
+    throw new PosttrainError(
+      'NOT_SUPPORTED',
+      `saveModel: the model holds quantised layers of several checkpoint formats (${found.map((f) => f.method).join(', ')}); one config.json names one quant_method`,
+      {
+        help: 'quantise every layer with one family of schemes (int4/int8, or nf4) before saving',
+      },
+    );
+  }
+  if (found.length === 1) return found[0].save;
+  const params = new Set(model.namedParameters().keys());
+  const buffers = Object.keys(model.stateDict()).filter((key) => !params.has(key));
+  if (buffers.length > 0) {
+    const registered = checkpointQuantizers().map((q) => q.method);
+    throw new PosttrainError(
+      'NOT_SUPPORTED',
+      `saveModel: the model holds non-parameter state (${buffers.slice(0, 4).join(', ')}${buffers.length > 4 ? ', …' : ''}), quantised layers that no registered checkpoint quantizer describes (registered: ${registered.length ? registered.join(', ') : 'none'})`,
+      { help: "import '@posttrain/quantize' to register its quantizers, or dequantizeModel(model) to save float weights" },
+    );
+  }
+  return null;
 }
