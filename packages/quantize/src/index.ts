@@ -35,3 +35,6 @@ export { quantizeModel, dequantizeModel, defaultQuantizeModelOptions, type Quant
 
 // GPTQ
 export * from './gptq.js';
+
+// Quantisation-aware training (torchao's prepare → train → convert)
+export { FakeQuantizedLinear, prepareQat, convertQat, defaultQatOptions, type QatOptions, type QatSummary } from './qat.js';

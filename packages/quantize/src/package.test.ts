@@ -5,6 +5,7 @@ describe('public surface', () => {
   it('exports exactly these names (changing the list is a visible decision)', () => {
     expect(Object.keys(quantize).sort()).toEqual([
       'DYNAMIC_MAP',
+      'FakeQuantizedLinear',
       'MIN_SCALE',
       'NF4_BLOCK_SIZE',
       'NF4_CODE',
@@ -12,8 +13,10 @@ describe('public surface', () => {
       'QuantizedLinear',
       'affineQParams',
       'bucketize',
+      'convertQat',
       'defaultGptqModelOptions',
       'defaultGptqOptions',
+      'defaultQatOptions',
       'defaultQuantizeModelOptions',
       'defaultQuantizeOptions',
       'dequantizeBlockwise',
@@ -28,6 +31,7 @@ describe('public surface', () => {
       'packInt32',
       'packNibbles',
       'packedColumns',
+      'prepareQat',
       'qRange',
       'quantizeBlockwise',
       'quantizeModel',
