@@ -241,8 +241,8 @@ function quantizerFor(json: Record<string, unknown>, where: string) {
       {
         help:
           method === 'compressed-tensors' || method === 'bitsandbytes'
-            ? `import '@posttrain/quantize' to register it (it reads "compressed-tensors" pack-quantized and "bitsandbytes" NF4)`
-            : `import '@posttrain/quantize' to register it; it reads "compressed-tensors" (pack-quantized int4/int8) and "bitsandbytes" (NF4), not ${JSON.stringify(method)}`,
+            ? `import "@posttrain/quantize" to register it (it reads "compressed-tensors" pack-quantized and "bitsandbytes" NF4)`
+            : `import "@posttrain/quantize" to register it; it reads "compressed-tensors" (pack-quantized int4/int8) and "bitsandbytes" (NF4), not ${JSON.stringify(method)}`,
       },
     );
   }
@@ -343,7 +343,7 @@ async function describeQuantized(model: PretrainedModel): Promise<QuantizedSave 
     throw new PosttrainError(
       'NOT_SUPPORTED',
       `saveModel: the model holds non-parameter state (${buffers.slice(0, 4).join(', ')}${buffers.length > 4 ? ', …' : ''}), quantised layers that no registered checkpoint quantizer describes (registered: ${registered.length ? registered.join(', ') : 'none'})`,
-      { help: "import '@posttrain/quantize' to register its quantizers, or dequantizeModel(model) to save float weights" },
+      { help: 'import "@posttrain/quantize" to register its quantizers, or dequantizeModel(model) to save float weights' },
     );
   }
   return null;

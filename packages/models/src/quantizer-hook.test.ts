@@ -153,11 +153,11 @@ describe('quantised checkpoints through the quantizer registry', () => {
     model.dispose();
     unregisterCheckpointQuantizer('test-milli');
     const error = await rejection(loadModel(target.files));
-    expectPosttrainError(error, 'NOT_SUPPORTED', 'quantization_config.quant_method "test-milli"', "import '@posttrain/quantize'");
+    expectPosttrainError(error, 'NOT_SUPPORTED', 'quantization_config.quant_method "test-milli"', 'import "@posttrain/quantize"');
 
     const config = JSON.parse(new TextDecoder().decode(target.files.get('config.json'))) as Record<string, unknown>;
     target.files.set('config.json', new TextEncoder().encode(JSON.stringify({ ...config, quantization_config: { quant_method: 'compressed-tensors' } })));
-    expectPosttrainError(await rejection(loadModel(target.files)), 'NOT_SUPPORTED', '"compressed-tensors"', "import '@posttrain/quantize' to register it");
+    expectPosttrainError(await rejection(loadModel(target.files)), 'NOT_SUPPORTED', '"compressed-tensors"', 'import "@posttrain/quantize" to register it');
   });
 
   it("a quantizer's load error leaves nothing allocated", async () => {
@@ -175,7 +175,7 @@ describe('quantised checkpoints through the quantizer registry', () => {
     const model = milliModel();
     const target = recordingTarget();
     const error = await rejection(saveModel(model, target));
-    expectPosttrainError(error, 'NOT_SUPPORTED', 'model.layers.0.self_attn.q_proj.weight_milli', 'no registered checkpoint quantizer describes', "import '@posttrain/quantize'");
+    expectPosttrainError(error, 'NOT_SUPPORTED', 'model.layers.0.self_attn.q_proj.weight_milli', 'no registered checkpoint quantizer describes', 'import "@posttrain/quantize"');
     expect(target.order).toEqual([]);
     model.dispose();
   });

@@ -94,7 +94,7 @@ function registry(): Map<string, CheckpointQuantizer> {
  *
  * @example
  * ```ts
- * import '@posttrain/quantize'; // registers 'compressed-tensors' and 'bitsandbytes'
+ * import "@posttrain/quantize"; // registers 'compressed-tensors' and 'bitsandbytes'
  * checkpointQuantizer('compressed-tensors'); // the quantizer
  * ```
  */
