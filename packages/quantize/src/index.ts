@@ -30,11 +30,14 @@ export {
 } from './nf4.js';
 
 // The quantised layer and whole-model transforms
-export { QuantizedLinear, defaultQuantizeOptions, type QuantScheme, type QuantizeOptions, type QuantizedIntegers } from './quantized-linear.js';
+export { QuantizedLinear, defaultQuantizeOptions, type QuantScheme, type QuantizeOptions, type QuantizedIntegers, type QuantizedLayerSpec } from './quantized-linear.js';
 export { quantizeModel, dequantizeModel, defaultQuantizeModelOptions, type QuantizeModelOptions, type QuantizeSummary } from './quantize-model.js';
 
 // GPTQ
 export * from './gptq.js';
+
+// Quantised checkpoints (compressed-tensors pack-quantized, bitsandbytes NF4); importing registers them with loadModel / saveModel
+export { compressedTensorsQuantizer, bitsandbytesQuantizer, COMPRESSED_TENSORS_VERSION } from './checkpoint.js';
 
 // Quantisation-aware training (torchao's prepare → train → convert)
 export { FakeQuantizedLinear, prepareQat, convertQat, defaultQatOptions, type QatOptions, type QatSummary } from './qat.js';

@@ -4,6 +4,7 @@ import * as quantize from './index.js';
 describe('public surface', () => {
   it('exports exactly these names (changing the list is a visible decision)', () => {
     expect(Object.keys(quantize).sort()).toEqual([
+      'COMPRESSED_TENSORS_VERSION',
       'DYNAMIC_MAP',
       'FakeQuantizedLinear',
       'MIN_SCALE',
@@ -12,7 +13,9 @@ describe('public surface', () => {
       'NF4_NESTED_BLOCK_SIZE',
       'QuantizedLinear',
       'affineQParams',
+      'bitsandbytesQuantizer',
       'bucketize',
+      'compressedTensorsQuantizer',
       'convertQat',
       'defaultGptqModelOptions',
       'defaultGptqOptions',

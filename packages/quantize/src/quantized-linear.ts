@@ -1,5 +1,5 @@
 import { Conv1D, Linear, type LinearLike, Module, PosttrainError, Rng, checkNumber, describeValue, formatShape, resolveOptions, tf } from '@posttrain/tensor-core';
-import { NF4_BLOCK_SIZE, dequantizeNf4Tensor, packBytes, quantizeNf4 } from './nf4.js';
+import { NF4_BLOCK_SIZE, NF4_NESTED_BLOCK_SIZE, dequantizeNf4Tensor, packBytes, quantizeNf4 } from './nf4.js';
 import { type PackBits, packInt32, packedColumns, unpackInt32Tensor } from './pack.js';
 import { affineQParams, qRange, quantizeValue } from './qparams.js';
 
@@ -48,6 +48,23 @@ export interface QuantizedIntegers {
 /** The float layer a quantised one was made from, restored by `toFloat`. */
 type Origin = 'linear' | 'conv1d';
 
+/** The layout of a quantised layer: what {@link QuantizedLinear.empty} builds and a checkpoint records. */
+export interface QuantizedLayerSpec {
+  scheme: QuantScheme;
+  inFeatures: number;
+  outFeatures: number;
+  /** int4/int8: columns per group (default: int8 `inFeatures`, per output channel; int4 128). nf4: 64, fixed. */
+  groupSize?: number;
+  /** false: per-group zero-points (`weight_zero_point`); default true. */
+  symmetric?: boolean;
+  /** true: GPTQ's act-order, the group of each column in `weight_g_idx`; default false. */
+  actOrder?: boolean;
+  /** Whether the layer has a bias (default false). */
+  bias?: boolean;
+  /** The float layer type it stands for (default `'linear'`; `'conv1d'` for GPT-2's Conv1D). */
+  origin?: Origin;
+}
+
 /**
  * A weight-only quantised linear layer: a drop-in {@link LinearLike} whose weight stays packed and
  * is dequantised inside `forward` (tf ops only, so it runs on cpu, wasm and WebGPU), then
@@ -88,7 +105,11 @@ export class QuantizedLinear extends Module implements LinearLike {
   readonly weightBytes: number;
   /** The layer type this one replaces: a GPT-2 `Conv1D` comes back as one, weight `[in, out]`. */
   readonly origin: Origin;
-  private readonly bias: tf.Tensor1D | undefined;
+  private readonly hasBias: boolean;
+  /** Read from the buffers at each use: `loadStateDict` replaces a buffer's tensor (disposing the old one). */
+  private get bias(): tf.Tensor1D | undefined {
+    return this.hasBias ? (this.namedBuffers().get('bias') as tf.Tensor1D) : undefined;
+  }
   private readonly groups: number;
   private readonly hasGIdx: boolean;
 
@@ -116,7 +137,8 @@ export class QuantizedLinear extends Module implements LinearLike {
     this.weightBytes = init.weightBytes;
     this.hasGIdx = 'weight_g_idx' in init.buffers;
     for (const [name, t] of Object.entries(init.buffers)) this.registerBuffer(name, t);
-    this.bias = init.bias ? (this.registerBuffer('bias', tf.tensor1d(init.bias)) as tf.Tensor1D) : undefined;
+    this.hasBias = init.bias !== undefined;
+    if (init.bias) this.registerBuffer('bias', tf.tensor1d(init.bias));
   }
 
   /**
@@ -198,6 +220,80 @@ export class QuantizedLinear extends Module implements LinearLike {
       bytes += 4 * inFeatures;
     }
     return new QuantizedLinear({ inFeatures, outFeatures, scheme, groupSize, groups, symmetric: !zeros, origin: options.origin ?? 'linear', buffers, weightBytes: bytes, bias });
+  }
+
+  /**
+   * A layer with zero-filled buffers of the shapes a checkpoint holds for this layout, for
+   * `loadStateDict` to fill (what loading a quantised checkpoint builds in place of each float layer).
+   * `groupSize` is int4's columns per group (int8: per output channel unless given; nf4: ignored);
+   * `actOrder` adds `weight_g_idx`; `symmetric: false` adds `weight_zero_point` (int4 and int8).
+   *
+   * @example
+   * ```ts
+   * const layer = QuantizedLinear.empty({ scheme: 'int4', inFeatures: 128, outFeatures: 64, groupSize: 32 });
+   * layer.loadStateDict(tensorsFromFile); // weight_packed [64, 16], weight_scale [64, 4]
+   * ```
+   */
+  static empty(spec: QuantizedLayerSpec): QuantizedLinear {
+    const owner = 'QuantizedLinear.empty';
+    const { scheme, inFeatures, outFeatures } = spec;
+    const symmetric = spec.symmetric ?? true;
+    const actOrder = spec.actOrder ?? false;
+    checkNumber(owner, 'inFeatures', inFeatures, 'a positive integer', (v) => Number.isInteger(v) && v > 0);
+    checkNumber(owner, 'outFeatures', outFeatures, 'a positive integer', (v) => Number.isInteger(v) && v > 0);
+    const bias = spec.bias ? new Float32Array(outFeatures) : undefined;
+    if (scheme === 'nf4') {
+      if (!symmetric || actOrder) throw new PosttrainError('INVALID_ARGUMENT', `${owner}: nf4 has neither zero-points nor act-order; got symmetric ${symmetric}, actOrder ${actOrder}`);
+      const numel = inFeatures * outFeatures;
+      const byteLength = Math.ceil(numel / 2);
+      const blocks = Math.ceil(numel / NF4_BLOCK_SIZE);
+      const nested = Math.ceil(blocks / NF4_NESTED_BLOCK_SIZE);
+      const buffers: Record<string, tf.Tensor> = {
+        weight: tf.zeros([Math.ceil(byteLength / 4)], 'int32'),
+        weight_absmax: tf.zeros([Math.ceil(blocks / 4)], 'int32'),
+        weight_nested_absmax: tf.zeros([nested]),
+        weight_nested_offset: tf.scalar(0),
+      };
+      const weightBytes = byteLength + blocks + 4 * nested + 4;
+      return new QuantizedLinear({ inFeatures, outFeatures, scheme, groupSize: NF4_BLOCK_SIZE, groups: blocks, symmetric: true, origin: spec.origin ?? 'linear', buffers, weightBytes, bias });
+    }
+    if (scheme !== 'int4' && scheme !== 'int8') throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected scheme 'int8', 'int4' or 'nf4'; got ${describeValue(scheme)}`);
+    const bits: PackBits = scheme === 'int8' ? 8 : 4;
+    const groupSize = spec.groupSize ?? (scheme === 'int8' ? inFeatures : defaultQuantizeOptions.groupSize);
+    checkNumber(owner, 'groupSize', groupSize, 'a positive integer', (v) => Number.isInteger(v) && v > 0);
+    if (!actOrder && inFeatures % groupSize !== 0) {
+      throw new PosttrainError('SHAPE_MISMATCH', `${owner}: groupSize ${groupSize} does not divide inFeatures ${inFeatures}`, {
+        help: 'without act-order (g_idx) every group holds groupSize consecutive columns',
+      });
+    }
+    const groups = Math.ceil(inFeatures / groupSize);
+    const wcols = packedColumns(inFeatures, bits);
+    const buffers: Record<string, tf.Tensor> = { weight_packed: tf.zeros([outFeatures, wcols], 'int32'), weight_scale: tf.zeros([outFeatures, groups]) };
+    let weightBytes = 4 * outFeatures * wcols + 4 * outFeatures * groups;
+    if (!symmetric) {
+      const zcols = packedColumns(outFeatures, bits);
+      buffers.weight_zero_point = tf.zeros([zcols, groups], 'int32');
+      weightBytes += 4 * zcols * groups;
+    }
+    if (actOrder) {
+      buffers.weight_g_idx = tf.zeros([inFeatures], 'int32');
+      weightBytes += 4 * inFeatures;
+    }
+    return new QuantizedLinear({ inFeatures, outFeatures, scheme, groupSize, groups, symmetric, origin: spec.origin ?? 'linear', buffers, weightBytes, bias });
+  }
+
+  /** The layout of this layer, as {@link QuantizedLinear.empty} takes it (what a checkpoint records). */
+  get spec(): Required<QuantizedLayerSpec> {
+    return {
+      scheme: this.scheme,
+      inFeatures: this.inFeatures,
+      outFeatures: this.outFeatures,
+      groupSize: this.groupSize,
+      symmetric: this.symmetric,
+      actOrder: this.hasGIdx,
+      bias: this.bias !== undefined,
+      origin: this.origin,
+    };
   }
 
   /**
