@@ -147,6 +147,7 @@ describe.each(cases)('$name: saveModel → loadModel', ({ name, kind, quantize }
 
     // against PyTorch's dequantisation of the same files (deterministic: seeds, RTN, GPTQ on cpu)
     const ref = reference?.cases[name];
+    expect(ref, `fixtures/quantize_files_ref.json lacks ${name}: rerun scripts/reference/quantize_files_ref.py`).toBeDefined();
     if (ref) {
       expect(Object.keys(ref.layers).sort()).toEqual([...again.keys()].sort());
       for (const [path, layer] of again) {
