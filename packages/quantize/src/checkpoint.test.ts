@@ -316,6 +316,21 @@ describe('the files', () => {
   });
 });
 
+describe('shards', () => {
+  it('a quantised model saved in shards loads back with the same logits', async () => {
+    const model = make('llama');
+    await quantizeModel(model, { scheme: 'nf4' });
+    await saveModel(model, dir, { maxShardBytes: 16_384 });
+    const files = await readdir(dir);
+    expect(files.filter((f) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(f)).length).toBeGreaterThan(2);
+    expect(files).toContain('model.safetensors.index.json');
+    const loaded = await loadModel(dir);
+    expect(await logits(loaded)).toEqual(await logits(model));
+    loaded.dispose();
+    model.dispose();
+  });
+});
+
 describe('bad input', () => {
   async function saved(kind: Kind, scheme: 'int4' | 'nf4'): Promise<void> {
     const model = make(kind);
