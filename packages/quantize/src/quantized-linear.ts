@@ -48,7 +48,14 @@ export interface QuantizedIntegers {
 /** The float layer a quantised one was made from, restored by `toFloat`. */
 type Origin = 'linear' | 'conv1d';
 
-/** The layout of a quantised layer: what {@link QuantizedLinear.empty} builds and a checkpoint records. */
+/**
+ * The layout of a quantised layer: what {@link QuantizedLinear.empty} builds and a checkpoint records.
+ *
+ * @example
+ * ```ts
+ * const spec: QuantizedLayerSpec = { scheme: 'int4', inFeatures: 128, outFeatures: 64, groupSize: 32, symmetric: false };
+ * ```
+ */
 export interface QuantizedLayerSpec {
   scheme: QuantScheme;
   inFeatures: number;
@@ -282,7 +289,15 @@ export class QuantizedLinear extends Module implements LinearLike {
     return new QuantizedLinear({ inFeatures, outFeatures, scheme, groupSize, groups, symmetric, origin: spec.origin ?? 'linear', buffers, weightBytes, bias });
   }
 
-  /** The layout of this layer, as {@link QuantizedLinear.empty} takes it (what a checkpoint records). */
+  /**
+   * The layout of this layer, as {@link QuantizedLinear.empty} takes it (what a checkpoint records).
+   *
+   * @example
+   * ```ts
+   * const copy = QuantizedLinear.empty(layer.spec); // same buffer shapes, zero-filled
+   * copy.loadStateDict(layer.stateDict());
+   * ```
+   */
   get spec(): Required<QuantizedLayerSpec> {
     return {
       scheme: this.scheme,
