@@ -13,6 +13,8 @@
 //                                                   # copy, precomputed): ms/step and peak numBytes
 //   npm run bench -- --backends wasm --suites rl    # a GRPO step split into generation, reward, scoring
 //                                                   # and update ms; rollout tokens/s; peak numBytes
+//   npm run bench -- --backends wasm --suites quantize --merge  # the Shakespeare LM per scheme (bytes,
+//                                                   # ppl, forward, KV decode); LoRA vs QLoRA steps
 //
 // Writes bench/results/latest.json: { machine, runs: [{ name, backend, shape, msPerStep, tokensPerSec, ... }] }.
 // Timings are medians over the measured steps, after warm-up steps that are not counted.
@@ -25,6 +27,7 @@ import { TinyGpt, type TinyGptConfig } from '../packages/tensor-core/src/testing
 import { installWasmKernels } from '../packages/tensor-core/src/wasm-kernels.js';
 import { benchDecode, benchForward } from './models.js';
 import { benchPreference } from './preference.js';
+import { benchQuantize } from './quantize.js';
 import { benchRl } from './rl.js';
 import { median, timeSteps, type Run } from './timing.js';
 
@@ -138,6 +141,7 @@ async function main(): Promise<void> {
     }
     if (suites.includes('dpo')) for (const run of await benchPreference(info.name, args.seconds)) report(run);
     if (suites.includes('rl')) for (const run of await benchRl(info.name, args.seconds)) report(run);
+    if (suites.includes('quantize')) for (const run of await benchQuantize(info.name, args.seconds)) report(run);
     if (!suites.includes('train')) continue;
     for (const shapeName of args.shapes) {
       const shape = shapes[shapeName];
