@@ -1,0 +1,8 @@
+import { describe, expect, it } from 'vitest';
+import * as prune from './index.js';
+
+describe('public surface', () => {
+  it('exports exactly these names (changing the list is a visible decision)', () => {
+    expect(Object.keys(prune).sort()).toEqual([]);
+  });
+});
