@@ -30,11 +30,13 @@ class LlamaAttention extends Module {
 
   forward(x: tf.Tensor, context: AttentionContext, rotary: Rotary, layer: number): tf.Tensor {
     const [b, t] = x.shape as [number, number];
-    const { numHeads: h, numKvHeads: hkv, headDim: hd } = this.config;
-    const heads = (m: tf.Tensor, n: number) => m.reshape([b, t, n, hd]).transpose([0, 2, 1, 3]); // [B, n, T, hd]
-    const q = applyRope(heads(this.qProj.forward(x), h), rotary.cos, rotary.sin);
-    const k = applyRope(heads(this.kProj.forward(x), hkv), rotary.cos, rotary.sin);
-    const v = heads(this.vProj.forward(x), hkv);
+    const hd = this.config.headDim;
+    // The head counts come from the projections' widths, not the config captured at construction,
+    // so a model whose heads were removed in place (@posttrain/prune's pruneHeads) runs unchanged.
+    const heads = (m: tf.Tensor) => m.reshape([b, t, (m.shape[2] as number) / hd, hd]).transpose([0, 2, 1, 3]); // [B, n, T, hd]
+    const q = applyRope(heads(this.qProj.forward(x)), rotary.cos, rotary.sin);
+    const k = applyRope(heads(this.kProj.forward(x)), rotary.cos, rotary.sin);
+    const v = heads(this.vProj.forward(x));
     const kv = context.cache ? context.cache.append(layer, k, v) : { k, v };
     return this.oProj.forward(scaledDotProductAttention(q, kv.k, kv.v, context.mask));
   }
