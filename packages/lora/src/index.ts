@@ -32,7 +32,7 @@ export {
 } from './apply.js';
 
 // Merging and disabling
-export { mergeAdapter, unmergeAdapter, mergeAndUnload, withAdaptersDisabled } from './merge.js';
+export { mergeAdapter, unmergeAdapter, mergeAndUnload, withAdaptersDisabled, defaultMergeAdapterOptions, type MergeAdapterOptions } from './merge.js';
 
 // PEFT files
 export {

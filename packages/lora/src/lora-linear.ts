@@ -147,6 +147,8 @@ export class LoraLinear extends Module implements LinearLike {
   /** When true, `forward` is the base layer's (see `withAdaptersDisabled`). */
   disabled = false;
   private readonly mergedNames: string[] = [];
+  /** The adapters merged with `keepSparsity`. */
+  private readonly keptSparsity = new Set<string>();
 
   constructor(baseLayer: LoraBaseLayer, options: Partial<LoraLinearOptions> = {}) {
     super();
@@ -277,24 +279,38 @@ export class LoraLinear extends Module implements LinearLike {
     });
   }
 
-  /** `scale · B·A` in the base weight's stored layout (`[out, in]`, or `[in, out]` for Conv1D; `[out, in]` when there is no dense weight). */
-  deltaWeight(name: string): tf.Tensor2D {
+  /**
+   * `scale · B·A` in the base weight's stored layout (`[out, in]`, or `[in, out]` for Conv1D;
+   * `[out, in]` when there is no dense weight), zero where `sparsityOf` (a tensor of that layout)
+   * is zero when it is given.
+   */
+  deltaWeight(name: string, sparsityOf?: tf.Tensor): tf.Tensor2D {
     const scale = this.scaling(name);
     return tf.tidy(() => {
-      const delta = tf.matMul(this.loraB.get(name)!.weight as tf.Tensor2D, this.loraA.get(name)!.weight as tf.Tensor2D).mul(scale) as tf.Tensor2D;
-      return this.fanInFanOut ? delta.transpose() : delta;
+      const product = tf.matMul(this.loraB.get(name)!.weight as tf.Tensor2D, this.loraA.get(name)!.weight as tf.Tensor2D).mul(scale) as tf.Tensor2D;
+      const delta: tf.Tensor2D = this.fanInFanOut ? product.transpose() : product;
+      return sparsityOf ? delta.mul<tf.Tensor2D>(sparsityOf.notEqual(0).cast('float32')) : delta;
     });
   }
 
   /**
    * Adds adapter `name` (default: the active one) into the base weight; merging a merged adapter
-   * does nothing. Throws `NOT_SUPPORTED` when the base layer has no dense weight ({@link canMerge}).
+   * does nothing. With `keepSparsity`, the update is added only where the base weight is non-zero
+   * (`W ← W + ΔW ⊙ [W ≠ 0]`), so a pruned base keeps its zeros; unmerging subtracts the same masked
+   * update (the zeros are the same before and after). Throws `NOT_SUPPORTED` when the base layer
+   * has no dense weight ({@link canMerge}).
    */
-  merge(name = this.activeAdapter): void {
+  merge(name = this.activeAdapter, options: { keepSparsity?: boolean } = {}): void {
     if (name === undefined || this.mergedNames.includes(name)) return;
     const weight = this.requireDenseWeight('merging an adapter');
-    tf.tidy(() => weight.assign(weight.add(this.deltaWeight(name))));
+    tf.tidy(() => weight.assign(weight.add(this.deltaWeight(name, options.keepSparsity ? weight : undefined))));
+    if (options.keepSparsity) this.keptSparsity.add(name);
     this.mergedNames.push(name);
+  }
+
+  /** True when adapter `name` is merged with `keepSparsity` (see {@link merge}). */
+  mergedKeepingSparsity(name: string): boolean {
+    return this.keptSparsity.has(name);
   }
 
   /** Subtracts every merged adapter from the base weight, last merged first. */
@@ -302,7 +318,8 @@ export class LoraLinear extends Module implements LinearLike {
     while (this.mergedNames.length > 0) {
       const name = this.mergedNames[this.mergedNames.length - 1];
       const weight = this.requireDenseWeight('unmerging an adapter');
-      tf.tidy(() => weight.assign(weight.sub(this.deltaWeight(name))));
+      const kept = this.keptSparsity.delete(name);
+      tf.tidy(() => weight.assign(weight.sub(this.deltaWeight(name, kept ? weight : undefined))));
       this.mergedNames.pop();
     }
   }

@@ -1,4 +1,4 @@
-import { Module, PosttrainError } from '@posttrain/tensor-core';
+import { Module, PosttrainError, resolveOptions } from '@posttrain/tensor-core';
 import { forgetLoraAdapters, loraLayers } from './apply.js';
 
 function layersOf(owner: string, model: Module) {
@@ -9,9 +9,31 @@ function layersOf(owner: string, model: Module) {
   return layers;
 }
 
+/** Options of {@link mergeAdapter} and {@link mergeAndUnload}. */
+export interface MergeAdapterOptions {
+  /**
+   * Keep the base weight's zeros (a pruned base): the update is added only where the base weight
+   * is non-zero, `W ← W + scale · B·A ⊙ [W ≠ 0]`, so the merged model is as sparse as the base.
+   * The merged forward then differs from the unmerged one by the update at the pruned places.
+   * Default false: PEFT's dense merge, which fills the pruned entries in.
+   */
+  keepSparsity: boolean;
+}
+
+/**
+ * The defaults of {@link MergeAdapterOptions}: a dense merge, as PEFT does.
+ *
+ * @example
+ * ```ts
+ * mergeAndUnload(prunedModel, { ...defaultMergeAdapterOptions, keepSparsity: true });
+ * ```
+ */
+export const defaultMergeAdapterOptions: Readonly<MergeAdapterOptions> = Object.freeze({ keepSparsity: false });
+
 /**
  * Adds each layer's active adapter into its base weight (`W += scale · B·A`), so `forward` costs
- * what the base model costs (PEFT's `merge_adapter`). Undo with {@link unmergeAdapter}. When a
+ * what the base model costs (PEFT's `merge_adapter`). Undo with {@link unmergeAdapter}. With
+ * `keepSparsity` a pruned base keeps its zeros ({@link MergeAdapterOptions}). When a
  * layer's base has no dense weight to merge into (a layer type added through a dispatcher without
  * `denseWeight`, such as a quantised one), it throws `NOT_SUPPORTED` naming that layer and merges
  * nothing.
@@ -21,11 +43,13 @@ function layersOf(owner: string, model: Module) {
  * mergeAdapter(model);
  * const { logits } = model.forward(ids); // same as before merging, one matmul per layer
  * unmergeAdapter(model);
+ * mergeAdapter(prunedModel, { keepSparsity: true }); // the base's zeros stay zero
  * ```
  */
-export function mergeAdapter(model: Module): void {
+export function mergeAdapter(model: Module, options: Partial<MergeAdapterOptions> = {}): void {
+  const { keepSparsity } = resolveOptions('mergeAdapter', options, defaultMergeAdapterOptions);
   checkMergeable('mergeAdapter', model);
-  for (const layer of layersOf('mergeAdapter', model)) layer.merge();
+  for (const layer of layersOf('mergeAdapter', model)) layer.merge(layer.activeAdapter, { keepSparsity });
 }
 
 function checkMergeable(owner: string, model: Module): void {
@@ -72,7 +96,7 @@ function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
  */
 export function withAdaptersDisabled<T>(model: Module, fn: () => T): T {
   const layers = layersOf('withAdaptersDisabled', model);
-  const saved = layers.map((layer) => ({ disabled: layer.disabled, merged: [...layer.merged] }));
+  const saved = layers.map((layer) => ({ disabled: layer.disabled, merged: layer.merged.map((name) => ({ name, keepSparsity: layer.mergedKeepingSparsity(name) })) }));
   for (const layer of layers) {
     layer.unmerge();
     layer.disabled = true;
@@ -80,7 +104,7 @@ export function withAdaptersDisabled<T>(model: Module, fn: () => T): T {
   const restore = () => {
     layers.forEach((layer, i) => {
       layer.disabled = saved[i].disabled;
-      for (const name of saved[i].merged) layer.merge(name);
+      for (const { name, keepSparsity } of saved[i].merged) layer.merge(name, { keepSparsity });
     });
   };
   let result: T;
@@ -110,21 +134,24 @@ export function withAdaptersDisabled<T>(model: Module, fn: () => T): T {
  * Folds every LoRA layer's active adapter into its base weight, puts the base layer back where the
  * wrapper was and frees the adapter weights (PEFT's `merge_and_unload`): the model is a plain
  * checkpoint again, e.g. the SFT checkpoint that DPO starts from and uses as its reference through
- * `withAdaptersDisabled` on a fresh adapter. Adapter names are freed. A model without LoRA layers
- * is left as it is; one whose layers cannot merge (see {@link mergeAdapter}) throws and is left as it is.
+ * `withAdaptersDisabled` on a fresh adapter. Adapter names are freed. With `keepSparsity` a pruned
+ * base keeps its zeros ({@link MergeAdapterOptions}). A model without LoRA layers is left as it is;
+ * one whose layers cannot merge (see {@link mergeAdapter}) throws and is left as it is.
  *
  * @example
  * ```ts
  * await sftTrain({ model, tokenizer, train, lora: { r: 16, alpha: 32 } });
  * mergeAndUnload(model); // the SFT checkpoint, no LoRA layer left
  * applyLora(model, { targetModules: 'all-linear', r: 16 }); // a fresh 'default' adapter for DPO
+ * mergeAndUnload(prunedModel, { keepSparsity: true }); // recovery LoRA folded in, zeros kept
  * ```
  */
-export function mergeAndUnload(model: Module): void {
+export function mergeAndUnload(model: Module, options: Partial<MergeAdapterOptions> = {}): void {
+  const { keepSparsity } = resolveOptions('mergeAndUnload', options, defaultMergeAdapterOptions);
   const layers = loraLayers(model);
   if (layers.size > 0) {
     checkMergeable('mergeAndUnload', model);
-    mergeAdapter(model);
+    mergeAdapter(model, { keepSparsity });
     for (const [path, layer] of layers) {
       model.replaceModule(path, layer.baseLayer);
       layer.loraA.dispose();

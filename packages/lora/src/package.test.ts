@@ -12,6 +12,7 @@ describe('public surface', () => {
       'defaultLoadAdapterOptions',
       'defaultLoraLinearOptions',
       'defaultLoraOptions',
+      'defaultMergeAdapterOptions',
       'defaultSaveAdapterOptions',
       'dispatchConv1D',
       'dispatchLinear',
