@@ -1,4 +1,16 @@
 // @posttrain/prune: pruning of trained models — unstructured and N:M criteria (magnitude, Wanda,
 // SparseGPT), structured removal of attention heads and MLP channels, masks kept through fine-tuning,
 // and sparsity reports. See docs/prune.md.
-export {};
+// Structured pruning: whole attention heads and MLP channels removed, shapes and config reduced
+export {
+  pruneHeads,
+  pruneMlpChannels,
+  defaultPruneHeadsOptions,
+  defaultPruneMlpChannelsOptions,
+  MIN_STRUCTURED_CALIBRATION_TOKENS,
+  type PruneHeadsOptions,
+  type PruneMlpChannelsOptions,
+  type StructuredPruneReport,
+  type StructuredScore,
+  type StructuredShape,
+} from './structured.js';

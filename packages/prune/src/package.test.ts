@@ -3,6 +3,12 @@ import * as prune from './index.js';
 
 describe('public surface', () => {
   it('exports exactly these names (changing the list is a visible decision)', () => {
-    expect(Object.keys(prune).sort()).toEqual([]);
+    expect(Object.keys(prune).sort()).toEqual([
+      'MIN_STRUCTURED_CALIBRATION_TOKENS',
+      'defaultPruneHeadsOptions',
+      'defaultPruneMlpChannelsOptions',
+      'pruneHeads',
+      'pruneMlpChannels',
+    ]);
   });
 });
