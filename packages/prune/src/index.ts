@@ -2,15 +2,6 @@
 // SparseGPT), structured removal of attention heads and MLP channels, masks kept through fine-tuning,
 // and sparsity reports. See docs/prune.md.
 // Structured pruning: whole attention heads and MLP channels removed, shapes and config reduced
-export {
-  pruneHeads,
-  pruneMlpChannels,
-  defaultPruneHeadsOptions,
-  defaultPruneMlpChannelsOptions,
-  MIN_STRUCTURED_CALIBRATION_TOKENS,
-  type PruneHeadsOptions,
-  type PruneMlpChannelsOptions,
-  type StructuredPruneReport,
-  type StructuredScore,
-  type StructuredShape,
-} from './structured.js';
+export { pruneHeads, defaultPruneHeadsOptions, type PruneHeadsOptions } from './prune-heads.js';
+export { pruneMlpChannels, defaultPruneMlpChannelsOptions, type PruneMlpChannelsOptions } from './prune-mlp-channels.js';
+export { MIN_STRUCTURED_CALIBRATION_TOKENS, type StructuredPruneReport, type StructuredScore, type StructuredShape } from './structured.js';

@@ -4,9 +4,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createModel, loadModel, saveModel, type PretrainedModel } from '@posttrain/models';
 import { captureLinearInputs } from '@posttrain/policy';
-import { Linear, Module, initBackend, isPosttrainError, tf, type CausalLM } from '@posttrain/tensor-core';
+import { AdamW, Linear, Module, initBackend, isPosttrainError, tf, valueAndGrads, type CausalLM } from '@posttrain/tensor-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MIN_STRUCTURED_CALIBRATION_TOKENS, pruneHeads, pruneMlpChannels, type StructuredPruneReport } from './structured.js';
+import { pruneHeads } from './prune-heads.js';
+import { pruneMlpChannels } from './prune-mlp-channels.js';
+import { MIN_STRUCTURED_CALIBRATION_TOKENS, type StructuredPruneReport } from './structured.js';
 
 // fixtures/structured.json is written by scripts/reference/prune_structured_ref.py (PyTorch): for
 // the tiny checkpoints of packages/models/fixtures and a fixed removal, the logits of the original
@@ -368,6 +370,36 @@ describe('pruneMlpChannels', () => {
     expect(JSON.parse(await readFile(join(out, 'config.json'), 'utf8')).n_inner).toBe(96);
     model.dispose();
     reference.dispose();
+  });
+
+  it('the smaller model trains (recovery fine-tuning): the parameters are the new shapes, the loss falls, no tensor leaks', async () => {
+    const model = createModel(llama, { seed: 11 });
+    await pruneMlpChannels(model, { fraction: 0.25 });
+    await pruneHeads(model, { heads: 2 });
+    const params = model.trainableParameters();
+    expect(params.get('model.layers.0.mlp.gate_proj.weight')?.shape).toEqual([36, 32]);
+    expect(params.get('model.layers.0.self_attn.k_proj.weight')?.shape).toEqual([8, 32]);
+    const optimizer = new AdamW(params, { lr: 1e-2 });
+    const ids = tf.tensor2d(rows, undefined, 'int32');
+    const inputs = ids.slice([0, 0], [2, 11]);
+    const targets = ids.slice([0, 1], [2, 11]);
+    const losses: number[] = [];
+    let tensors = 0;
+    for (let step = 0; step < 8; step++) {
+      const { value, grads } = valueAndGrads(() => {
+        const { logits: l, hidden } = model.forward(inputs);
+        hidden.dispose();
+        return tf.losses.softmaxCrossEntropy(tf.oneHot(targets.reshape([-1]), 40), l.reshape([-1, 40])) as tf.Scalar;
+      }, params);
+      optimizer.step(grads);
+      losses.push(value.dataSync()[0]);
+      tf.dispose([value, ...grads.values()]);
+      if (step === 1) tensors = tf.memory().numTensors;
+    }
+    expect(tf.memory().numTensors).toBe(tensors);
+    expect(losses[7]).toBeLessThan(0.8 * losses[0]);
+    tf.dispose([ids, inputs, targets]);
+    model.dispose();
   });
 
   it('rejects fraction outside [0, 1), too many channels, unequal or bad lists', async () => {
