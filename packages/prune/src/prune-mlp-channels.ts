@@ -91,7 +91,8 @@ function mlpPaths(kind: Family, layer: number): MlpPaths {
  * const report = await pruneMlpChannels(model, { fraction: 0.25 });
  * report.after.intermediateSize; // 0.75 × before, in every layer
  * await saveModel(model, './pruned'); // config.json: intermediate_size rewritten
- * await pruneMlpChannels(model2, { channels: 16, score: 'activation', calibration: [[1, 2, 3, 4, ...]] });
+ * // rows: number[][] of token ids (one calibration batch), at least 64 tokens in all
+ * await pruneMlpChannels(model2, { channels: 16, score: 'activation', calibration: [rows] });
  * ```
  */
 export async function pruneMlpChannels(model: CausalLM, options: Partial<PruneMlpChannelsOptions>): Promise<StructuredPruneReport> {

@@ -8,13 +8,32 @@ import { calibrationTokens, type CalibrationBatch } from '@posttrain/policy';
 /**
  * How a unit's importance is measured. `'weight'` needs no data; `'activation'` runs the
  * `calibration` batches once and measures each unit's actual contribution to the layer's output.
+ *
+ * @example
+ * ```ts
+ * const score: StructuredScore = 'activation'; // with calibration: [rows]
+ * ```
  */
 export type StructuredScore = 'weight' | 'activation';
 
-/** The fewest real calibration tokens `score: 'activation'` accepts: fewer give a ranking dominated by noise. */
+/**
+ * The fewest real calibration tokens `score: 'activation'` accepts: fewer give a ranking dominated by noise.
+ *
+ * @example
+ * ```ts
+ * calibrationTokens([rows]) >= MIN_STRUCTURED_CALIBRATION_TOKENS; // 64
+ * ```
+ */
 export const MIN_STRUCTURED_CALIBRATION_TOKENS = 64;
 
-/** The config fields structured pruning changes. */
+/**
+ * The config fields structured pruning changes (`headDim` never does).
+ *
+ * @example
+ * ```ts
+ * const { before, after }: { before: StructuredShape; after: StructuredShape } = await pruneHeads(model, { heads: 2 });
+ * ```
+ */
 export interface StructuredShape {
   numHeads: number;
   numKvHeads: number;
@@ -22,7 +41,15 @@ export interface StructuredShape {
   intermediateSize: number;
 }
 
-/** What {@link pruneHeads} and {@link pruneMlpChannels} did. */
+/**
+ * What {@link pruneHeads} and {@link pruneMlpChannels} did.
+ *
+ * @example
+ * ```ts
+ * const r: StructuredPruneReport = await pruneMlpChannels(model, { fraction: 0.25 });
+ * console.log(`${r.parametersBefore} → ${r.parametersAfter} parameters, ${r.bytesBefore - r.bytesAfter} bytes saved`);
+ * ```
+ */
 export interface StructuredPruneReport {
   /** What was removed: attention heads or MLP intermediate channels. */
   unit: 'heads' | 'mlp-channels';
