@@ -1,6 +1,19 @@
 // @posttrain/prune: pruning of trained models — unstructured and N:M criteria (magnitude, Wanda,
 // SparseGPT), structured removal of attention heads and MLP channels, masks kept through fine-tuning,
 // and sparsity reports. See docs/prune.md.
+// Masks that last through fine-tuning
+export {
+  MaskedLinear,
+  MaskedConv1D,
+  keepMasks,
+  removeMasks,
+  applyMasks,
+  maskFromZeros,
+  maskedLayers,
+  defaultKeepMasksOptions,
+  type KeepMasksOptions,
+  type LayerMasks,
+} from './masks.js';
 // Structured pruning: whole attention heads and MLP channels removed, shapes and config reduced
 export { pruneHeads, defaultPruneHeadsOptions, type PruneHeadsOptions } from './prune-heads.js';
 export { pruneMlpChannels, defaultPruneMlpChannelsOptions, type PruneMlpChannelsOptions } from './prune-mlp-channels.js';

@@ -5,10 +5,18 @@ describe('public surface', () => {
   it('exports exactly these names (changing the list is a visible decision)', () => {
     expect(Object.keys(prune).sort()).toEqual([
       'MIN_STRUCTURED_CALIBRATION_TOKENS',
+      'MaskedConv1D',
+      'MaskedLinear',
+      'applyMasks',
+      'defaultKeepMasksOptions',
       'defaultPruneHeadsOptions',
       'defaultPruneMlpChannelsOptions',
+      'keepMasks',
+      'maskFromZeros',
+      'maskedLayers',
       'pruneHeads',
       'pruneMlpChannels',
+      'removeMasks',
     ]);
   });
 });
