@@ -14,6 +14,8 @@ export {
   type KeepMasksOptions,
   type LayerMasks,
 } from './masks.js';
+// Sparsity reports
+export { sparsityReport, defaultSparsityReportOptions, type SparsityReport, type SparsityReportOptions, type LayerSparsity } from './report.js';
 // Structured pruning: whole attention heads and MLP channels removed, shapes and config reduced
 export { pruneHeads, defaultPruneHeadsOptions, type PruneHeadsOptions } from './prune-heads.js';
 export { pruneMlpChannels, defaultPruneMlpChannelsOptions, type PruneMlpChannelsOptions } from './prune-mlp-channels.js';

@@ -11,12 +11,14 @@ describe('public surface', () => {
       'defaultKeepMasksOptions',
       'defaultPruneHeadsOptions',
       'defaultPruneMlpChannelsOptions',
+      'defaultSparsityReportOptions',
       'keepMasks',
       'maskFromZeros',
       'maskedLayers',
       'pruneHeads',
       'pruneMlpChannels',
       'removeMasks',
+      'sparsityReport',
     ]);
   });
 });
