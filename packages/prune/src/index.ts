@@ -1,6 +1,19 @@
 // @posttrain/prune: pruning of trained models — unstructured and N:M criteria (magnitude, Wanda,
 // SparseGPT), structured removal of attention heads and MLP channels, masks kept through fine-tuning,
 // and sparsity reports. See docs/prune.md.
+// Unstructured and N:M criteria on one layer's weight [out, in] (magnitude, Wanda, SparseGPT)
+export { nmMask, nmViolations, type NMPattern, type SparsityPattern } from './nm.js';
+export {
+  magnitudePrune,
+  magnitudePruneGlobal,
+  defaultMagnitudeOptions,
+  defaultMagnitudeGlobalOptions,
+  type MagnitudeOptions,
+  type MagnitudeGlobalOptions,
+  type PruneResult,
+} from './magnitude.js';
+export { wandaPrune, defaultWandaOptions, type WandaOptions } from './wanda.js';
+export { sparsegptPrune, defaultSparseGptOptions, type SparseGptOptions, type SparseGptResult } from './sparsegpt.js';
 // Masks that last through fine-tuning
 export {
   MaskedLinear,
