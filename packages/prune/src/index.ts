@@ -14,6 +14,8 @@ export {
 } from './magnitude.js';
 export { wandaPrune, defaultWandaOptions, type WandaOptions } from './wanda.js';
 export { sparsegptPrune, defaultSparseGptOptions, type SparseGptOptions, type SparseGptResult } from './sparsegpt.js';
+// The criteria on a whole model, in place, with calibration statistics from @posttrain/policy
+export { pruneModel, defaultPruneModelOptions, type PruneModelOptions, type PruneModelResult, type PrunedLayer } from './prune-model.js';
 // Masks that last through fine-tuning
 export {
   MaskedLinear,
