@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { createModel, type PretrainedModel } from '@posttrain/models';
 import { Rng, isPosttrainError, tf } from '@posttrain/tensor-core';
+import { accumulateHessians } from '@posttrain/policy';
 import { nmViolations } from './nm.js';
+import { sparsegptPrune } from './sparsegpt.js';
 import { pruneModel } from './prune-model.js';
 
 // pruneModel on a tiny random Llama: exact sparsity per layer (or in total for global magnitude),
@@ -37,6 +39,21 @@ describe('pruneModel', () => {
       }
     });
   }
+
+  it('sparsegpt, not sequential: each layer is sparsegptPrune of its weight with the Hessian from accumulateHessians', async () => {
+    const model = make();
+    const reference = make();
+    const stats = await accumulateHessians(reference, calibration);
+    const { layers, masks } = await pruneModel(model, calibration, { method: 'sparsegpt', sequential: false });
+    for (const l of layers) {
+      const w = (reference.getModule(l.path) as unknown as { weight: tf.Tensor }).weight.dataSync() as Float32Array;
+      const r = sparsegptPrune(w, stats.get(l.path)?.hessian as Float64Array);
+      expect(masks.get(l.path)).toEqual(r.mask);
+      expect((model.getModule(l.path) as unknown as { weight: tf.Tensor }).weight.dataSync()).toEqual(r.weight);
+    }
+    model.dispose();
+    reference.dispose();
+  });
 
   it('global magnitude: 50% over all layers together, layers differ', async () => {
     const model = make();
