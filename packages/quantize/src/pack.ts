@@ -108,7 +108,9 @@ export function unpackInt32(words: Int32Array, rows: number, cols: number, bits:
  * ```
  */
 export function unpackDigits(words: tf.Tensor2D, shifts: readonly number[], bits: number): tf.Tensor2D {
-  if (tf.getBackend() === 'webgpu') return unpackDigitsWebGpu(words, shifts, bits);
+  const backend = tf.getBackend();
+  if (backend === 'webgpu') return unpackDigitsWebGpu(words, shifts, bits);
+  if (backend === 'cpu' || backend === 'wasm') return unpackDigitsJs(words, shifts, bits);
   return tf.tidy(() => {
     const [rows, w] = words.shape;
     const pow = (e: number) => tf.scalar(2 ** e, 'int32');
@@ -121,6 +123,25 @@ export function unpackDigits(words: tf.Tensor2D, shifts: readonly number[], bits
     });
     return tf.stack(digits, 2).reshape([rows, w * shifts.length]) as tf.Tensor2D;
   });
+}
+
+/**
+ * On cpu and wasm the words are already in host memory, so one synchronous read and a plain loop
+ * replace the ~4 tf ops per digit: digit k of word w is `(w >>> shifts[k]) & (2^bits - 1)`, the same
+ * integers as the floor `mod`/`floorDiv` chain above gives for every int32 word, negative ones included.
+ */
+function unpackDigitsJs(words: tf.Tensor2D, shifts: readonly number[], bits: number): tf.Tensor2D {
+  const [rows, w] = words.shape;
+  const per = shifts.length;
+  const src = words.dataSync() as Int32Array;
+  const out = new Int32Array(rows * w * per);
+  const mask = bits >= 32 ? -1 : 2 ** bits - 1;
+  for (let i = 0; i < src.length; i++) {
+    const word = src[i] as number;
+    const at = i * per;
+    for (let k = 0; k < per; k++) out[at + k] = (word >>> (shifts[k] as number)) & mask;
+  }
+  return tf.tensor2d(out, [rows, w * per], 'int32');
 }
 
 /** The part of tfjs-backend-webgpu's backend that runs a program (not in its typings' public surface). */
