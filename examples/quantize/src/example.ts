@@ -2,11 +2,13 @@
 // round-to-nearest in groups of 128 (and of 32), int4 by GPTQ in groups of 128 with calibration rows
 // from the training split, NF4 — each on a fresh copy of the model, measured by exact weight bytes and
 // held-out perplexity (policy's `perplexity`, disjoint windows of 128 bytes).
-import { PosttrainError, Rng, checkNumber, describeValue, resolveOptions } from '@posttrain/tensor-core';
+import { PosttrainError, checkNumber, describeValue, resolveOptions } from '@posttrain/tensor-core';
 import { perplexity } from '@posttrain/policy';
 import type { PretrainedModel } from '@posttrain/models';
 import { QuantizedLinear, gptqModel, quantizeModel, type QuantizeSummary } from '@posttrain/quantize';
-import { CONTEXT, corpusSplit, heldOutIds, loadLm, unigramBitsPerByte } from './lm.js';
+import { CONTEXT, calibrationRows, heldOutIds, loadLm, unigramBitsPerByte } from './lm.js';
+
+export { calibrationRows } from './lm.js';
 
 /** The schemes of the example, in the order of its table (the done line names the first five). */
 export const QUANTIZE_SCHEMES = Object.freeze(['float', 'int8', 'int4-rtn', 'int4-gptq', 'nf4', 'int4-g32'] as const);
@@ -86,24 +88,6 @@ function floatParameterBytes(model: PretrainedModel): number {
   return 4 * n;
 }
 
-/**
- * `rows` windows of {@link CONTEXT} token ids at offsets drawn by `seed` from the training split:
- * GPTQ's calibration set (never a held-out byte).
- *
- * @example
- * ```ts
- * const rows = calibrationRows(128, 0); // 128 × 128 token ids
- * await gptqModel(model, [rows.slice(0, 64), rows.slice(64)], { bits: 4, groupSize: 128 });
- * ```
- */
-export function calibrationRows(rows: number, seed: number): number[][] {
-  const { train } = corpusSplit();
-  const rng = new Rng(seed);
-  return Array.from({ length: rows }, () => {
-    const start = rng.int(train.length - CONTEXT);
-    return Array.from(train.subarray(start, start + CONTEXT));
-  });
-}
 
 async function quantise(model: PretrainedModel, scheme: QuantizeExampleScheme, calibration: number[][][]): Promise<QuantizeSummary | undefined> {
   switch (scheme) {

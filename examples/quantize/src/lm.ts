@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ByteTokenizer, loadTokenizer, type Tokenizer } from '@posttrain/data';
+import { Rng } from '@posttrain/tensor-core';
 import { loadModel, type ModelConfigInput, type PretrainedModel } from '@posttrain/models';
 
 /** The corpus: karpathy/char-rnn's tinyshakespeare input.txt (1,115,394 bytes, ASCII; public domain, see corpus/README.md). */
@@ -143,4 +144,23 @@ export async function loadLm(dir: string = LM_DIR): Promise<{ model: PretrainedM
   model.freeze();
   model.eval();
   return { model, tokenizer };
+}
+
+/**
+ * `rows` windows of {@link CONTEXT} token ids at offsets drawn by `seed` from the training split:
+ * the calibration set of GPTQ and of pruning (never a held-out byte).
+ *
+ * @example
+ * ```ts
+ * const rows = calibrationRows(128, 0); // 128 × 128 token ids
+ * await gptqModel(model, [rows.slice(0, 64), rows.slice(64)], { bits: 4, groupSize: 128 });
+ * ```
+ */
+export function calibrationRows(rows: number, seed: number): number[][] {
+  const { train } = corpusSplit();
+  const rng = new Rng(seed);
+  return Array.from({ length: rows }, () => {
+    const start = rng.int(train.length - CONTEXT);
+    return Array.from(train.subarray(start, start + CONTEXT));
+  });
 }

@@ -2,13 +2,12 @@
 // int4 round-to-nearest perplexity gap than spending the same N steps on float training and quantising
 // afterwards? Both arms start from the committed Shakespeare LM (./lm.ts) and see the same batches, the
 // same learning rate and the same seed; only the fake quantisation differs.
-import { causalLmLoss } from '@posttrain/losses';
 import type { PretrainedModel } from '@posttrain/models';
 import { perplexity } from '@posttrain/policy';
 import { convertQat, prepareQat, quantizeModel, type QuantizeOptions } from '@posttrain/quantize';
-import { AdamW, PosttrainError, Rng, checkNumber, constantSchedule, describeValue, resolveOptions, tf } from '@posttrain/tensor-core';
-import { train } from '@posttrain/trainer';
-import { CONTEXT, corpusSplit, heldOutIds, loadLm } from './lm.js';
+import { PosttrainError, checkNumber, describeValue, resolveOptions } from '@posttrain/tensor-core';
+import { CONTEXT, heldOutIds, loadLm } from './lm.js';
+import { continuePretraining } from './tune.js';
 
 /** Options of {@link qatFigure}. */
 export interface QatFigureOptions {
@@ -111,48 +110,7 @@ export async function qatFigure(options: Partial<QatFigureOptions> = {}): Promis
       model.dispose();
     }
   };
-  const tune = async (model: PretrainedModel): Promise<number> => {
-    model.unfreeze();
-    model.train();
-    const split = corpusSplit();
-    const rng = new Rng(o.seed);
-    let last: tf.Tensor2D | undefined; // the trainer stops pulling after maxSteps: the last batch is disposed below
-    const windows = function* (): Generator<tf.Tensor2D> {
-      for (let s = 0; s < o.steps; s++) {
-        const batch = new Int32Array(o.batchSize * CONTEXT);
-        for (let b = 0; b < o.batchSize; b++) {
-          const start = rng.int(split.train.length - CONTEXT + 1);
-          batch.set(split.train.subarray(start, start + CONTEXT), b * CONTEXT);
-        }
-        last?.dispose();
-        last = tf.tensor2d(batch, [o.batchSize, CONTEXT], 'int32');
-        yield last;
-      }
-    };
-    const parameters = model.trainableParameters();
-    const optimizer = new AdamW(parameters, { lr: o.lr, weightDecay: 0 });
-    const result = await train({
-      model,
-      parameters,
-      optimizer,
-      schedule: constantSchedule({ lr: o.lr }),
-      batches: windows(),
-      maxSteps: o.steps,
-      maxGradNorm: 1,
-      seed: o.seed,
-      progress: 'none',
-      step: (inputIds) => {
-        const { logits } = model.forward(inputIds);
-        const { lossSum, tokens: count } = causalLmLoss(logits, inputIds, { reduction: 'sum' });
-        return { lossSum, tokens: count };
-      },
-    });
-    optimizer.dispose();
-    last?.dispose();
-    model.freeze();
-    model.eval();
-    return result.loss;
-  };
+  const tune = (model: PretrainedModel): Promise<number> => continuePretraining(model, { steps: o.steps, lr: o.lr, batchSize: o.batchSize, seed: o.seed });
 
   const base = await withLm(ppl);
   const baseQuantized = await withLm(async (model) => {

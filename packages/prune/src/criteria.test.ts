@@ -120,6 +120,23 @@ describe('patterns and bad input', () => {
     ]);
   });
 
+  it("comparison: 'row' prunes ⌊in·s⌋ of every row, 'layer' ⌊out·in·s⌋ across it; Wanda per layer is magnitude on |W|·‖X_j‖", () => {
+    const count = (mask: Uint8Array, from: number, to: number): number => mask.subarray(from, to).reduce((a, v) => a + (v === 0 ? 1 : 0), 0);
+    const byRow = magnitudePrune(weight, [OUT, IN], { sparsity: 0.3, comparison: 'row' }).mask;
+    for (let r = 0; r < OUT; r++) expect(count(byRow, r * IN, (r + 1) * IN)).toBe(Math.floor(IN * 0.3));
+    // magnitude per row is Wanda per row with equal norms
+    expect(byRow).toEqual(wandaPrune(weight, new Float64Array(IN).fill(1), { sparsity: 0.3 }).mask);
+    const byLayer = wandaPrune(weight, norms, { sparsity: 0.3, comparison: 'layer' }).mask;
+    expect(count(byLayer, 0, OUT * IN)).toBe(Math.floor(OUT * IN * 0.3));
+    const scaled = Float32Array.from(weight, (w, i) => w * norms[i % IN]);
+    expect(byLayer).toEqual(magnitudePrune(scaled, [OUT, IN], { sparsity: 0.3 }).mask);
+    // rows end at different sparsities per layer, never per row
+    const perRow = new Set(Array.from({ length: OUT }, (_, r) => count(byLayer, r * IN, (r + 1) * IN)));
+    expect(perRow.size).toBeGreaterThan(1);
+    // an N:M pattern ignores comparison
+    expect(wandaPrune(weight, norms, { pattern: { n: 2, m: 4 }, comparison: 'layer' }).mask).toEqual(wandaPrune(weight, norms, { pattern: { n: 2, m: 4 } }).mask);
+  });
+
   const code = (f: () => unknown): string => {
     try {
       f();
@@ -140,5 +157,6 @@ describe('patterns and bad input', () => {
     bad[70] = Number.NaN;
     expect(code(() => magnitudePrune(bad, [OUT, IN]))).toMatch(/NON_FINITE: .*\[1, 6\] is NaN/);
     expect(code(() => magnitudePrune(weight, [OUT, IN], { sparsty: 0.5 } as never))).toMatch(/unknown option "sparsty"/);
+    expect(code(() => wandaPrune(weight, norms, { comparison: 'column' as never }))).toMatch(/INVALID_OPTION: wandaPrune: expected comparison to be 'layer' or 'row'; got "column"/);
   });
 });

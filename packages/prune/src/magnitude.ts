@@ -9,10 +9,16 @@ export interface MagnitudeOptions {
   sparsity: number;
   /** `'unstructured'` (the lowest |W| across the whole layer) or N:M (the m − n lowest of every group of m inputs of a row). */
   pattern: SparsityPattern;
+  /**
+   * Unstructured only (N:M ignores it): where the lowest weights are counted — `'layer'` (across the whole layer, the
+   * baseline of the Wanda and SparseGPT papers) or `'row'` (the same share of every output row, Wanda's
+   * comparison group; Sun et al. 2023, §5 "comparison group").
+   */
+  comparison: 'layer' | 'row';
 }
 
-/** Frozen defaults of {@link magnitudePrune}: 50% unstructured. */
-export const defaultMagnitudeOptions: Readonly<MagnitudeOptions> = Object.freeze({ sparsity: 0.5, pattern: 'unstructured' });
+/** Frozen defaults of {@link magnitudePrune}: 50% unstructured, across the layer. */
+export const defaultMagnitudeOptions: Readonly<MagnitudeOptions> = Object.freeze({ sparsity: 0.5, pattern: 'unstructured', comparison: 'layer' });
 
 /** A criterion's result for one layer: the mask and the pruned weight. */
 export interface PruneResult {
@@ -25,7 +31,7 @@ export interface PruneResult {
 /**
  * Magnitude pruning of one layer's `weight [out, in]` (row-major, PyTorch layout): exactly
  * `⌊out·in·sparsity⌋` weights of smallest |W| across the layer are pruned (ties: the earlier
- * position first), or with an N:M pattern the `m − n` smallest of every group of `m` consecutive
+ * position first), `⌊in·sparsity⌋` of every row with `comparison: 'row'`, or with an N:M pattern the `m − n` smallest of every group of `m` consecutive
  * inputs of each row. The input is not modified.
  *
  * @example
@@ -33,17 +39,23 @@ export interface PruneResult {
  * const weight = new Float32Array([0.1, -0.9, 0.5, 0.2, -0.3, 0.05, 0.7, -0.6]); // [2, 4]
  * magnitudePrune(weight, [2, 4], { sparsity: 0.5 }).mask; // [0, 1, 1, 0, 0, 0, 1, 1]
  * magnitudePrune(weight, [2, 4], { pattern: { n: 2, m: 4 } }).mask; // [0, 1, 1, 0, 0, 0, 1, 1]
+ * magnitudePrune(weight, [2, 4], { sparsity: 0.25, comparison: 'row' }).mask; // [0, 1, 1, 1, 1, 0, 1, 1]
  * ```
  */
 export function magnitudePrune(weight: Float32Array, shape: readonly [number, number], options: Partial<MagnitudeOptions> = {}): PruneResult {
   const o = resolveOptions('magnitudePrune', options, defaultMagnitudeOptions);
   const { sparsity, pattern } = resolveSparsity('magnitudePrune', options, o.sparsity, o.pattern);
   const inFeatures = checkWeight('magnitudePrune', weight, shape);
+  const comparison = checkComparison('magnitudePrune', o.comparison);
   const scores = Float32Array.from(weight, Math.abs);
   let mask: Uint8Array;
   if (pattern === 'unstructured') {
     mask = new Uint8Array(weight.length).fill(1);
-    pruneLowest(scores, 0, weight.length, Math.floor(weight.length * sparsity), mask);
+    if (comparison === 'layer') pruneLowest(scores, 0, weight.length, Math.floor(weight.length * sparsity), mask);
+    else {
+      const k = Math.floor(inFeatures * sparsity);
+      for (let r = 0; r < weight.length; r += inFeatures) pruneLowest(scores, r, r + inFeatures, k, mask);
+    }
   } else {
     checkDivides('magnitudePrune', inFeatures, pattern.m);
     mask = nmMask(scores, inFeatures, pattern);
@@ -114,4 +126,12 @@ export function checkWeight(owner: string, weight: Float32Array, shape: readonly
   checkShape(owner, weight.length, shape[1]);
   checkFinite(owner, weight, shape[1]);
   return shape[1];
+}
+
+/** Validates a `comparison` option: `'layer'` or `'row'` (an N:M pattern ignores it: it compares within groups of a row). */
+export function checkComparison(owner: string, comparison: unknown): 'layer' | 'row' {
+  if (comparison !== 'layer' && comparison !== 'row') {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected comparison to be 'layer' or 'row'; got ${describeValue(comparison)}`);
+  }
+  return comparison;
 }

@@ -65,6 +65,30 @@ describe('pruneModel', () => {
     model.dispose();
   });
 
+  it("comparison: magnitude per row and Wanda per layer; refused for SparseGPT, global or N:M", async () => {
+    const model = make();
+    const { layers } = await pruneModel(model, undefined, { method: 'magnitude', comparison: 'row' });
+    for (const l of layers) {
+      const w = (model.getModule(l.path) as unknown as { weight: tf.Tensor }).weight.dataSync();
+      for (let r = 0; r < l.shape[0]; r++) expect(Array.from(w.subarray(r * l.shape[1], (r + 1) * l.shape[1])).filter((v) => v === 0).length).toBeGreaterThanOrEqual(l.shape[1] / 2);
+    }
+    model.dispose();
+    const wanda = make();
+    const { layers: wl } = await pruneModel(wanda, calibration, { method: 'wanda', comparison: 'layer' });
+    expect(wl.every((l) => l.kept === l.total / 2)).toBe(true);
+    wanda.dispose();
+    const refused = make();
+    for (const options of [
+      { method: 'sparsegpt', comparison: 'row' },
+      { method: 'magnitude', scope: 'global', comparison: 'row' },
+      { method: 'wanda', pattern: { n: 2, m: 4 }, comparison: 'layer' },
+    ] as const) {
+      await expect(pruneModel(refused, calibration, options)).rejects.toThrow(/comparison is for unstructured magnitude or Wanda with scope 'layer'/);
+    }
+    await expect(pruneModel(refused, calibration, { method: 'wanda', comparison: 'column' as never })).rejects.toThrow(/expected comparison to be 'layer', 'row' or undefined; got "column"/);
+    refused.dispose();
+  });
+
   it('rejects too little calibration, bad sparsity, n ≥ m, and leaves the model unchanged', async () => {
     const model = make();
     const w0 = (model.getModule('model.layers.0.mlp.down_proj') as unknown as { weight: tf.Tensor }).weight.dataSync().slice();

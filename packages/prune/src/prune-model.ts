@@ -15,6 +15,12 @@ export interface PruneModelOptions {
   pattern: SparsityPattern;
   /** Magnitude only: `'layer'` (each layer at `sparsity`) or `'global'` (one threshold over all selected layers). */
   scope: 'layer' | 'global';
+  /**
+   * Unstructured magnitude and Wanda: where the lowest scores of a layer are counted, `'layer'` or
+   * `'row'` (each output row at `sparsity`); undefined: each method's own (magnitude per layer, Wanda
+   * per row, as in their papers). SparseGPT selects within its column blocks and takes none.
+   */
+  comparison: 'layer' | 'row' | undefined;
   /** Which linear layers; default every linear layer but `lm_head`. */
   layers: LinearLayerFilter;
   /** SparseGPT's dampening (fraction of mean diag H). */
@@ -31,6 +37,7 @@ export const defaultPruneModelOptions: Readonly<PruneModelOptions> = Object.free
   sparsity: 0.5,
   pattern: 'unstructured',
   scope: 'layer',
+  comparison: undefined,
   layers: defaultCalibrationLayers,
   dampening: 0.01,
   blockSize: 128,
@@ -78,6 +85,14 @@ export async function pruneModel(model: CausalLM, calibration: readonly Calibrat
       `pruneModel: scope 'global' is for unstructured magnitude pruning; got method ${o.method} with pattern ${pattern === 'unstructured' ? pattern : `${pattern.n}:${pattern.m}`}`,
       { help: "use scope: 'layer'" },
     );
+  }
+  if (o.comparison !== undefined) {
+    if (o.comparison !== 'layer' && o.comparison !== 'row') throw new PosttrainError('INVALID_OPTION', `pruneModel: expected comparison to be 'layer', 'row' or undefined; got ${describeValue(o.comparison)}`);
+    if (o.method === 'sparsegpt' || o.scope === 'global' || pattern !== 'unstructured') {
+      throw new PosttrainError('INVALID_OPTION', `pruneModel: comparison is for unstructured magnitude or Wanda with scope 'layer'; got it with method ${o.method}, scope ${o.scope}, pattern ${pattern === 'unstructured' ? pattern : `${pattern.n}:${pattern.m}`}`, {
+        help: 'leave comparison undefined',
+      });
+    }
   }
   checkNumber('pruneModel', 'dampening', o.dampening, 'a number ≥ 0', (v) => v >= 0);
   checkNumber('pruneModel', 'blockSize', o.blockSize, 'a positive integer', (v) => Number.isInteger(v) && v > 0);
@@ -141,7 +156,7 @@ export async function pruneModel(model: CausalLM, calibration: readonly Calibrat
     } else if (o.method === 'magnitude') {
       for (const [path, layer] of targets) {
         const start = performance.now();
-        const r = magnitudePrune(weights.get(path) as Float32Array, [layer.outFeatures, layer.inFeatures], { sparsity, pattern });
+        const r = magnitudePrune(weights.get(path) as Float32Array, [layer.outFeatures, layer.inFeatures], { sparsity, pattern, comparison: o.comparison ?? 'layer' });
         record(path, r.mask, r.weight, start);
       }
     } else {
@@ -161,7 +176,7 @@ export async function pruneModel(model: CausalLM, calibration: readonly Calibrat
           const w = weights.get(path) as Float32Array;
           const r =
             o.method === 'wanda'
-              ? wandaPrune(w, s.columnNorms, { sparsity, pattern })
+              ? wandaPrune(w, s.columnNorms, { sparsity, pattern, comparison: o.comparison ?? 'row' })
               : sparsegptPrune(w, s.hessian as Float64Array, { sparsity, pattern, dampening: o.dampening, blockSize: o.blockSize });
           record(path, r.mask, r.weight, start);
         }

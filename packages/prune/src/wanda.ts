@@ -1,7 +1,7 @@
 // Wanda: pruning by weights and activations (Sun, Liu, Bair & Kolter 2023, "A Simple and Effective
 // Pruning Approach for Large Language Models", arXiv 2306.11695, Eq. 1; locuslab/wanda `prune_wanda`).
 import { PosttrainError, describeValue, resolveOptions } from '@posttrain/tensor-core';
-import { type PruneResult, applyMask, checkWeight } from './magnitude.js';
+import { type PruneResult, applyMask, checkComparison, checkWeight } from './magnitude.js';
 import { type SparsityPattern, checkDivides, nmMask, pruneLowest, resolveSparsity } from './nm.js';
 
 /** Options of {@link wandaPrune}. */
@@ -10,17 +10,22 @@ export interface WandaOptions {
   sparsity: number;
   /** `'unstructured'` (compared within each output row, the paper's choice) or N:M (within each group of m inputs of a row). */
   pattern: SparsityPattern;
+  /**
+   * Unstructured only (N:M ignores it): where the lowest scores are counted — `'row'` (each output
+   * row, the paper's choice) or `'layer'` (across the whole layer; the paper's §5 ablation).
+   */
+  comparison: 'row' | 'layer';
 }
 
 /** Frozen defaults of {@link wandaPrune}: 50% unstructured, per output row. */
-export const defaultWandaOptions: Readonly<WandaOptions> = Object.freeze({ sparsity: 0.5, pattern: 'unstructured' });
+export const defaultWandaOptions: Readonly<WandaOptions> = Object.freeze({ sparsity: 0.5, pattern: 'unstructured', comparison: 'row' });
 
 /**
  * Wanda on one layer: the score of weight `W_ij` is `|W_ij| · ‖X_j‖₂` (Eq. 1), `‖X_j‖₂` the norm
  * of input feature j over the calibration tokens (`columnNorms`, from `accumulateHessians(…,
  * { hessian: false })` in @posttrain/policy). Scores are compared per output: exactly
- * `⌊in·sparsity⌋` weights of lowest score are pruned in every row (ties: the earlier input first),
- * or with an N:M pattern the `m − n` lowest of every group of `m` inputs. The kept weights are not
+ * `⌊in·sparsity⌋` weights of lowest score are pruned in every row (ties: the earlier input first);
+ * with `comparison: 'layer'` the `⌊out·in·sparsity⌋` lowest across the layer; with an N:M pattern the `m − n` lowest of every group of `m` inputs. The kept weights are not
  * changed (no weight update, the paper's point). Scores are computed in float64. The inputs are not
  * modified.
  *
@@ -50,12 +55,16 @@ export function wandaPrune(weight: Float32Array, columnNorms: Float64Array | Flo
       throw new PosttrainError('NON_FINITE', `wandaPrune: columnNorms[${j}] is ${columnNorms[j]}; expected finite norms ≥ 0`, { help: 'check the calibration inputs for NaN or Inf activations' });
     }
   }
+  const comparison = checkComparison('wandaPrune', o.comparison);
   const scores = Float64Array.from(weight, (w, i) => Math.abs(w) * columnNorms[i % inFeatures]);
   let mask: Uint8Array;
   if (pattern === 'unstructured') {
     mask = new Uint8Array(weight.length).fill(1);
-    const k = Math.floor(inFeatures * sparsity);
-    for (let r = 0; r < rows; r++) pruneLowest(scores, r * inFeatures, (r + 1) * inFeatures, k, mask);
+    if (comparison === 'layer') pruneLowest(scores, 0, weight.length, Math.floor(weight.length * sparsity), mask);
+    else {
+      const k = Math.floor(inFeatures * sparsity);
+      for (let r = 0; r < rows; r++) pruneLowest(scores, r * inFeatures, (r + 1) * inFeatures, k, mask);
+    }
   } else {
     checkDivides('wandaPrune', inFeatures, pattern.m);
     mask = nmMask(scores, inFeatures, pattern);
