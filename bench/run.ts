@@ -15,6 +15,8 @@
 //                                                   # and update ms; rollout tokens/s; peak numBytes
 //   npm run bench -- --backends wasm --suites quantize --merge  # the Shakespeare LM per scheme (bytes,
 //                                                   # ppl, forward, KV decode); LoRA vs QLoRA steps
+//   npm run bench -- --backends wasm --suites prune --merge  # the Shakespeare LM pruned per criterion and
+//                                                   # pattern (time, ppl); 25% of MLP channels (time, forward)
 //
 // Writes bench/results/latest.json: { machine, runs: [{ name, backend, shape, msPerStep, tokensPerSec, ... }] }.
 // Timings are medians over the measured steps, after warm-up steps that are not counted.
@@ -27,6 +29,7 @@ import { TinyGpt, type TinyGptConfig } from '../packages/tensor-core/src/testing
 import { installWasmKernels } from '../packages/tensor-core/src/wasm-kernels.js';
 import { benchDecode, benchForward } from './models.js';
 import { benchPreference } from './preference.js';
+import { benchPrune } from './prune.js';
 import { benchQuantize } from './quantize.js';
 import { benchRl } from './rl.js';
 import { median, timeSteps, type Run } from './timing.js';
@@ -129,7 +132,9 @@ async function main(): Promise<void> {
           ? ''
           : `  peak ${(run.peakBytes / 2 ** 20).toFixed(2)} MiB${run.peakOverSft === undefined ? '' : ` (${run.peakOverSft.toFixed(2)}× SFT)`}, weights ${((run.weightBytes ?? 0) / 2 ** 20).toFixed(2)} MiB`;
       const parts = run.generationMs === undefined ? '' : `  generation ${run.generationMs} ms, rewards ${run.rewardMs} ms, scoring ${run.scoringMs} ms, update ${run.updateMs} ms`;
-      console.log(`${rounded.name.padEnd(40)} ${rounded.msPerStep.toFixed(1).padStart(9)} ms/step ${rounded.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${rounded.steps} steps)${memory}${parts}`);
+      const ppl = (run as { perplexity?: number }).perplexity;
+      const scored = ppl === undefined ? '' : `  ppl ${ppl}`;
+      console.log(`${rounded.name.padEnd(40)} ${rounded.msPerStep.toFixed(1).padStart(9)} ms/step ${rounded.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${rounded.steps} steps)${memory}${parts}${scored}`);
     };
     // The slow backends (plain JS, software GPUs) run the model suites only when asked by name.
     const slow = info.name === 'cpu' || info.softwareAdapter === true;
@@ -142,6 +147,7 @@ async function main(): Promise<void> {
     if (suites.includes('dpo')) for (const run of await benchPreference(info.name, args.seconds)) report(run);
     if (suites.includes('rl')) for (const run of await benchRl(info.name, args.seconds)) report(run);
     if (suites.includes('quantize')) for (const run of await benchQuantize(info.name, args.seconds)) report(run);
+    if (suites.includes('prune')) for (const run of await benchPrune(info.name, args.seconds)) report(run);
     if (!suites.includes('train')) continue;
     for (const shapeName of args.shapes) {
       const shape = shapes[shapeName];
