@@ -134,7 +134,9 @@ async function main(): Promise<void> {
       const parts = run.generationMs === undefined ? '' : `  generation ${run.generationMs} ms, rewards ${run.rewardMs} ms, scoring ${run.scoringMs} ms, update ${run.updateMs} ms`;
       const ppl = (run as { perplexity?: number }).perplexity;
       const scored = ppl === undefined ? '' : `  ppl ${ppl}`;
-      console.log(`${rounded.name.padEnd(40)} ${rounded.msPerStep.toFixed(1).padStart(9)} ms/step ${rounded.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${rounded.steps} steps)${memory}${parts}${scored}`);
+      console.log(
+        `${rounded.name.padEnd(40)} ${rounded.msPerStep.toFixed(1).padStart(9)} ms/step ${rounded.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${rounded.steps} steps)${memory}${parts}${scored}`,
+      );
     };
     // The slow backends (plain JS, software GPUs) run the model suites only when asked by name.
     const slow = info.name === 'cpu' || info.softwareAdapter === true;

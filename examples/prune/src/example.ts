@@ -147,7 +147,9 @@ export async function runPruneExample(options: Partial<PruneExampleOptions> = {}
   o.log(
     `held-out: ${ids.length.toLocaleString('en')} bytes, windows of ${CONTEXT} (stride ${CONTEXT}); calibration: ${rows.length} × ${CONTEXT} = ${(rows.length * CONTEXT).toLocaleString('en')} tokens of the training split (seed ${o.seed})`,
   );
-  o.log(`${'model'.padEnd(26)} ${'pattern'.padEnd(12)} ${'ppl'.padStart(7)} ${'Δppl'.padStart(8)} ${'sparsity'.padStart(8)} ${'parameters'.padStart(10)} ${'saved bytes'.padStart(11)} ${'seconds'.padStart(7)}`);
+  o.log(
+    `${'model'.padEnd(26)} ${'pattern'.padEnd(12)} ${'ppl'.padStart(7)} ${'Δppl'.padStart(8)} ${'sparsity'.padStart(8)} ${'parameters'.padStart(10)} ${'saved bytes'.padStart(11)} ${'seconds'.padStart(7)}`,
+  );
 
   let dense: PruneFigure | undefined;
   const measure = async (model: PretrainedModel, name: string, pattern: string, seconds: number): Promise<PruneFigure> => {

@@ -88,7 +88,6 @@ function floatParameterBytes(model: PretrainedModel): number {
   return 4 * n;
 }
 
-
 async function quantise(model: PretrainedModel, scheme: QuantizeExampleScheme, calibration: number[][][]): Promise<QuantizeSummary | undefined> {
   switch (scheme) {
     case 'float':

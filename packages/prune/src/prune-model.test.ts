@@ -65,7 +65,7 @@ describe('pruneModel', () => {
     model.dispose();
   });
 
-  it("comparison: magnitude per row and Wanda per layer; refused for SparseGPT, global or N:M", async () => {
+  it('comparison: magnitude per row and Wanda per layer; refused for SparseGPT, global or N:M', async () => {
     const model = make();
     const { layers } = await pruneModel(model, undefined, { method: 'magnitude', comparison: 'row' });
     for (const l of layers) {

@@ -87,11 +87,16 @@ export async function pruneModel(model: CausalLM, calibration: readonly Calibrat
     );
   }
   if (o.comparison !== undefined) {
-    if (o.comparison !== 'layer' && o.comparison !== 'row') throw new PosttrainError('INVALID_OPTION', `pruneModel: expected comparison to be 'layer', 'row' or undefined; got ${describeValue(o.comparison)}`);
+    if (o.comparison !== 'layer' && o.comparison !== 'row')
+      throw new PosttrainError('INVALID_OPTION', `pruneModel: expected comparison to be 'layer', 'row' or undefined; got ${describeValue(o.comparison)}`);
     if (o.method === 'sparsegpt' || o.scope === 'global' || pattern !== 'unstructured') {
-      throw new PosttrainError('INVALID_OPTION', `pruneModel: comparison is for unstructured magnitude or Wanda with scope 'layer'; got it with method ${o.method}, scope ${o.scope}, pattern ${pattern === 'unstructured' ? pattern : `${pattern.n}:${pattern.m}`}`, {
-        help: 'leave comparison undefined',
-      });
+      throw new PosttrainError(
+        'INVALID_OPTION',
+        `pruneModel: comparison is for unstructured magnitude or Wanda with scope 'layer'; got it with method ${o.method}, scope ${o.scope}, pattern ${pattern === 'unstructured' ? pattern : `${pattern.n}:${pattern.m}`}`,
+        {
+          help: 'leave comparison undefined',
+        },
+      );
     }
   }
   checkNumber('pruneModel', 'dampening', o.dampening, 'a number ≥ 0', (v) => v >= 0);
