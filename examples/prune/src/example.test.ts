@@ -2,9 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { initBackend, isPosttrainError, tf } from '@posttrain/tensor-core';
 import { doneLine, runPruneExample, type PruneExampleResult } from './example.js';
 
-// The example shortened: the first 8,192 held-out bytes, 16 calibration rows (2,048 tokens), 20
-// recovery steps. Measured on wasm (seed 0) — see the comments below for the figures each assertion
-// leaves room for.
+// The example shortened: the first 8,192 held-out bytes, 16 calibration rows (2,048 tokens), 10
+// recovery steps, without the comparison-group rows (their ordering is within 0.3% and flips between
+// this slice and the whole split; docs/prune.md reports them). Measured on wasm (seed 0); the comments
+// give the figures each assertion leaves room for. ~45 s on two cores.
 
 describe('the pruning example', () => {
   let result: PruneExampleResult;
@@ -13,7 +14,7 @@ describe('the pruning example', () => {
   it('runs every row without leaking a tensor', async () => {
     await initBackend('auto');
     const before = tf.memory().numTensors;
-    result = await runPruneExample({ heldOutBytes: 8192, calibration: 16, recoverySteps: 20, recoveryLr: 1e-4, log: () => {} });
+    result = await runPruneExample({ heldOutBytes: 8192, calibration: 16, recoverySteps: 10, comparisons: false, log: () => {} });
     leaked = tf.memory().numTensors - before;
     expect(leaked).toBe(0);
     expect(result.tokens).toBe(8192 - 8192 / 128); // 64 windows of 128, 127 targets each
@@ -30,19 +31,18 @@ describe('the pruning example', () => {
     expect(result.dense.layerSparsity).toBe(0);
   });
 
-  it('orders the criteria: SparseGPT best at 50% and at 2:4; Wanda below magnitude at 2:4 and with the same comparison group', () => {
+  it('orders the criteria: SparseGPT best at 50% and at 2:4, Wanda below magnitude at 2:4', () => {
     const u = result.unstructured;
     const s = result.semiStructured as PruneExampleResult['unstructured'];
-    const c = result.comparisons as NonNullable<PruneExampleResult['comparisons']>;
+    expect(result.comparisons).toBeUndefined();
     for (const f of [u.magnitude, u.wanda, u.sparsegpt, s.magnitude, s.wanda, s.sparsegpt]) expect(f.perplexity).toBeGreaterThan(result.dense.perplexity);
     // 50% (dense 4.957): magnitude 5.381, wanda 5.669, sparsegpt 5.114
     expect(u.sparsegpt.perplexity).toBeLessThan(Math.min(u.wanda.perplexity, u.magnitude.perplexity) - 0.1);
     // 2:4: magnitude 6.516, wanda 6.435, sparsegpt 5.278
     expect(s.sparsegpt.perplexity).toBeLessThan(s.wanda.perplexity - 0.5);
     expect(s.wanda.perplexity).toBeLessThan(s.magnitude.perplexity);
-    // per row: Wanda below magnitude; per layer: the same
-    expect(u.wanda.perplexity).toBeLessThan(c.magnitudeByRow.perplexity);
-    expect(c.wandaByLayer.perplexity).toBeLessThan(u.magnitude.perplexity);
+    // At 50% Wanda (compared per row) is above magnitude (per layer) on this model: 5.669 vs 5.381.
+    expect(u.wanda.perplexity).toBeGreaterThan(u.magnitude.perplexity);
     // 2:4 costs more than 50% unstructured for every criterion
     for (const m of ['magnitude', 'wanda', 'sparsegpt'] as const) expect(s[m].perplexity).toBeGreaterThan(u[m].perplexity);
   });

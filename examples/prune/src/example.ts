@@ -45,7 +45,7 @@ export interface PruneExampleOptions {
 
 /**
  * Defaults of {@link PruneExampleOptions}: the whole held-out split, 128 calibration rows (16,384
- * tokens), seed 0, 50% and 2:4, 25% of MLP channels, 100 recovery steps of 8 windows at lr 3e-4.
+ * tokens), seed 0, 50% and 2:4, 25% of MLP channels, 100 recovery steps of 8 windows at lr 1e-4.
  *
  * @example
  * ```ts
@@ -61,7 +61,7 @@ export const defaultPruneExampleOptions: Readonly<PruneExampleOptions> = Object.
   comparisons: true,
   mlpFraction: 0.25,
   recoverySteps: 100,
-  recoveryLr: 3e-4,
+  recoveryLr: 1e-4,
   recoveryBatchSize: 8,
   batchSize: 16,
   log: console.log,
