@@ -257,7 +257,7 @@ export async function runPruneExample(options: Partial<PruneExampleOptions> = {}
  *
  * @example
  * ```ts
- * doneLine(result, 301.2); // 'done in 301.2 s: ppl dense 5.503, magnitude 7.9, wanda 6.1, sparsegpt 5.9 (50%)'
+ * doneLine(result, 405.3); // 'done in 405.3 s: ppl dense 5.503, magnitude 5.895, wanda 6.192, sparsegpt 5.665 (50%)'
  * ```
  */
 export function doneLine(result: PruneExampleResult, seconds: number): string {
