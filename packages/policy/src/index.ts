@@ -71,6 +71,7 @@ export {
   type AccumulateHessiansOptions,
   type LayerInputStatistics,
 } from './calibration.js';
+export { dampedInverseHessianFactor } from './hessian-inverse.js';
 
 // Perplexity (sliding windows; a later eval package re-exports it)
 export { perplexity, defaultPerplexityOptions, type PerplexityOptions, type PerplexityResult } from './perplexity.js';

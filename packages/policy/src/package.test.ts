@@ -15,6 +15,7 @@ describe('public surface', () => {
       'completionRows',
       'completionsPath',
       'createReference',
+      'dampedInverseHessianFactor',
       'defaultAccumulateHessiansOptions',
       'defaultCalibrationLayers',
       'defaultGenerateOptions',

@@ -1,6 +1,7 @@
 // SparseGPT (Frantar & Alistarh 2023, "SparseGPT: Massive Language Models Can Be Accurately Pruned
 // in One-Shot", arXiv 2301.00774, Algorithm 1), as IST-DASLab/sparsegpt sparsegpt.py `fasterprune`
 // and llm-compressor's SparseGPTModifier run it.
+import { dampedInverseHessianFactor } from '@posttrain/policy';
 import { PosttrainError, checkNumber, describeValue, resolveOptions } from '@posttrain/tensor-core';
 import { type PruneResult, checkWeight } from './magnitude.js';
 import { type SparsityPattern, checkDivides, pruneGroup, pruneLowest, resolveSparsity } from './nm.js';
@@ -85,16 +86,7 @@ export function sparsegptPrune(weight: Float32Array, hessian: Float64Array | Flo
 
   const W = Float64Array.from(weight);
   const H = Float64Array.from(hessian);
-  let meanDiag = 0;
-  for (let j = 0; j < cols; j++) {
-    if (H[j * cols + j] === 0) {
-      H[j * cols + j] = 1;
-      for (let r = 0; r < rows; r++) W[r * cols + j] = 0;
-    }
-    meanDiag += H[j * cols + j] / cols;
-  }
-  for (let j = 0; j < cols; j++) H[j * cols + j] += o.dampening * meanDiag;
-  const U = upperCholeskyOfInverse(H, cols);
+  const U = dampedInverseHessianFactor(H, W, rows, o.dampening);
   if (!U) {
     throw new PosttrainError('INVALID_ARGUMENT', `sparsegptPrune: H + ${o.dampening} · mean(diag H) · I is not positive definite, so H⁻¹ has no Cholesky factor`, {
       help: 'raise dampening (default 0.01) or add calibration tokens: H has rank at most the number of tokens',
@@ -164,55 +156,4 @@ export function resolveSparseGptOptions(owner: string, options: Partial<SparseGp
   checkNumber(owner, 'dampening', o.dampening, 'a number ≥ 0 (a fraction of mean diag H, default 0.01)', (v) => v >= 0);
   checkNumber(owner, 'blockSize', o.blockSize, 'a positive integer (default 128)', (v) => Number.isInteger(v) && v > 0);
   return o;
-}
-
-/**
- * `U` with `A⁻¹ = Uᵀ U`, U upper triangular (torch: cholesky → cholesky_inverse → cholesky(upper)),
- * for a symmetric `A [n, n]` in float64, row-major; undefined when A is not positive definite.
- * (The same helper as @posttrain/quantize's GPTQ, kept local: prune may not import quantize.)
- */
-function upperCholeskyOfInverse(A: Float64Array, n: number): Float64Array | undefined {
-  const L = cholesky(A, n);
-  if (!L) return undefined;
-  const Linv = new Float64Array(n * n); // L⁻¹, lower triangular, by forward substitution
-  for (let j = 0; j < n; j++) {
-    Linv[j * n + j] = 1 / L[j * n + j];
-    for (let i = j + 1; i < n; i++) {
-      let s = 0;
-      for (let k = j; k < i; k++) s += L[i * n + k] * Linv[k * n + j];
-      Linv[i * n + j] = -s / L[i * n + i];
-    }
-  }
-  const inv = new Float64Array(n * n); // A⁻¹ = Linvᵀ Linv
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j <= i; j++) {
-      let s = 0;
-      for (let k = i; k < n; k++) s += Linv[k * n + i] * Linv[k * n + j];
-      inv[i * n + j] = s;
-      inv[j * n + i] = s;
-    }
-  }
-  const L2 = cholesky(inv, n);
-  if (!L2) return undefined;
-  const U = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = i; j < n; j++) U[i * n + j] = L2[j * n + i];
-  return U;
-}
-
-/** Lower Cholesky factor `L` (`A = L Lᵀ`) of a symmetric `A [n, n]`, or undefined when A is not positive definite. */
-function cholesky(A: Float64Array, n: number): Float64Array | undefined {
-  const L = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    let d = A[j * n + j];
-    for (let k = 0; k < j; k++) d -= L[j * n + k] * L[j * n + k];
-    if (!(d > 0)) return undefined;
-    const ljj = Math.sqrt(d);
-    L[j * n + j] = ljj;
-    for (let i = j + 1; i < n; i++) {
-      let s = A[i * n + j];
-      for (let k = 0; k < j; k++) s -= L[i * n + k] * L[j * n + k];
-      L[i * n + j] = s / ljj;
-    }
-  }
-  return L;
 }

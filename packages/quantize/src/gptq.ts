@@ -1,9 +1,8 @@
 // GPTQ (Frantar et al. 2022, "GPTQ: Accurate Post-Training Quantization for Generative
 // Pre-trained Transformers", arXiv 2210.17323, Algorithm 1) as llm-compressor runs it
 // (src/llmcompressor/modifiers/quantization/gptq/gptq_quantize.py `quantize_weight`).
-import { type CalibrationBatch, type LinearLayerFilter, accumulateHessians, calibrationTargets, calibrationTokens, defaultCalibrationLayers } from '@posttrain/policy';
+import { type CalibrationBatch, type LinearLayerFilter, accumulateHessians, calibrationTargets, calibrationTokens, dampedInverseHessianFactor, defaultCalibrationLayers } from '@posttrain/policy';
 import { type CausalLM, Conv1D, Linear, type LinearLike, PosttrainError, checkNumber, describeValue, resolveOptions, tf } from '@posttrain/tensor-core';
-import { upperCholeskyOfInverse } from './cholesky.js';
 import { affineQParams, dequantizeValue, quantizeValue } from './qparams.js';
 import { QuantizedLinear } from './quantized-linear.js';
 
@@ -143,16 +142,7 @@ export function gptqQuantize(weight: Float32Array, hessian: Float64Array | Float
   }
 
   // Dead inputs, dampening, U = upper Cholesky factor of H⁻¹.
-  let meanDiag = 0;
-  for (let j = 0; j < cols; j++) {
-    if (H[j * cols + j] === 0) {
-      H[j * cols + j] = 1;
-      for (let r = 0; r < rows; r++) W[r * cols + j] = 0;
-    }
-    meanDiag += H[j * cols + j] / cols;
-  }
-  for (let j = 0; j < cols; j++) H[j * cols + j] += o.dampening * meanDiag;
-  let U = upperCholeskyOfInverse(H, cols);
+  let U = dampedInverseHessianFactor(H, W, rows, o.dampening);
   const fellBackToRtn = U === undefined;
   if (!U) {
     U = new Float64Array(cols * cols);

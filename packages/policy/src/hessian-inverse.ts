@@ -1,4 +1,35 @@
-// Dense symmetric linear algebra for GPTQ, in float64 on row-major arrays (internal: not exported from the package).
+// The inverse-Hessian factor that GPTQ (@posttrain/quantize) and SparseGPT (@posttrain/prune) both
+// start from: dead inputs removed, dampening, and the upper Cholesky factor of H⁻¹ — dense symmetric
+// linear algebra in float64 on row-major arrays.
+
+/**
+ * Prepares a layer's input Hessian `H [cols, cols]` (from {@link accumulateHessians}) for the
+ * OBS-style updates of GPTQ (Frantar et al. 2022) and SparseGPT (Frantar & Alistarh 2023), in place,
+ * as their reference code does: an input that never fired (`H_jj = 0`) gets `H_jj = 1` and its
+ * column of `weight [rows, cols]` set to 0; then `dampening · mean(diag H)` is added to the
+ * diagonal. Returns `U`, upper triangular with `(H + λI)⁻¹ = Uᵀ U`, or undefined when the damped
+ * H is still not positive definite (raise the dampening or add calibration tokens).
+ *
+ * @example
+ * ```ts
+ * const H = Float64Array.from(stats.get(path)!.hessian);
+ * const W = Float64Array.from(weight); // [rows, cols]
+ * const U = dampedInverseHessianFactor(H, W, rows, 0.01);
+ * ```
+ */
+export function dampedInverseHessianFactor(H: Float64Array, W: Float64Array, rows: number, dampening: number): Float64Array | undefined {
+  const cols = Math.round(Math.sqrt(H.length));
+  let meanDiag = 0;
+  for (let j = 0; j < cols; j++) {
+    if (H[j * cols + j] === 0) {
+      H[j * cols + j] = 1;
+      for (let r = 0; r < rows; r++) W[r * cols + j] = 0;
+    }
+    meanDiag += H[j * cols + j] / cols;
+  }
+  for (let j = 0; j < cols; j++) H[j * cols + j] += dampening * meanDiag;
+  return upperCholeskyOfInverse(H, cols);
+}
 
 /**
  * `U` with `A⁻¹ = Uᵀ U`, U upper triangular (torch: cholesky → cholesky_inverse → cholesky(upper)),
