@@ -1,9 +1,9 @@
 // Model benchmarks: decoding tokens/s with and without the KV cache, and the forward pass of a
 // ~30M-parameter Llama, through @posttrain/models.
-import { Rng, tf } from '@posttrain/tensor-core';
+import { Rng } from '@posttrain/tensor-core';
 import { createModel, type ModelConfigInput } from '@posttrain/models';
 import { generate } from '@posttrain/policy';
-import { median, timeSteps, type Run } from './timing.js';
+import { median, randomIds, timeForward, timeSteps, type Run } from './timing.js';
 
 /** A Llama of ~34M parameters (vocab 32000, d 384, 6 layers, 6 heads over 2 key/value heads, untied output). */
 export const llama30m: ModelConfigInput = {
@@ -17,25 +17,11 @@ export const llama30m: ModelConfigInput = {
   maxPositions: 2048,
 };
 
-function randomIds(rng: Rng, rows: number, length: number, vocab: number): tf.Tensor {
-  return tf.tensor2d(
-    Array.from({ length: rows }, () => Array.from({ length }, () => rng.int(vocab))),
-    undefined,
-    'int32',
-  );
-}
-
 /** Forward passes of `batch × seq` tokens (no gradient). */
 export async function benchForward(backend: string, budgetSeconds: number, batch = 1, seq = 128): Promise<Run> {
   const model = createModel(llama30m, { seed: 0 });
   const ids = randomIds(new Rng(2), batch, seq, llama30m.vocabSize);
-  const { ms, warmup } = await timeSteps(async () => {
-    const t0 = performance.now();
-    const out = model.forward(ids);
-    await out.logits.data();
-    tf.dispose([out.logits, out.hidden]);
-    return performance.now() - t0;
-  }, budgetSeconds);
+  const { ms, warmup } = await timeForward(model, ids, budgetSeconds);
   const parameters = model.numParameters();
   model.dispose();
   ids.dispose();

@@ -7,9 +7,9 @@
 import type { PretrainedModel } from '@posttrain/models';
 import { type CalibrationBatch, perplexity } from '@posttrain/policy';
 import { type SparsityPattern, pruneMlpChannels, pruneModel, sparsityReport } from '@posttrain/prune';
-import { Rng, tf } from '@posttrain/tensor-core';
+import { Rng } from '@posttrain/tensor-core';
 import { CONTEXT, calibrationRows, heldOutIds, loadLm } from '../examples/quantize/src/lm.js';
-import { median, timeSteps, type Run } from './timing.js';
+import { median, randomIds, timeForward, timeSteps, type Run } from './timing.js';
 
 /** Held-out bytes the bench scores (the example scores all 111,540). */
 const HELD_OUT_BYTES = 16_384;
@@ -28,15 +28,6 @@ export interface PruneRun extends Run {
   parameters?: number;
   /** Bytes of the model.safetensors saveModel writes. */
   savedBytes?: number;
-}
-
-function randomIds(rows: number, length: number): tf.Tensor2D {
-  const rng = new Rng(2);
-  return tf.tensor2d(
-    Array.from({ length: rows }, () => Array.from({ length }, () => rng.int(256))),
-    [rows, length],
-    'int32',
-  );
 }
 
 const round = (x: number, digits: number): number => Math.round(x * 10 ** digits) / 10 ** digits;
@@ -99,14 +90,8 @@ export async function benchPrune(backend: string, budgetSeconds: number): Promis
   }
   const forward = async (model: PretrainedModel, variant: string, extra: Partial<PruneRun>): Promise<void> => {
     for (const batch of [1, 8]) {
-      const input = randomIds(batch, CONTEXT);
-      const { ms, warmup } = await timeSteps(async () => {
-        const t0 = performance.now();
-        const out = model.forward(input);
-        await out.logits.data();
-        tf.dispose([out.logits, out.hidden]);
-        return performance.now() - t0;
-      }, budgetSeconds / 8);
+      const input = randomIds(new Rng(2), batch, CONTEXT, 256);
+      const { ms, warmup } = await timeForward(model, input, budgetSeconds / 8);
       input.dispose();
       const msPerStep = median(ms);
       runs.push({

@@ -4,13 +4,13 @@
 // [1, 128] and [8, 128] batches, and greedy decoding with the KV cache (prompt 16, 32 new tokens,
 // batch 1); and a LoRA SFT step beside a QLoRA one on the SFT demo's tiny base (step ms, and peak
 // tf.memory().numBytes of a profiled 2-step run, bench/preference.ts' method).
-import { Rng, tf } from '@posttrain/tensor-core';
+import { Rng } from '@posttrain/tensor-core';
 import { generate, perplexity } from '@posttrain/policy';
 import type { PretrainedModel } from '@posttrain/models';
 import { quantizeModel } from '@posttrain/quantize';
 import { CONTEXT, heldOutIds, loadLm } from '../examples/quantize/src/lm.js';
 import { runQloraComparison } from '../examples/quantize/src/qlora.js';
-import { median, timeSteps, type Run } from './timing.js';
+import { median, randomIds, timeForward, timeSteps, type Run } from './timing.js';
 
 /** The schemes measured, as `quantizeModel` options (float: none). */
 const SCHEMES = {
@@ -43,15 +43,6 @@ async function loadScheme(name: SchemeName): Promise<{ model: PretrainedModel; b
   return { model, bytes: (summary?.quantizedBytes ?? 0) + 4 * floatParameters };
 }
 
-function randomIds(rows: number, length: number): tf.Tensor2D {
-  const rng = new Rng(2);
-  return tf.tensor2d(
-    Array.from({ length: rows }, () => Array.from({ length }, () => rng.int(256))),
-    [rows, length],
-    'int32',
-  );
-}
-
 /**
  * Per scheme: a forward run at [1, 128] and [8, 128] (each with the scheme's bytes and perplexity)
  * and a KV-cache decode run; then LoRA and QLoRA SFT steps with their peak bytes. `budgetSeconds`
@@ -65,14 +56,8 @@ export async function benchQuantize(backend: string, budgetSeconds: number): Pro
     try {
       const { perplexity: ppl } = await perplexity(model, ids, { contextLength: CONTEXT, stride: CONTEXT, batchSize: 16 });
       for (const batch of [1, 8]) {
-        const input = randomIds(batch, CONTEXT);
-        const { ms, warmup } = await timeSteps(async () => {
-          const t0 = performance.now();
-          const out = model.forward(input);
-          await out.logits.data();
-          tf.dispose([out.logits, out.hidden]);
-          return performance.now() - t0;
-        }, budgetSeconds / 4);
+        const input = randomIds(new Rng(2), batch, CONTEXT, 256);
+        const { ms, warmup } = await timeForward(model, input, budgetSeconds / 4);
         input.dispose();
         const msPerStep = median(ms);
         runs.push({
@@ -88,7 +73,7 @@ export async function benchQuantize(backend: string, budgetSeconds: number): Pro
           modelBytes: bytes,
         });
       }
-      const prompt = randomIds(1, 16);
+      const prompt = randomIds(new Rng(2), 1, 16, 256);
       const newTokens = 32;
       const { ms, warmup } = await timeSteps(async () => {
         const t0 = performance.now();

@@ -1,3 +1,5 @@
+import { type CausalLM, type Rng, tf } from '@posttrain/tensor-core';
+
 /** One measured benchmark, as written to bench/results/latest.json. */
 export interface Run {
   name: string;
@@ -47,4 +49,24 @@ export async function timeSteps(step: () => Promise<number>, budgetSeconds: numb
   const least = first > 60_000 ? 2 : 3;
   while (ms.length < least || (ms.length < 30 && performance.now() < deadline)) ms.push(await step());
   return { ms, warmup };
+}
+
+/** A `[rows, length]` int32 tensor of token ids drawn uniformly from `[0, vocab)` by `rng`. */
+export function randomIds(rng: Rng, rows: number, length: number, vocab: number): tf.Tensor2D {
+  return tf.tensor2d(
+    Array.from({ length: rows }, () => Array.from({ length }, () => rng.int(vocab))),
+    [rows, length],
+    'int32',
+  );
+}
+
+/** {@link timeSteps} over forward passes of `model` on `ids` (no gradient), each waiting for the logits. */
+export function timeForward(model: CausalLM, ids: tf.Tensor, budgetSeconds: number): Promise<{ ms: number[]; warmup: number }> {
+  return timeSteps(async () => {
+    const t0 = performance.now();
+    const out = model.forward(ids);
+    await out.logits.data();
+    tf.dispose([out.logits, out.hidden]);
+    return performance.now() - t0;
+  }, budgetSeconds);
 }

@@ -8,7 +8,7 @@ import type { PretrainedModel } from '@posttrain/models';
 import { type CalibrationBatch, perplexity } from '@posttrain/policy';
 import { type SparsityPattern, keepMasks, nmViolations, pruneMlpChannels, pruneModel, removeMasks, sparsityReport } from '@posttrain/prune';
 import { type Linear, PosttrainError, checkNumber, describeValue, resolveOptions } from '@posttrain/tensor-core';
-import { CONTEXT, calibrationRows, heldOutIds, loadLm } from '../../quantize/src/lm.js';
+import { CONTEXT, calibrationRows, heldOutIds, withLm } from '../../quantize/src/lm.js';
 import { continuePretraining } from '../../quantize/src/tune.js';
 
 /** The criteria, in the order of the table and of the done line. */
@@ -171,14 +171,6 @@ export async function runPruneExample(options: Partial<PruneExampleOptions> = {}
       `${name.padEnd(26)} ${pattern.padEnd(12)} ${f.perplexity.toFixed(3).padStart(7)} ${delta.padStart(8)} ${`${(100 * f.layerSparsity).toFixed(1)}%`.padStart(8)} ${f.parameters.toLocaleString('en').padStart(10)} ${f.savedBytes.toLocaleString('en').padStart(11)} ${seconds.toFixed(1).padStart(7)}`,
     );
     return f;
-  };
-  const withLm = async <T>(fn: (model: PretrainedModel) => Promise<T>): Promise<T> => {
-    const { model } = await loadLm();
-    try {
-      return await fn(model);
-    } finally {
-      model.dispose();
-    }
   };
   const timed = async (fn: () => Promise<unknown>): Promise<number> => {
     const t = performance.now();

@@ -147,6 +147,24 @@ export async function loadLm(dir: string = LM_DIR): Promise<{ model: PretrainedM
 }
 
 /**
+ * Runs `fn` on a fresh copy of the committed model ({@link loadLm}) and disposes it afterwards,
+ * whatever `fn` does.
+ *
+ * @example
+ * ```ts
+ * const ppl = await withLm(async (model) => (await perplexity(model, heldOutIds(), { contextLength: CONTEXT })).perplexity);
+ * ```
+ */
+export async function withLm<T>(fn: (model: PretrainedModel) => Promise<T>): Promise<T> {
+  const { model } = await loadLm();
+  try {
+    return await fn(model);
+  } finally {
+    model.dispose();
+  }
+}
+
+/**
  * `rows` windows of {@link CONTEXT} token ids at offsets drawn by `seed` from the training split:
  * the calibration set of GPTQ and of pruning (never a held-out byte).
  *

@@ -6,7 +6,7 @@ import type { PretrainedModel } from '@posttrain/models';
 import { perplexity } from '@posttrain/policy';
 import { convertQat, prepareQat, quantizeModel, type QuantizeOptions } from '@posttrain/quantize';
 import { PosttrainError, checkNumber, describeValue, resolveOptions } from '@posttrain/tensor-core';
-import { CONTEXT, heldOutIds, loadLm } from './lm.js';
+import { CONTEXT, heldOutIds, withLm } from './lm.js';
 import { continuePretraining } from './tune.js';
 
 /** Options of {@link qatFigure}. */
@@ -101,14 +101,6 @@ export async function qatFigure(options: Partial<QatFigureOptions> = {}): Promis
     const r = await perplexity(model, ids, { contextLength: CONTEXT, stride: CONTEXT, batchSize: 16 });
     tokens = r.tokens;
     return r.perplexity;
-  };
-  const withLm = async <T>(fn: (model: PretrainedModel) => Promise<T>): Promise<T> => {
-    const { model } = await loadLm();
-    try {
-      return await fn(model);
-    } finally {
-      model.dispose();
-    }
   };
   const tune = (model: PretrainedModel): Promise<number> => continuePretraining(model, { steps: o.steps, lr: o.lr, batchSize: o.batchSize, seed: o.seed });
 
