@@ -5,10 +5,10 @@
 // split); then 25% of the MLP channels removed (pruneMlpChannels, activation scores): its time, and the
 // forward ms of [1, 128] and [8, 128] batches of the smaller model beside the dense one.
 import type { PretrainedModel } from '@posttrain/models';
-import { type CalibrationBatch, perplexity } from '@posttrain/policy';
+import { perplexity } from '@posttrain/policy';
 import { type SparsityPattern, pruneMlpChannels, pruneModel, sparsityReport } from '@posttrain/prune';
 import { Rng } from '@posttrain/tensor-core';
-import { CONTEXT, calibrationRows, heldOutIds, loadLm } from '../examples/quantize/src/lm.js';
+import { CONTEXT, calibrationBatches, heldOutIds, loadLm } from '../examples/quantize/src/lm.js';
 import { median, randomIds, timeForward, timeSteps, type Run } from './timing.js';
 
 /** Held-out bytes the bench scores (the example scores all 111,540). */
@@ -21,8 +21,6 @@ const CALIBRATION_ROWS = 128;
 export interface PruneRun extends Run {
   method?: string;
   pattern?: string;
-  /** Held-out perplexity on the first {@link HELD_OUT_BYTES} bytes. */
-  perplexity?: number;
   /** Zeros over the linear layers' weights (lm_head, tied, excluded). */
   sparsity?: number;
   parameters?: number;
@@ -55,9 +53,7 @@ async function timePrune(prune: (model: PretrainedModel) => Promise<unknown>, bu
 export async function benchPrune(backend: string, budgetSeconds: number): Promise<PruneRun[]> {
   const runs: PruneRun[] = [];
   const ids = heldOutIds().subarray(0, HELD_OUT_BYTES);
-  const rows = calibrationRows(CALIBRATION_ROWS, 0);
-  const calibration: CalibrationBatch[] = [];
-  for (let i = 0; i < rows.length; i += 16) calibration.push(rows.slice(i, i + 16));
+  const calibration = calibrationBatches(CALIBRATION_ROWS, 0);
   const calibrationTokens = CALIBRATION_ROWS * CONTEXT;
   const scored = async (model: PretrainedModel) => {
     const { perplexity: ppl } = await perplexity(model, ids, { contextLength: CONTEXT, stride: CONTEXT, batchSize: 16 });

@@ -28,8 +28,6 @@ const HELD_OUT_BYTES = 16_384;
 /** A quantisation run: the Run fields plus what the scheme stores and scores. */
 export interface QuantizeRun extends Run {
   scheme?: string;
-  /** Held-out perplexity on the first {@link HELD_OUT_BYTES} bytes. */
-  perplexity?: number;
   /** Exact bytes of the model's weights (quantised layers' bytes + 4 per float parameter left). */
   modelBytes?: number;
 }

@@ -132,8 +132,7 @@ async function main(): Promise<void> {
           ? ''
           : `  peak ${(run.peakBytes / 2 ** 20).toFixed(2)} MiB${run.peakOverSft === undefined ? '' : ` (${run.peakOverSft.toFixed(2)}× SFT)`}, weights ${((run.weightBytes ?? 0) / 2 ** 20).toFixed(2)} MiB`;
       const parts = run.generationMs === undefined ? '' : `  generation ${run.generationMs} ms, rewards ${run.rewardMs} ms, scoring ${run.scoringMs} ms, update ${run.updateMs} ms`;
-      const ppl = (run as { perplexity?: number }).perplexity;
-      const scored = ppl === undefined ? '' : `  ppl ${ppl}`;
+      const scored = run.perplexity === undefined ? '' : `  ppl ${run.perplexity}`;
       console.log(
         `${rounded.name.padEnd(40)} ${rounded.msPerStep.toFixed(1).padStart(9)} ms/step ${rounded.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${rounded.steps} steps)${memory}${parts}${scored}`,
       );

@@ -27,6 +27,8 @@ export interface Run {
   updateMs?: number;
   /** RL runs: tokens generated per rollout (tokensPerSec is their rate during generation). */
   rolloutTokens?: number;
+  /** Quantisation and pruning runs: held-out perplexity of the model measured (the suite says on how many bytes). */
+  perplexity?: number;
 }
 
 export function median(xs: number[]): number {

@@ -5,10 +5,10 @@
 // steps; and SparseGPT 50% recovered with its masks kept. Everything measured by held-out perplexity
 // (policy's `perplexity`, disjoint windows of 128 bytes).
 import type { PretrainedModel } from '@posttrain/models';
-import { type CalibrationBatch, perplexity } from '@posttrain/policy';
+import { perplexity } from '@posttrain/policy';
 import { type SparsityPattern, keepMasks, nmViolations, pruneMlpChannels, pruneModel, removeMasks, sparsityReport } from '@posttrain/prune';
 import { type Linear, PosttrainError, checkNumber, describeValue, resolveOptions } from '@posttrain/tensor-core';
-import { CONTEXT, calibrationRows, heldOutIds, withLm } from '../../quantize/src/lm.js';
+import { CONTEXT, calibrationBatches, heldOutIds, withLm } from '../../quantize/src/lm.js';
 import { continuePretraining } from '../../quantize/src/tune.js';
 
 /** The criteria, in the order of the table and of the done line. */
@@ -140,12 +140,10 @@ export async function runPruneExample(options: Partial<PruneExampleOptions> = {}
   }
   const t0 = performance.now();
   const ids = o.heldOutBytes === null ? all : all.subarray(0, o.heldOutBytes);
-  const rows = calibrationRows(o.calibration, o.seed);
-  const calibration: CalibrationBatch[] = [];
-  for (let i = 0; i < rows.length; i += 16) calibration.push(rows.slice(i, i + 16));
+  const calibration = calibrationBatches(o.calibration, o.seed);
   let tokens = 0;
   o.log(
-    `held-out: ${ids.length.toLocaleString('en')} bytes, windows of ${CONTEXT} (stride ${CONTEXT}); calibration: ${rows.length} × ${CONTEXT} = ${(rows.length * CONTEXT).toLocaleString('en')} tokens of the training split (seed ${o.seed})`,
+    `held-out: ${ids.length.toLocaleString('en')} bytes, windows of ${CONTEXT} (stride ${CONTEXT}); calibration: ${o.calibration} × ${CONTEXT} = ${(o.calibration * CONTEXT).toLocaleString('en')} tokens of the training split (seed ${o.seed})`,
   );
   o.log(
     `${'model'.padEnd(26)} ${'pattern'.padEnd(12)} ${'ppl'.padStart(7)} ${'Δppl'.padStart(8)} ${'sparsity'.padStart(8)} ${'parameters'.padStart(10)} ${'saved bytes'.padStart(11)} ${'seconds'.padStart(7)}`,
@@ -208,17 +206,15 @@ export async function runPruneExample(options: Partial<PruneExampleOptions> = {}
 
   let structured: PruneExampleResult['structured'];
   if (o.mlpFraction > 0) {
-    structured = await withLm(async (model) => {
-      const seconds = await timed(() => pruneMlpChannels(model, { fraction: o.mlpFraction, score: 'activation', calibration }));
-      const name = `mlp-channels −${Math.round(100 * o.mlpFraction)}%`;
-      const pruned = await measure(model, name, 'structured', seconds);
-      if (o.recoverySteps === 0) return { pruned };
-      const recovered = await measure(model, `${name} + ${o.recoverySteps} steps`, 'structured', await timed(() => recover(model)));
-      return { pruned, recovered };
+    const name = `mlp-channels −${Math.round(100 * o.mlpFraction)}%`;
+    let recovered: PruneFigure | undefined;
+    const smaller = await withLm(async (model) => {
+      const f = await measure(model, name, 'structured', await timed(() => pruneMlpChannels(model, { fraction: o.mlpFraction, score: 'activation', calibration })));
+      if (o.recoverySteps > 0) recovered = await measure(model, `${name} + ${o.recoverySteps} steps`, 'structured', await timed(() => recover(model)));
+      return f;
     });
-    if (o.recoverySteps > 0 && structured !== undefined) {
-      structured.denseRecovered = await withLm(async (model) => measure(model, `dense + ${o.recoverySteps} steps`, 'dense', await timed(() => recover(model))));
-    }
+    const denseRecovered = o.recoverySteps > 0 ? await withLm(async (model) => measure(model, `dense + ${o.recoverySteps} steps`, 'dense', await timed(() => recover(model)))) : undefined;
+    structured = { pruned: smaller, recovered, denseRecovered };
   }
   let sparseRecovered: PruneFigure | undefined;
   if (o.recoverySteps > 0) {
@@ -238,7 +234,7 @@ export async function runPruneExample(options: Partial<PruneExampleOptions> = {}
     structured,
     sparseRecovered,
     tokens,
-    calibrationTokens: rows.length * CONTEXT,
+    calibrationTokens: o.calibration * CONTEXT,
     seconds: (performance.now() - t0) / 1000,
   };
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isPosttrainError, initBackend, tf } from '@posttrain/tensor-core';
-import { CONTEXT, corpusSplit, lmConfig } from './lm.js';
-import { QUANTIZE_SCHEMES, calibrationRows, doneLine, runQuantizeExample, type QuantizeExampleScheme, type SchemeFigures } from './example.js';
+import { CONTEXT, calibrationRows, corpusSplit, lmConfig } from './lm.js';
+import { QUANTIZE_SCHEMES, doneLine, runQuantizeExample, type QuantizeExampleScheme, type SchemeFigures } from './example.js';
 
 // The example shortened: the first 16,384 held-out bytes and 32 calibration rows (4,096 tokens), every
 // scheme on a fresh copy of the model. Measured on wasm (seed 0): ppl float 5.048, int8 5.048,

@@ -6,9 +6,7 @@ import { PosttrainError, checkNumber, describeValue, resolveOptions } from '@pos
 import { perplexity } from '@posttrain/policy';
 import type { PretrainedModel } from '@posttrain/models';
 import { QuantizedLinear, gptqModel, quantizeModel, type QuantizeSummary } from '@posttrain/quantize';
-import { CONTEXT, calibrationRows, heldOutIds, loadLm, unigramBitsPerByte } from './lm.js';
-
-export { calibrationRows } from './lm.js';
+import { CONTEXT, calibrationBatches, heldOutIds, loadLm, unigramBitsPerByte } from './lm.js';
 
 /** The schemes of the example, in the order of its table (the done line names the first five). */
 export const QUANTIZE_SCHEMES = Object.freeze(['float', 'int8', 'int4-rtn', 'int4-gptq', 'nf4', 'int4-g32'] as const);
@@ -137,12 +135,10 @@ export async function runQuantizeExample(options: Partial<QuantizeExampleOptions
   }
   const t0 = performance.now();
   const ids = o.heldOutBytes === null ? all : all.subarray(0, o.heldOutBytes);
-  const rows = calibrationRows(o.calibration, o.seed);
-  const calibration: number[][][] = [];
-  for (let i = 0; i < rows.length; i += 16) calibration.push(rows.slice(i, i + 16));
+  const calibration = calibrationBatches(o.calibration, o.seed);
   const schemes: QuantizeExampleScheme[] = ['float', ...o.schemes.filter((s) => s !== 'float')];
   o.log(
-    `held-out: ${ids.length.toLocaleString('en')} bytes, windows of ${CONTEXT} (stride ${CONTEXT}); GPTQ calibration: ${rows.length} × ${CONTEXT} = ${(rows.length * CONTEXT).toLocaleString('en')} tokens of the training split (seed ${o.seed})`,
+    `held-out: ${ids.length.toLocaleString('en')} bytes, windows of ${CONTEXT} (stride ${CONTEXT}); GPTQ calibration: ${o.calibration} × ${CONTEXT} = ${(o.calibration * CONTEXT).toLocaleString('en')} tokens of the training split (seed ${o.seed})`,
   );
   o.log(
     `${'scheme'.padEnd(10)} ${'weight bytes'.padStart(13)} ${'vs float'.padStart(8)} ${'ppl'.padStart(7)} ${'bits/byte'.padStart(9)} ${'Δppl'.padStart(7)} ${'quantise s'.padStart(10)} ${'eval s'.padStart(7)}`,
@@ -180,7 +176,7 @@ export async function runQuantizeExample(options: Partial<QuantizeExampleOptions
     }
   }
   const unigramPerplexity = 2 ** unigramBitsPerByte();
-  return { figures, calibrationTokens: rows.length * CONTEXT, unigramPerplexity, seconds: (performance.now() - t0) / 1000 };
+  return { figures, calibrationTokens: o.calibration * CONTEXT, unigramPerplexity, seconds: (performance.now() - t0) / 1000 };
 }
 
 /** The schemes the done line names, in its order. */

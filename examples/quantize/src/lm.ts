@@ -182,3 +182,19 @@ export function calibrationRows(rows: number, seed: number): number[][] {
     return Array.from(train.subarray(start, start + CONTEXT));
   });
 }
+
+/**
+ * {@link calibrationRows} in batches of `batchSize` rows (the last may be shorter): the calibration
+ * argument of `gptqModel`, `pruneModel` and the structured pruners.
+ *
+ * @example
+ * ```ts
+ * await pruneModel(model, calibrationBatches(128, 0), { method: 'wanda' }); // 8 batches of 16 × 128
+ * ```
+ */
+export function calibrationBatches(rows: number, seed: number, batchSize = 16): number[][][] {
+  const all = calibrationRows(rows, seed);
+  const batches: number[][][] = [];
+  for (let i = 0; i < all.length; i += batchSize) batches.push(all.slice(i, i + batchSize));
+  return batches;
+}

@@ -1,7 +1,7 @@
 // Magnitude pruning: the weights of smallest |W| go (Han et al. 2015; the baseline of the Wanda and
 // SparseGPT papers, locuslab/wanda `prune_magnitude`, llm-compressor's MagnitudePruningModifier).
 import { PosttrainError, describeValue, resolveOptions } from '@posttrain/tensor-core';
-import { type SparsityPattern, checkDivides, checkFinite, checkShape, checkSparsity, nmMask, pruneLowest, resolveSparsity } from './nm.js';
+import { type SparsityPattern, checkComparison, checkDivides, checkFinite, checkShape, checkSparsity, nmMask, pruneLowest, resolveSparsity, unstructuredMask } from './nm.js';
 
 /** Options of {@link magnitudePrune}. */
 export interface MagnitudeOptions {
@@ -49,14 +49,8 @@ export function magnitudePrune(weight: Float32Array, shape: readonly [number, nu
   const comparison = checkComparison('magnitudePrune', o.comparison);
   const scores = Float32Array.from(weight, Math.abs);
   let mask: Uint8Array;
-  if (pattern === 'unstructured') {
-    mask = new Uint8Array(weight.length).fill(1);
-    if (comparison === 'layer') pruneLowest(scores, 0, weight.length, Math.floor(weight.length * sparsity), mask);
-    else {
-      const k = Math.floor(inFeatures * sparsity);
-      for (let r = 0; r < weight.length; r += inFeatures) pruneLowest(scores, r, r + inFeatures, k, mask);
-    }
-  } else {
+  if (pattern === 'unstructured') mask = unstructuredMask(scores, inFeatures, sparsity, comparison);
+  else {
     checkDivides('magnitudePrune', inFeatures, pattern.m);
     mask = nmMask(scores, inFeatures, pattern);
   }
@@ -126,12 +120,4 @@ export function checkWeight(owner: string, weight: Float32Array, shape: readonly
   checkShape(owner, weight.length, shape[1]);
   checkFinite(owner, weight, shape[1]);
   return shape[1];
-}
-
-/** Validates a `comparison` option: `'layer'` or `'row'` (an N:M pattern ignores it: it compares within groups of a row). */
-export function checkComparison(owner: string, comparison: unknown): 'layer' | 'row' {
-  if (comparison !== 'layer' && comparison !== 'row') {
-    throw new PosttrainError('INVALID_OPTION', `${owner}: expected comparison to be 'layer' or 'row'; got ${describeValue(comparison)}`);
-  }
-  return comparison;
 }

@@ -86,6 +86,21 @@ export function pruneLowest(scores: ArrayLike<number>, start: number, end: numbe
   }
 }
 
+/**
+ * The unstructured mask of a row-major `[out, inFeatures]` score array: the ⌊out·in·sparsity⌋ lowest
+ * scores across the whole layer pruned (`'layer'`), or the ⌊in·sparsity⌋ lowest of every row
+ * (`'row'`); ties go to the earlier position. 1 = kept.
+ */
+export function unstructuredMask(scores: ArrayLike<number>, inFeatures: number, sparsity: number, comparison: 'layer' | 'row'): Uint8Array {
+  const mask = new Uint8Array(scores.length).fill(1);
+  if (comparison === 'layer') pruneLowest(scores, 0, scores.length, Math.floor(scores.length * sparsity), mask);
+  else {
+    const k = Math.floor(inFeatures * sparsity);
+    for (let r = 0; r < scores.length; r += inFeatures) pruneLowest(scores, r, r + inFeatures, k, mask);
+  }
+  return mask;
+}
+
 /** Validates a {@link SparsityPattern}: `'unstructured'` or integers 0 < n < m. */
 export function checkPattern(owner: string, pattern: unknown): SparsityPattern {
   if (pattern === 'unstructured') return pattern;
@@ -158,4 +173,12 @@ export function checkFinite(owner: string, weight: Float32Array, inFeatures: num
       });
     }
   }
+}
+
+/** Validates a `comparison` option: `'layer'` or `'row'` (an N:M pattern ignores it: it compares within groups of a row). */
+export function checkComparison(owner: string, comparison: unknown): 'layer' | 'row' {
+  if (comparison !== 'layer' && comparison !== 'row') {
+    throw new PosttrainError('INVALID_OPTION', `${owner}: expected comparison to be 'layer' or 'row'; got ${describeValue(comparison)}`);
+  }
+  return comparison;
 }

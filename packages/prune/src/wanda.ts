@@ -1,8 +1,8 @@
 // Wanda: pruning by weights and activations (Sun, Liu, Bair & Kolter 2023, "A Simple and Effective
 // Pruning Approach for Large Language Models", arXiv 2306.11695, Eq. 1; locuslab/wanda `prune_wanda`).
 import { PosttrainError, describeValue, resolveOptions } from '@posttrain/tensor-core';
-import { type PruneResult, applyMask, checkComparison, checkWeight } from './magnitude.js';
-import { type SparsityPattern, checkDivides, nmMask, pruneLowest, resolveSparsity } from './nm.js';
+import { type PruneResult, applyMask, checkWeight } from './magnitude.js';
+import { type SparsityPattern, checkComparison, checkDivides, nmMask, resolveSparsity, unstructuredMask } from './nm.js';
 
 /** Options of {@link wandaPrune}. */
 export interface WandaOptions {
@@ -58,14 +58,8 @@ export function wandaPrune(weight: Float32Array, columnNorms: Float64Array | Flo
   const comparison = checkComparison('wandaPrune', o.comparison);
   const scores = Float64Array.from(weight, (w, i) => Math.abs(w) * columnNorms[i % inFeatures]);
   let mask: Uint8Array;
-  if (pattern === 'unstructured') {
-    mask = new Uint8Array(weight.length).fill(1);
-    if (comparison === 'layer') pruneLowest(scores, 0, weight.length, Math.floor(weight.length * sparsity), mask);
-    else {
-      const k = Math.floor(inFeatures * sparsity);
-      for (let r = 0; r < rows; r++) pruneLowest(scores, r * inFeatures, (r + 1) * inFeatures, k, mask);
-    }
-  } else {
+  if (pattern === 'unstructured') mask = unstructuredMask(scores, inFeatures, sparsity, comparison);
+  else {
     checkDivides('wandaPrune', inFeatures, pattern.m);
     mask = nmMask(scores, inFeatures, pattern);
   }
