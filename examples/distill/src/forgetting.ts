@@ -3,7 +3,8 @@
 import { fileURLToPath } from 'node:url';
 import { ByteTokenizer, generateSplit, reversalTask, sortingTask, type StringTaskOptions } from '@posttrain/data';
 import { loadModel } from '@posttrain/models';
-import { estimateFisher, exactMatch, sftTrain, type ExactMatchResult, type LwfOption } from '@posttrain/sft';
+import { estimateFisher, sftTrain, type LwfOption } from '@posttrain/sft';
+import { exactMatch, type ExactMatchResult } from '@posttrain/eval';
 import { tf } from '@posttrain/tensor-core';
 
 /** The tiny Llama that examples/sft ships: it sorts strings ('bca|' → 'abc') and has never seen reversal or '>'. */

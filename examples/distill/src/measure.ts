@@ -2,7 +2,7 @@
 // prompts, and the cross-entropy of the right answers.
 import { sortingTask, tokenizePromptCompletion, type TokenizerLike } from '@posttrain/data';
 import { exampleLogps, inEvalMode, padTokenIdOf } from '@posttrain/policy';
-import { exactMatch } from '@posttrain/sft';
+import { exactMatch } from '@posttrain/eval';
 import type { PretrainedModel } from '@posttrain/models';
 import type { SortingExample } from './teacher.js';
 

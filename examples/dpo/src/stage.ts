@@ -4,7 +4,7 @@ import type { CausalLM } from '@posttrain/tensor-core';
 import { generateSplit, reversalTask, type StringTaskOptions, type TokenizerLike } from '@posttrain/data';
 import { dpoObjective, dpoTrain, preferenceLogps, type DpoTrainResult } from '@posttrain/dpo';
 import { dpoSigmoidLoss } from '@posttrain/losses';
-import { exactMatch, type ExactMatchResult } from '@posttrain/sft';
+import { exactMatch, type ExactMatchResult } from '@posttrain/eval';
 import { mergeAndUnload } from '@posttrain/lora';
 import { STRING_OPTIONS } from './tiny-base.js';
 

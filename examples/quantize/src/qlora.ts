@@ -8,7 +8,8 @@ import { PosttrainError, checkNumber, describeValue, resolveOptions, tf } from '
 import { ByteTokenizer, generateSplit, reversalTask } from '@posttrain/data';
 import { loadModel, type PretrainedModel } from '@posttrain/models';
 import { quantizeModel } from '@posttrain/quantize';
-import { exactMatch, sftTrain, type SftTrainOptions } from '@posttrain/sft';
+import { sftTrain, type SftTrainOptions } from '@posttrain/sft';
+import { exactMatch } from '@posttrain/eval';
 import { STRING_OPTIONS, TINY_BASE_DIR } from '../../sft/src/tiny-base.js';
 
 /** The two runs: LoRA over the float base, and QLoRA (LoRA over the NF4 base). */

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { initBackend, tf } from '@posttrain/tensor-core';
 import { ByteTokenizer, reversalTask } from '@posttrain/data';
 import { evaluateRewardModel } from '@posttrain/reward';
-import { exactMatch } from '@posttrain/sft';
+import { exactMatch } from '@posttrain/eval';
 import { REWARD_MODEL_FIGURES, WEAK_SFT_FIGURES, loadRewardModelCheckpoint, loadWeakSft } from './checkpoints.js';
 import { heldOutPairs, reversalSplit, sampledAccuracy, scoreAnswers } from './measure.js';
 

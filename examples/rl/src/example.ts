@@ -6,7 +6,7 @@ import { onlineDpoTrain, type OnlineDpoTrainOptions } from '@posttrain/dpo';
 import { taskReward } from '@posttrain/policy';
 import type { RewardModel } from '@posttrain/reward';
 import { grpoTrain, ppoTrain, rlooTrain, type GrpoTrainOptions, type PpoTrainOptions, type RlooTrainOptions } from '@posttrain/rl-ppo';
-import { exactMatch } from '@posttrain/sft';
+import { exactMatch } from '@posttrain/eval';
 import type { TrainRecord, TrainResult } from '@posttrain/trainer';
 import { loadRewardModelCheckpoint, loadWeakSft } from './checkpoints.js';
 import { reversalSplit, scoreAnswers } from './measure.js';

@@ -6,7 +6,7 @@ import { ByteTokenizer, reversalTask } from '@posttrain/data';
 import { fileTarget, initBackend, runMain } from '@posttrain/tensor-core';
 import { loadModel, saveModel } from '@posttrain/models';
 import { evaluateRewardModel, saveRewardModel } from '@posttrain/reward';
-import { exactMatch } from '@posttrain/sft';
+import { exactMatch } from '@posttrain/eval';
 import { CHECKPOINTS_ROOT } from './checkpoints.js';
 import { makeRewardModel, makeWeakSft, onPolicyPairs } from './make.js';
 import { heldOutPairs, reversalSplit, sampledAccuracy, scoreAnswers } from './measure.js';

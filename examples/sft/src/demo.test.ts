@@ -6,7 +6,7 @@ import { initBackend, tf } from '@posttrain/tensor-core';
 import { ByteTokenizer, generateSplit, sortingTask } from '@posttrain/data';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '@posttrain/lora';
 import { loadModel } from '@posttrain/models';
-import { exactMatch } from '@posttrain/sft';
+import { exactMatch } from '@posttrain/eval';
 import { runDemo } from './demo.js';
 import { STRING_OPTIONS, TINY_BASE_DIR, tinyBaseConfig } from './tiny-base.js';
 

@@ -2,7 +2,8 @@
 import { ByteTokenizer, generateSplit, reversalTask } from '@posttrain/data';
 import { loadAdapter, saveAdapter } from '@posttrain/lora';
 import { loadModel } from '@posttrain/models';
-import { exactMatch, sftTrain, type ExactMatchResult, type SftTrainResult } from '@posttrain/sft';
+import { sftTrain, type SftTrainResult } from '@posttrain/sft';
+import { exactMatch, type ExactMatchResult } from '@posttrain/eval';
 import { STRING_OPTIONS, TINY_BASE_DIR } from './tiny-base.js';
 import { runDpoStage, type DpoStageResult } from '../../dpo/src/stage.js';
 

@@ -2,7 +2,8 @@
 import { fileURLToPath } from 'node:url';
 import { ByteTokenizer, generateSplit, sortingTask, type StringTaskOptions } from '@posttrain/data';
 import { createModel, type ModelConfigInput, type PretrainedModel } from '@posttrain/models';
-import { exactMatch, sftTrain } from '@posttrain/sft';
+import { sftTrain } from '@posttrain/sft';
+import { exactMatch } from '@posttrain/eval';
 
 /** Where the shipped base lives: config.json + model.safetensors (about 0.4 MB). */
 export const TINY_BASE_DIR = fileURLToPath(new URL('../tiny-base/', import.meta.url));

@@ -8,7 +8,7 @@ import { ipoLoss, dpoSigmoidLoss } from '@posttrain/losses';
 import { loraLayers } from '@posttrain/lora';
 import { loadModel } from '@posttrain/models';
 import { namedReward, sequenceLogps, taskReward, type Completion, type Generator } from '@posttrain/policy';
-import { exactMatch } from '@posttrain/sft';
+import { exactMatch } from '@posttrain/eval';
 import { dpoObjective, onlineDpoTrain, simpoObjective, type OnlineDpoTrainOptions } from './index.js';
 import { rejected, tinyModel, tokenizer } from './testing/fixtures.js';
 

@@ -5,6 +5,3 @@ export { sftTrain, resolveSftOptions, defaultSftOptions, type SftTrainOptions, t
 export { estimateFisher, type EstimateFisherOptions } from './ewc.js';
 export type { EwcOption } from '@posttrain/losses';
 export type { LwfOption } from './lwf.js';
-
-// Evaluation
-export { exactMatch, defaultExactMatchOptions, type ExactMatchOptions, type ExactMatchResult, type ExactMatchTask } from './exact-match.js';
