@@ -104,7 +104,7 @@ const ABBREVIATIONS = new Set(['mr', 'mrs', 'ms', 'dr', 'prof', 'st', 'jr', 'sr'
  * @example
  * ```ts
  * countSentences('xx,x. xx,x! xx/x. x{x}x? x.'); // 5
- * countSentences('Dr. Smith met Mr. J. Doe at 3.30 p.m. yesterday.'); // 1
+ * countSentences('Dr. Smith met Mr. J. Doe at 3.30 yesterday. Then he left.'); // 2
  * ```
  */
 export function countSentences(text: string): number {
@@ -114,7 +114,10 @@ export function countSentences(text: string): number {
     const core = tokens[i].replace(/["')\]}*’”»]+$/u, '');
     const end = /[.?!]+$/.exec(core)?.[0];
     if (end === undefined) continue;
-    const word = core.slice(0, -end.length).replace(/^["'([{“‘«]+/u, '').toLowerCase();
+    const word = core
+      .slice(0, -end.length)
+      .replace(/^["'([{“‘«]+/u, '')
+      .toLowerCase();
     if (/[?!]/.test(end)) sentences++;
     else if (end.length > 1) sentences += /^\p{Lu}/u.test(tokens[i + 1]) ? 1 : 0;
     else if (!/^\p{L}$/u.test(word) && !ABBREVIATIONS.has(word)) sentences++;
@@ -136,7 +139,10 @@ function kwargReader(id: string, kwargs: Record<string, unknown>) {
   return {
     int: (name: string) => get<number>(name, 'an integer ≥ 0', (v) => Number.isInteger(v) && (v as number) >= 0),
     str: (name: string) => strip(get<string>(name, 'a non-empty string', (v) => typeof v === 'string' && strip(v) !== '')),
-    strings: (name: string) => get<string[]>(name, 'an array of strings', (v) => Array.isArray(v) && v.every((w) => typeof w === 'string')),
+    strings: (name: string) => get<string[]>(name, 'a non-empty array of strings', (v) => Array.isArray(v) && v.length > 0 && v.every((w) => typeof w === 'string')),
+    /** One character, stripped and lowercased, as IFEval reads `letter`. */
+    letter: (name: string) => strip(get<string>(name, 'one character', (v) => typeof v === 'string' && [...v].length === 1)).toLowerCase(),
+    has: (name: string) => kwargs[name] !== undefined && kwargs[name] !== null,
     relation: (name: string) => get<string>(name, "'less than' or 'at least'", (v) => v === 'less than' || v === 'at least'),
     /** A regular expression from a kwarg's text, as IFEval passes keywords and markers to `re`. */
     regex: (name: string, source: string, flags: string) => {
@@ -175,8 +181,7 @@ const rules: Record<IfevalInstructionId, Rule> = {
   'keywords:letter_frequency': {
     kwargs: ['letter', 'let_frequency', 'let_relation'],
     check: (r, k) => {
-      const letter = k.str('letter').toLowerCase();
-      if ([...letter].length !== 1) k.int('letter'); // throws: a letter is one character
+      const letter = k.letter('letter');
       return compare([...r.toLowerCase()].filter((c) => c === letter).length, k.relation('let_relation'), k.int('let_frequency'));
     },
   },
@@ -201,8 +206,12 @@ const rules: Record<IfevalInstructionId, Rule> = {
       const nth = k.int('nth_paragraph');
       const paragraph = nth >= 1 && nth <= n ? strip(paragraphs[nth - 1]) : '';
       if (paragraph === '') return false;
-      const word = strip(strip(strip(paragraph).split(new RegExp(`[${WS}]+`, 'u'))[0], "'").replace(/^"+/, ''), '');
-      const first = /^[^.,?!'"]*/u.exec(word.replace(/^'+/, ''))?.[0] ?? '';
+      // IFEval: the first whitespace-separated token, `'` then `"` stripped from its left, up to the first of . , ? ! ' "
+      const word = paragraph
+        .split(new RegExp(`[${WS}]+`, 'u'))[0]
+        .replace(/^'+/, '')
+        .replace(/^"+/, '');
+      const first = /^[^.,?!'"]*/.exec(word)?.[0] ?? '';
       return n === k.int('num_paragraphs') && first.toLowerCase() === k.str('first_word').toLowerCase();
     },
   },
@@ -260,8 +269,8 @@ const rules: Record<IfevalInstructionId, Rule> = {
   'combination:repeat_prompt': {
     kwargs: ['prompt_to_repeat'],
     check: (r, k, prompt) => {
-      const repeat = prompt !== undefined && (k.strings('prompt_to_repeat') as unknown) === undefined ? prompt : k.str('prompt_to_repeat');
-      return strip(r).toLowerCase().startsWith(strip(repeat).toLowerCase());
+      const repeat = k.has('prompt_to_repeat') || prompt === undefined ? k.str('prompt_to_repeat') : strip(prompt);
+      return strip(r).toLowerCase().startsWith(repeat.toLowerCase());
     },
   },
   'startend:end_checker': { kwargs: ['end_phrase'], check: (r, k) => strip(strip(r), '"').toLowerCase().endsWith(k.str('end_phrase').toLowerCase()) },
@@ -284,12 +293,12 @@ const rules: Record<IfevalInstructionId, Rule> = {
 /**
  * Words in all capitals, approximating IFEval's count over `nltk.word_tokenize`: tokens are runs of
  * letters, digits and `_` joined by inner `-`, `.` or `'` (so `WELL-KNOWN` and `U.S.A` are one), with
- * the Treebank contractions `n't 's 'm 'd 'll 're 've` split off (`DON'T` is `DO` + `N'T`, two), and
- * a token counts when Python's `isupper()` holds (so `I` and `A` count, `2024` does not).
+ * the Treebank contractions `n't 's 'm 'd 'll 're 've` (ASCII apostrophe) split off (`DON'T` is `DO` +
+ * `N'T`, two), and a token counts when Python's `isupper()` holds (so `I` and `A` count, `2024` does not).
  */
 function capitalWords(text: string): number {
   const tokens = text.match(new RegExp(`${W}+(?:['’.\\-]${W}+)*`, 'gu')) ?? [];
-  return tokens.flatMap((t) => /^(.+?)(n['’]t|['’](?:s|m|d|ll|re|ve))$/iu.exec(t)?.slice(1) ?? [t]).filter(isUpper).length;
+  return tokens.flatMap((t) => /^(.+?)(n't|'(?:s|m|d|ll|re|ve))$/iu.exec(t)?.slice(1) ?? [t]).filter(isUpper).length;
 }
 
 /**
@@ -418,7 +427,10 @@ export function ifevalAccuracy(records: readonly IfevalRecord[], responses: read
       throw new PosttrainError('INVALID_ARGUMENT', `ifevalAccuracy: expected responses to hold a response for prompt ${describeValue(record.prompt)}; got ${describeValue(response)}`);
     }
     if (record.kwargs.length !== record.instruction_id_list.length) {
-      throw new PosttrainError('INVALID_ARGUMENT', `ifevalAccuracy: expected record ${record.key ?? i} to have one kwargs object per instruction id (${record.instruction_id_list.length}); got ${record.kwargs.length}`);
+      throw new PosttrainError(
+        'INVALID_ARGUMENT',
+        `ifevalAccuracy: expected record ${record.key ?? i} to have one kwargs object per instruction id (${record.instruction_id_list.length}); got ${record.kwargs.length}`,
+      );
     }
     const variants = loose ? looseVariants(response) : [response];
     const followed = record.instruction_id_list.map((id, j) => {

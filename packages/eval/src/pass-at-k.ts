@@ -74,7 +74,7 @@ export const defaultSamplePassAtKOptions: Readonly<SamplePassAtKOptions> = Objec
 export async function samplePassAtK<E extends { prompt: string }>(
   generator: Generator,
   tokenizer: TokenizerLike,
-  task: { verify(example: E, completion: string): { correct: boolean } },
+  task: { verify(example: NoInfer<E>, completion: string): { correct: boolean } },
   examples: readonly E[],
   options?: Partial<SamplePassAtKOptions>,
 ): Promise<{ passAtK: Record<number, number>; problems: { prompt: string; n: number; c: number }[] }> {

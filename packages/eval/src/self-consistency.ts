@@ -148,7 +148,7 @@ export interface SelfConsistencyResult {
 export async function selfConsistency<E extends { prompt: string }>(
   generator: Generator,
   tokenizer: TokenizerLike,
-  task: { verify(example: E, completion: string): { correct: boolean } },
+  task: { verify(example: NoInfer<E>, completion: string): { correct: boolean } },
   examples: readonly E[],
   options?: Partial<SelfConsistencyOptions>,
 ): Promise<SelfConsistencyResult> {
