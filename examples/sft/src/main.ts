@@ -1,4 +1,4 @@
-// npm run demo [-- --steps 600 --out out/sft-lora --seed 0 --dpo-steps 150 --stack]
+// npm start -w @posttrain/example-sft [-- --steps 600 --out out/sft-lora --seed 0 --dpo-steps 150 --stack]
 // --out is read from the directory npm was run in (also under `npm start -w examples/sft`).
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';

@@ -36,6 +36,8 @@ export interface Command {
   name: string;
   summary: string;
   specs: OptionSpec[];
+  /** Write the HTML report to `<output-dir>/report.html` when `--report` is not given. */
+  reportByDefault?: boolean;
   /** Returns the summary written to `<output-dir>/summary.json` (when the command has one). */
   run(values: Record<string, unknown>, context: CommandContext): Promise<Record<string, unknown>>;
 }
@@ -118,7 +120,8 @@ function trainingCommand(
     specs,
     async run(values, context) {
       const modelDir = checkModelDir('--model', values.model as string);
-      const out = prepareOutputDir(values.outputDir as string, values.overwrite as boolean);
+      // A resumed run continues in its own output directory.
+      const out = prepareOutputDir(values.outputDir as string, (values.overwrite as boolean) || typeof values.resumeFrom === 'string');
       const { model, tokenizer } = await loadPolicy(modelDir, (values.adapter as string | null) ?? undefined);
       const result = await train({ model, tokenizer, values, tunables: { ...pick(values, namesIn(specs, TRAINER)), ...trainerIo(out, context) }, out, modelDir, context });
       const last = [...result.history].reverse().find((r) => r.kind === 'train' || r.kind === undefined) ?? {};

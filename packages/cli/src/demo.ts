@@ -51,9 +51,9 @@ export const defaultPipelineOptions: Readonly<PipelineOptions> = Object.freeze({
   outputDir: 'out/demo',
   sftSteps: 150,
   rewardSteps: 200,
-  dpoSteps: 100,
-  grpoSteps: 100,
-  distillSteps: 300,
+  dpoSteps: 150,
+  grpoSteps: 300,
+  distillSteps: 600,
   heldOut: 200,
   seed: 0,
 });
@@ -384,12 +384,13 @@ const stepSpecs: OptionSpec[] = [
 /** `posttrain demo`. */
 export const demoCommand: Command = {
   name: 'demo',
+  reportByDefault: true,
   summary: 'the whole pipeline on the shipped tiny model: SFT → reward model → DPO → GRPO → distillation → quantisation → pruning → evaluation',
   specs: [
     { name: 'model', type: 'string', default: TINY_BASE_DIR, description: 'base model directory', group: 'input and output' },
     { name: 'outputDir', type: 'string', default: 'out/demo', description: "each stage's model and metrics", group: 'input and output' },
     { name: 'overwrite', type: 'boolean', default: false, description: "replace another run's files in --output-dir", group: 'input and output' },
-    { name: 'report', type: 'string?', default: 'out/demo/report.html', description: 'the HTML report (null: none)', group: 'input and output' },
+    { name: 'report', type: 'string?', description: 'the HTML report (default <output-dir>/report.html; null: none)', group: 'input and output' },
     { name: 'backend', type: 'string', default: 'auto', choices: ['auto', 'webgpu', 'wasm', 'cpu'], description: 'tfjs backend', group: 'input and output' },
     { name: 'debug', type: 'boolean', default: false, description: 'print stack traces of errors', group: 'input and output' },
     ...stepSpecs,

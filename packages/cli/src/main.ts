@@ -68,10 +68,11 @@ export async function runCli(argv: readonly string[], io: CliIo = { stdout: proc
     const seconds = (Date.now() - started) / 1000;
     const out = typeof values.outputDir === 'string' ? resolve(values.outputDir) : undefined;
     if (out && existsSync(out)) writeFileAtomic(join(out, 'summary.json'), `${JSON.stringify({ ...summary, seconds, options: values }, null, 2)}\n`);
-    if (typeof values.report === 'string') {
+    const report = typeof values.report === 'string' ? values.report : command.reportByDefault && out && values.report === undefined ? join(out, 'report.html') : undefined;
+    if (report !== undefined) {
       const metrics = out ? readMetrics(join(out, 'metrics.jsonl')) : [];
       if (metrics.length > 0) sections.unshift({ title: `${command.name} training`, charts: chartsFromMetrics(metrics), tables: [], samples: [] });
-      const path = resolve(values.report);
+      const path = resolve(report);
       writeFileAtomic(path, renderReport({ title: `posttrain ${command.name}`, subtitle: out, createdAt: new Date().toISOString(), sections }));
       print(`report: ${path}`);
     }

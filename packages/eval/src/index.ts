@@ -31,4 +31,15 @@ export { rewardWinRate, winRateOf, type WinRateResult, type RewardWinRateResult 
 export { generatorJudge, judgeWinRate, parsePairwiseVerdict, PAIRWISE_JUDGE_TEMPLATE, type PairwiseJudge, type PairwiseVerdict } from './judge.js';
 
 // Instruction following (IFEval's verifiable instructions)
-export { checkInstruction, ifevalAccuracy, ifevalInstructionIds, type IfevalInstructionId, type IfevalRecord, type IfevalResult } from './ifeval.js';
+export {
+  checkInstruction,
+  ifevalAccuracy,
+  ifevalInstructionIds,
+  countWords,
+  countSentences,
+  defaultIfevalOptions,
+  type IfevalInstructionId,
+  type IfevalRecord,
+  type IfevalResult,
+  type IfevalOptions,
+} from './ifeval.js';
