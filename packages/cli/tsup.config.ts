@@ -1,4 +1,5 @@
 import { packageConfig } from '../../tsup.base';
 
-// The library (index) and the `posttrain` executable (bin, which keeps its #! line).
-export default packageConfig({ entry: ['src/index.ts', 'src/bin.ts'] });
+// The library (index) and the `posttrain` executable (bin, which keeps its #! line); shims give the
+// CommonJS build an `import.meta.url`, which finds the tiny base in assets/.
+export default packageConfig({ entry: ['src/index.ts', 'src/bin.ts'], shims: true });

@@ -2,4 +2,6 @@
 // The `posttrain` executable.
 import { runCli } from './main.js';
 
-process.exitCode = await runCli(process.argv.slice(2));
+runCli(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

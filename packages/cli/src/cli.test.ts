@@ -32,14 +32,17 @@ describe('posttrain: usage errors', () => {
   it('suggests the nearest command for an unknown one, exits 2, prints no stack', async () => {
     const r = await cli('sfd', '--model', 'x');
     expect(r.code).toBe(2);
-    expect(r.err).toMatch(/^error: unknown command "sfd"; did you mean sft\?\nhelp: commands: sft, reward, dpo, kto, grpo, rloo, ppo, online-dpo, distill, quantize, prune, eval, generate, merge, demo\n$/);
+    expect(r.err).toMatch(
+      /^error: unknown command "sfd"; did you mean sft\?\nhelp: commands: sft, reward, dpo, kto, grpo, rloo, ppo, online-dpo, distill, quantize, prune, eval, generate, merge, demo\n$/,
+    );
     expect(r.err).not.toMatch(/\n\s+at /);
   });
 
   it('lists every command, and every option of a command with its default', async () => {
     const all = await cli('--help');
     expect(all.code).toBe(0);
-    for (const name of ['sft', 'reward', 'dpo', 'kto', 'grpo', 'rloo', 'ppo', 'online-dpo', 'distill', 'quantize', 'prune', 'eval', 'generate', 'merge', 'demo']) expect(all.out).toContain(`  ${name} `);
+    for (const name of ['sft', 'reward', 'dpo', 'kto', 'grpo', 'rloo', 'ppo', 'online-dpo', 'distill', 'quantize', 'prune', 'eval', 'generate', 'merge', 'demo'])
+      expect(all.out).toContain(`  ${name} `);
     const dpo = await cli('dpo', '--help');
     expect(dpo.code).toBe(0);
     expect(dpo.out).toMatch(/--beta <number>\s+strength of the KL \(or implicit-reward\) term \(default 0\.1\)/);
@@ -93,7 +96,10 @@ describe('posttrain: runs', () => {
     const summary = JSON.parse(readFileSync(path('sft/summary.json'), 'utf8'));
     expect(summary.steps).toBe(3); // the flag overrode the file's max_steps: 4
     expect(summary.options.lr).toBe(5e-3);
-    const metrics = readFileSync(path('sft/metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const metrics = readFileSync(path('sft/metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(metrics.filter((m) => m.kind === 'train').map((m) => m.step)).toEqual([1, 2, 3]);
     expect(readFileSync(path('sft/report.html'), 'utf8')).toContain('<svg class="chart"');
 
@@ -105,7 +111,23 @@ describe('posttrain: runs', () => {
     expect(generated.code).toBe(0);
     expect(generated.out.split('\n').filter((l) => l.startsWith('abc>') || l.startsWith('dcb>'))).toHaveLength(2);
 
-    const evaluated = await cli('eval', '--model', path('merged'), '--task', 'reversal', '--eval-examples', '8', '--dataset', path('eval.jsonl'), '--pass-k', '2', '--output-dir', path('eval'), '--backend', 'cpu');
+    const evaluated = await cli(
+      'eval',
+      '--model',
+      path('merged'),
+      '--task',
+      'reversal',
+      '--eval-examples',
+      '8',
+      '--dataset',
+      path('eval.jsonl'),
+      '--pass-k',
+      '2',
+      '--output-dir',
+      path('eval'),
+      '--backend',
+      'cpu',
+    );
     expect(evaluated.code).toBe(0);
     const results = JSON.parse(readFileSync(path('eval/eval.json'), 'utf8'));
     expect(Object.keys(results)).toEqual(['perplexity', 'nll', 'exact_match', 'ece', 'mean_confidence', 'pass@1', 'pass@2']);
@@ -116,7 +138,21 @@ describe('posttrain: runs', () => {
     expect(quantized.code).toBe(0);
     expect(JSON.parse(readFileSync(path('int4/config.json'), 'utf8')).quantization_config).toBeDefined();
 
-    const pruned = await cli('prune', '--model', path('merged'), '--method', 'wanda', '--pattern', '2:4', '--calibration-dataset', path('text.jsonl'), '--output-dir', path('pruned'), '--backend', 'cpu');
+    const pruned = await cli(
+      'prune',
+      '--model',
+      path('merged'),
+      '--method',
+      'wanda',
+      '--pattern',
+      '2:4',
+      '--calibration-dataset',
+      path('text.jsonl'),
+      '--output-dir',
+      path('pruned'),
+      '--backend',
+      'cpu',
+    );
     expect(pruned.code).toBe(0);
     expect(pruned.out).toMatch(/sparsity of the pruned layers 50\.0%/);
     const noCalibration = await cli('prune', '--model', path('merged'), '--method', 'sparsegpt', '--output-dir', path('pruned-2'), '--backend', 'cpu');
@@ -131,10 +167,38 @@ describe('posttrain: runs', () => {
     const dpo = await cli('dpo', '--model', TINY_BASE_DIR, '--dataset', path('pairs.jsonl'), '--max-steps', '2', '--use-lora', '--output-dir', path('dpo'), '--backend', 'cpu');
     expect(dpo.code).toBe(0);
     expect(readdirSync(path('dpo'))).toContain('adapter_model.safetensors');
-    const grpo = await cli('grpo', '--model', TINY_BASE_DIR, '--task', 'reversal', '--task-examples', '32', '--reward-funcs', 'task', '--reward-model', path('rm'), '--max-steps', '1', '--num-generations', '2', '--batch-size', '8', '--max-completion-length', '4', '--use-lora', '--output-dir', path('grpo'), '--backend', 'cpu');
+    const grpo = await cli(
+      'grpo',
+      '--model',
+      TINY_BASE_DIR,
+      '--task',
+      'reversal',
+      '--task-examples',
+      '32',
+      '--reward-funcs',
+      'task',
+      '--reward-model',
+      path('rm'),
+      '--max-steps',
+      '1',
+      '--num-generations',
+      '2',
+      '--batch-size',
+      '8',
+      '--max-completion-length',
+      '4',
+      '--use-lora',
+      '--output-dir',
+      path('grpo'),
+      '--backend',
+      'cpu',
+    );
     expect(grpo.err).not.toMatch(/^error/m);
     expect(grpo.code).toBe(0);
-    const rows = readFileSync(path('grpo/metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const rows = readFileSync(path('grpo/metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(Object.keys(rows.find((r) => r.kind === 'train'))).toEqual(expect.arrayContaining(['reward', 'rewards/reversal_exact_match/mean', 'rewards/reward_model/mean']));
     const noReward = await cli('grpo', '--model', TINY_BASE_DIR, '--task', 'reversal', '--output-dir', path('grpo-2'), '--backend', 'cpu');
     expect(noReward.code).toBe(2);

@@ -110,7 +110,15 @@ function trainingCommand(
   summary: string,
   defaults: object,
   extra: OptionSpec[],
-  train: (a: { model: CausalLM; tokenizer: Tokenizer; values: Record<string, unknown>; tunables: Record<string, unknown>; out: string; modelDir: string; context: CommandContext }) => Promise<{ history: Record<string, unknown>[]; saveAs?: 'policy' | 'none' }>,
+  train: (a: {
+    model: CausalLM;
+    tokenizer: Tokenizer;
+    values: Record<string, unknown>;
+    tunables: Record<string, unknown>;
+    out: string;
+    modelDir: string;
+    context: CommandContext;
+  }) => Promise<{ history: Record<string, unknown>[]; saveAs?: 'policy' | 'none' }>,
 ): Command {
   const tunables = tunableSpecs(defaults, TRAINER);
   const specs = [...ioSpecs(name), { name: 'adapter', type: 'string?', description: 'a LoRA adapter to put on --model first', group: 'input and output' } as OptionSpec, ...extra, ...tunables];
@@ -134,41 +142,65 @@ function trainingCommand(
   };
 }
 
-const sft = trainingCommand('sft', 'supervised fine-tuning (full or LoRA) on text, prompt-completion or chat records', defaultSftOptions, [...datasetSpecs('SFT records ({ text }, { prompt, completion } or { messages })', true), ...LORA_SPECS], async ({ model, tokenizer, values, tunables }) => {
-  const train = await readRecordsFile('--dataset', values.dataset as string);
-  const evalRecords = values.evalDataset ? await readRecordsFile('--eval-dataset', values.evalDataset as string) : undefined;
-  const { history } = await sftTrain({ ...tunables, model, tokenizer, train: train as never, eval: evalRecords as never, lora: loraOption(values) });
-  return { history: history as never };
-});
+const sft = trainingCommand(
+  'sft',
+  'supervised fine-tuning (full or LoRA) on text, prompt-completion or chat records',
+  defaultSftOptions,
+  [...datasetSpecs('SFT records ({ text }, { prompt, completion } or { messages })', true), ...LORA_SPECS],
+  async ({ model, tokenizer, values, tunables }) => {
+    const train = await readRecordsFile('--dataset', values.dataset as string);
+    const evalRecords = values.evalDataset ? await readRecordsFile('--eval-dataset', values.evalDataset as string) : undefined;
+    const { history } = await sftTrain({ ...tunables, model, tokenizer, train: train as never, eval: evalRecords as never, lora: loraOption(values) });
+    return { history: history as never };
+  },
+);
 
-const reward = trainingCommand('reward', 'a reward model (Bradley–Terry) on preference records', defaultRewardOptions, [...datasetSpecs('preference records ({ prompt?, chosen, rejected })', true), ...LORA_SPECS], async ({ model, tokenizer, values, tunables, out, modelDir, context }) => {
-  const train = await readRecordsFile('--dataset', values.dataset as string, 'preference');
-  const evalRecords = values.evalDataset ? await readRecordsFile('--eval-dataset', values.evalDataset as string, 'preference') : undefined;
-  const rm = new RewardModel(model, { seed: (values.seed as number) ?? 0 } as never);
-  const { history } = await rewardTrain({ ...tunables, model: rm, tokenizer, train, eval: evalRecords, lora: loraOption(values) } as never);
-  if (evalRecords) {
-    const { accuracy } = await evaluateRewardModel(rm, tokenizer, evalRecords as never);
-    context.print(`held-out pairwise accuracy ${(accuracy * 100).toFixed(1)}%`);
-  }
-  await saveRewardModel(rm, out);
-  for (const file of TOKENIZER_FILES) if (existsSync(join(modelDir, file))) copyFileSync(join(modelDir, file), join(out, file));
-  context.print(`saved the reward model to ${out}`);
-  return { history: history as never, saveAs: 'none' };
-});
+const reward = trainingCommand(
+  'reward',
+  'a reward model (Bradley–Terry) on preference records',
+  defaultRewardOptions,
+  [...datasetSpecs('preference records ({ prompt?, chosen, rejected })', true), ...LORA_SPECS],
+  async ({ model, tokenizer, values, tunables, out, modelDir, context }) => {
+    const train = await readRecordsFile('--dataset', values.dataset as string, 'preference');
+    const evalRecords = values.evalDataset ? await readRecordsFile('--eval-dataset', values.evalDataset as string, 'preference') : undefined;
+    const rm = new RewardModel(model, { seed: (values.seed as number) ?? 0 } as never);
+    const { history } = await rewardTrain({ ...tunables, model: rm, tokenizer, train, eval: evalRecords, lora: loraOption(values) } as never);
+    if (evalRecords) {
+      const { accuracy } = await evaluateRewardModel(rm, tokenizer, evalRecords as never);
+      context.print(`held-out pairwise accuracy ${(accuracy * 100).toFixed(1)}%`);
+    }
+    await saveRewardModel(rm, out);
+    for (const file of TOKENIZER_FILES) if (existsSync(join(modelDir, file))) copyFileSync(join(modelDir, file), join(out, file));
+    context.print(`saved the reward model to ${out}`);
+    return { history: history as never, saveAs: 'none' };
+  },
+);
 
-const dpo = trainingCommand('dpo', 'direct preference optimisation (and its family: ipo, hinge, simpo, …) on preference records', defaultDpoOptions, [...datasetSpecs('preference records', true), ...LORA_SPECS], async ({ model, tokenizer, values, tunables }) => {
-  const train = await readRecordsFile('--dataset', values.dataset as string, 'preference');
-  const evalRecords = values.evalDataset ? await readRecordsFile('--eval-dataset', values.evalDataset as string, 'preference') : undefined;
-  const { history } = await dpoTrain({ ...tunables, model, tokenizer, train, eval: evalRecords, lora: loraOption(values) } as never);
-  return { history: history as never };
-});
+const dpo = trainingCommand(
+  'dpo',
+  'direct preference optimisation (and its family: ipo, hinge, simpo, …) on preference records',
+  defaultDpoOptions,
+  [...datasetSpecs('preference records', true), ...LORA_SPECS],
+  async ({ model, tokenizer, values, tunables }) => {
+    const train = await readRecordsFile('--dataset', values.dataset as string, 'preference');
+    const evalRecords = values.evalDataset ? await readRecordsFile('--eval-dataset', values.evalDataset as string, 'preference') : undefined;
+    const { history } = await dpoTrain({ ...tunables, model, tokenizer, train, eval: evalRecords, lora: loraOption(values) } as never);
+    return { history: history as never };
+  },
+);
 
-const kto = trainingCommand('kto', 'KTO on unpaired preference records ({ prompt, completion, label })', defaultKtoOptions, [...datasetSpecs('unpaired preference records', true), ...LORA_SPECS], async ({ model, tokenizer, values, tunables }) => {
-  const train = await readRecordsFile('--dataset', values.dataset as string, 'unpaired-preference');
-  const evalRecords = values.evalDataset ? await readRecordsFile('--eval-dataset', values.evalDataset as string, 'unpaired-preference') : undefined;
-  const { history } = await ktoTrain({ ...tunables, model, tokenizer, train, eval: evalRecords, lora: loraOption(values) } as never);
-  return { history: history as never };
-});
+const kto = trainingCommand(
+  'kto',
+  'KTO on unpaired preference records ({ prompt, completion, label })',
+  defaultKtoOptions,
+  [...datasetSpecs('unpaired preference records', true), ...LORA_SPECS],
+  async ({ model, tokenizer, values, tunables }) => {
+    const train = await readRecordsFile('--dataset', values.dataset as string, 'unpaired-preference');
+    const evalRecords = values.evalDataset ? await readRecordsFile('--eval-dataset', values.evalDataset as string, 'unpaired-preference') : undefined;
+    const { history } = await ktoTrain({ ...tunables, model, tokenizer, train, eval: evalRecords, lora: loraOption(values) } as never);
+    return { history: history as never };
+  },
+);
 
 const onlineSpecs = [...datasetSpecs('prompt records ({ prompt, …columns })', false), ...taskSpecs, ...rewardSpecs, ...LORA_SPECS];
 
@@ -184,11 +216,17 @@ const rloo = trainingCommand('rloo', 'RLOO (REINFORCE leave-one-out) with reward
   return { history: history as never };
 });
 
-const onlineDpo = trainingCommand('online-dpo', 'online DPO: pairs sampled from the policy, ranked by reward functions or a reward model', defaultOnlineDpoOptions, onlineSpecs, async ({ model, tokenizer, values, tunables }) => {
-  const train = await promptRecords(values);
-  const { history } = await onlineDpoTrain({ ...tunables, model, tokenizer, train, rewardFunctions: await rewardFunctions(values, model, tokenizer), lora: loraOption(values) } as never);
-  return { history: history as never };
-});
+const onlineDpo = trainingCommand(
+  'online-dpo',
+  'online DPO: pairs sampled from the policy, ranked by reward functions or a reward model',
+  defaultOnlineDpoOptions,
+  onlineSpecs,
+  async ({ model, tokenizer, values, tunables }) => {
+    const train = await promptRecords(values);
+    const { history } = await onlineDpoTrain({ ...tunables, model, tokenizer, train, rewardFunctions: await rewardFunctions(values, model, tokenizer), lora: loraOption(values) } as never);
+    return { history: history as never };
+  },
+);
 
 const ppo = trainingCommand('ppo', 'PPO for RLHF: a reward model (or reward functions) and a value model', defaultPpoOptions, onlineSpecs, async ({ model, tokenizer, values, tunables }) => {
   const train = await promptRecords(values);
@@ -203,7 +241,11 @@ const distill = trainingCommand(
   'distill',
   'knowledge distillation from --teacher into --model (GKD: forward/reverse KL, JSD, on-policy mix)',
   defaultDistillOptions,
-  [...datasetSpecs('prompt or prompt-completion records', true), { name: 'teacher', type: 'string', required: true, description: 'directory of the teacher model (same vocabulary)', group: 'input and output' }, ...LORA_SPECS],
+  [
+    ...datasetSpecs('prompt or prompt-completion records', true),
+    { name: 'teacher', type: 'string', required: true, description: 'directory of the teacher model (same vocabulary)', group: 'input and output' },
+    ...LORA_SPECS,
+  ],
   async ({ model, tokenizer, values, tunables }) => {
     const train = await readRecordsFile('--dataset', values.dataset as string);
     const evalRecords = values.evalDataset ? await readRecordsFile('--eval-dataset', values.evalDataset as string) : undefined;
@@ -234,7 +276,12 @@ const calibrationSpecs: OptionSpec[] = [
 ];
 
 /** A transform of a saved model (quantize, prune): load, transform, save the whole model. */
-function transformCommand(name: string, summary: string, extra: OptionSpec[], transform: (model: CausalLM, tokenizer: Tokenizer, values: Record<string, unknown>, context: CommandContext) => Promise<Record<string, unknown>>): Command {
+function transformCommand(
+  name: string,
+  summary: string,
+  extra: OptionSpec[],
+  transform: (model: CausalLM, tokenizer: Tokenizer, values: Record<string, unknown>, context: CommandContext) => Promise<Record<string, unknown>>,
+): Command {
   const specs = [...ioSpecs(name), { name: 'adapter', type: 'string?', description: 'a LoRA adapter merged into --model first', group: 'input and output' } as OptionSpec, ...extra];
   return {
     name,
@@ -270,7 +317,11 @@ const quantize = transformCommand(
       if (values.scheme === 'nf4') throw new UsageError('--gptq: expected --scheme int8 or int4; got nf4 (NF4 is round-to-nearest)');
       if (!values.calibrationDataset) throw new UsageError('--gptq: needs --calibration-dataset (a JSONL file of text records)');
       const batches = await calibrationBatches(values.calibrationDataset as string, tokenizer, model, values.calibrationSamples as number);
-      const layers = await gptqModel(model, batches, { bits: values.scheme === 'int4' ? 4 : 8, groupSize: values.scheme === 'int4' ? ((values.groupSize as number | undefined) ?? defaultQuantizeModelOptions.groupSize) : null, symmetric: values.symmetric as boolean } as never);
+      const layers = await gptqModel(model, batches, {
+        bits: values.scheme === 'int4' ? 4 : 8,
+        groupSize: values.scheme === 'int4' ? ((values.groupSize as number | undefined) ?? defaultQuantizeModelOptions.groupSize) : null,
+        symmetric: values.symmetric as boolean,
+      } as never);
       context.print(`GPTQ quantised ${layers.length} layers`);
       return { scheme: values.scheme, gptq: true, layers: layers.length };
     }
@@ -429,7 +480,13 @@ export async function evaluate(model: CausalLM, tokenizer: Tokenizer, values: Re
       const mine = (await exactMatch(model, tokenizer, task, test, { maxNewTokens })).samples.map((s) => s.completion);
       const theirs = (await exactMatch(other, tokenizer, task, test, { maxNewTokens })).samples.map((s) => s.completion);
       const rm = await loadRewardModelDir(values.rewardModel as string, model);
-      const w = await rewardWinRate(rm, tokenizer, test.map((e) => e.prompt), mine, theirs);
+      const w = await rewardWinRate(
+        rm,
+        tokenizer,
+        test.map((e) => e.prompt),
+        mine,
+        theirs,
+      );
       rows.push(['win_rate', w.winRate]);
     }
   }
@@ -439,7 +496,12 @@ export async function evaluate(model: CausalLM, tokenizer: Tokenizer, values: Re
     for (const r of records) {
       const ids = tf.tensor2d([tokenizer.encode(r.prompt)], undefined, 'int32');
       try {
-        const g = await generate(model, ids, { greedy: true, maxNewTokens: values.maxNewTokens as number, stopTokenIds: tokenizer.eosTokenId === null ? [] : [tokenizer.eosTokenId], padTokenId: padTokenIdOf(tokenizer) });
+        const g = await generate(model, ids, {
+          greedy: true,
+          maxNewTokens: values.maxNewTokens as number,
+          stopTokenIds: tokenizer.eosTokenId === null ? [] : [tokenizer.eosTokenId],
+          padTokenId: padTokenIdOf(tokenizer),
+        });
         responses.push(tokenizer.decode(g.finishReasons[0] === 'stop' ? g.tokens[0].slice(0, -1) : g.tokens[0]));
       } finally {
         ids.dispose();

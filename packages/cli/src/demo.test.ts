@@ -18,7 +18,16 @@ describe('posttrain demo --quick', () => {
     expect(err).not.toMatch(/^error/m);
     expect(code).toBe(0);
     const titles = [...out.matchAll(/^(\d\. .+) \(\d+\.\d s\)$/gm)].map((m) => m[1]);
-    expect(titles).toEqual(['1. SFT (LoRA r 16)', '2. reward model', '3. DPO (LoRA, RPO α 1)', '4. GRPO (exact-match reward)', '5. distillation (offline KD, JSD)', '6. quantisation', '7. pruning (SparseGPT)', '8. evaluation']);
+    expect(titles).toEqual([
+      '1. SFT (LoRA r 16)',
+      '2. reward model',
+      '3. DPO (LoRA, RPO α 1)',
+      '4. GRPO (exact-match reward)',
+      '5. distillation (offline KD, JSD)',
+      '6. quantisation',
+      '7. pruning (SparseGPT)',
+      '8. evaluation',
+    ]);
     expect(readdirSync(join(dir, 'demo')).sort()).toEqual(['distill', 'dpo', 'grpo', 'int4', 'pruned-2of4', 'reward', 'sft', 'summary.json']);
     // Learning, even at a tenth of the steps: SFT's answers become far more likely than the base's,
     // and the reward model ranks more held-out pairs right than before training.

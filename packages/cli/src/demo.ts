@@ -4,8 +4,8 @@
 import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { tf, type CausalLM } from '@posttrain/tensor-core';
-import { generateSplit, reversalTask, type StringTaskOptions, type Tokenizer } from '@posttrain/data';
+import type { CausalLM } from '@posttrain/tensor-core';
+import { generateSplit, reversalTask, type StringTaskOptions } from '@posttrain/data';
 import { loadModel, saveModel } from '@posttrain/models';
 import { mergeAndUnload } from '@posttrain/lora';
 import { inProcessGenerator, taskReward } from '@posttrain/policy';
@@ -79,6 +79,11 @@ async function copyOf(model: CausalLM): Promise<CausalLM> {
   const files = new Map<string, Uint8Array>();
   await saveModel(model, files);
   return loadModel(files);
+}
+
+/** Frees a model's weights (every model here is a `Module`). */
+function dispose(model: unknown): void {
+  (model as { dispose?(): void } | undefined)?.dispose?.();
 }
 
 /** Writes a model and the base's tokenizer files into `dir`. */
@@ -174,7 +179,20 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
     const dir = join(out, 'reward');
     rewardModel = new RewardModel(await copyOf(policy), { seed: o.seed });
     const before = await evaluateRewardModel(rewardModel, tokenizer, heldOutPairs);
-    await rewardTrain({ ...quiet, model: rewardModel, tokenizer, train: pairs, lr: 2e-3, schedule: 'cosine', warmupSteps: 10, batchSize: 64, maxSteps: o.rewardSteps, centerCoefficient: 0.01, seed: o.seed, logFile: join(dir, 'metrics.jsonl') });
+    await rewardTrain({
+      ...quiet,
+      model: rewardModel,
+      tokenizer,
+      train: pairs,
+      lr: 2e-3,
+      schedule: 'cosine',
+      warmupSteps: 10,
+      batchSize: 64,
+      maxSteps: o.rewardSteps,
+      centerCoefficient: 0.01,
+      seed: o.seed,
+      logFile: join(dir, 'metrics.jsonl'),
+    });
     const after = await evaluateRewardModel(rewardModel, tokenizer, heldOutPairs);
     await saveRewardModel(rewardModel, dir);
     return {
@@ -274,14 +292,32 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
     (teacher as unknown as { freeze(): void }).freeze();
     teacher.eval();
     const before = await em(student);
-    await distillTrain({ ...quiet, student, teacher, tokenizer, train: sftRecords, loss: 'jsd', lmbda: 0, lr: 3e-3, schedule: 'cosine', warmupSteps: 10, batchSize: 32, maxSteps: o.distillSteps, seed: o.seed, logFile: join(dir, 'metrics.jsonl') });
+    await distillTrain({
+      ...quiet,
+      student,
+      teacher,
+      tokenizer,
+      train: sftRecords,
+      loss: 'jsd',
+      lmbda: 0,
+      lr: 3e-3,
+      schedule: 'cosine',
+      warmupSteps: 10,
+      batchSize: 32,
+      maxSteps: o.distillSteps,
+      seed: o.seed,
+      logFile: join(dir, 'metrics.jsonl'),
+    });
     await save(student, dir, o.base);
     const after = await em(student);
+    const studentPpl = await ppl(student);
+    dispose(student);
+    dispose(teacher);
     return {
       rows: [
         ['teacher exact match', percent(finalEm.accuracy)],
         ['student exact match, before → after', `${percent(before.accuracy)} → ${percent(after.accuracy)}`],
-        ['student answer perplexity', await ppl(student)],
+        ['student answer perplexity', studentPpl],
       ],
       metrics: readMetrics(join(dir, 'metrics.jsonl')),
       samples: samplesOf(after),
@@ -299,8 +335,11 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
       const q = await copyOf(policy);
       const summary = await quantizeModel(q as never, scheme === 'int4' ? { scheme, groupSize } : { scheme });
       if (scheme === 'int4') await save(q, join(out, 'int4'), o.base);
-      rows.push([`${scheme}${scheme === 'int4' ? ' g32' : ''}: bytes, exact match, perplexity`, `${summary.floatBytes} → ${summary.quantizedBytes}, ${percent((await em(q)).accuracy)}, ${(await ppl(q)).toFixed(3)}`]);
-      (q as unknown as { dispose(): void }).dispose();
+      rows.push([
+        `${scheme}${scheme === 'int4' ? ' g32' : ''}: bytes, exact match, perplexity`,
+        `${summary.floatBytes} → ${summary.quantizedBytes}, ${percent((await em(q)).accuracy)}, ${(await ppl(q)).toFixed(3)}`,
+      ]);
+      dispose(q);
     }
     return { rows, metrics: [], samples: [] };
   });
@@ -319,7 +358,7 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
       const report = sparsityReport(p as never);
       if (label === '2:4') await save(p, join(out, 'pruned-2of4'), o.base);
       rows.push([`${label}: sparsity, exact match, perplexity`, `${percent(report.layerSparsity)}, ${percent((await em(p)).accuracy)}, ${(await ppl(p)).toFixed(3)}`]);
-      (p as unknown as { dispose(): void }).dispose();
+      dispose(p);
     }
     return { rows, metrics: [], samples: [] };
   });
@@ -341,6 +380,7 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
       rows.push([`${name}: exact match, perplexity, ECE`, `${percent(c.accuracy)}, ${(await ppl(m)).toFixed(3)}, ${c.ece.toFixed(3)}`]);
       rows.push([`${name}: pass@1, pass@4, self-consistency@4`, `${percent(pass.passAtK[1])}, ${percent(pass.passAtK[4])}, ${percent(vote.accuracy)}`]);
     }
+    dispose(baseModel);
     if (rewardModel) {
       const prompts = test.map((e) => e.prompt);
       const mine = (await em(policy)).samples.map((s) => s.completion);
@@ -360,7 +400,7 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
       samples: s.samples,
     });
   }
-  tf.dispose([]);
+  for (const m of [policy, sftModel, rewardModel]) dispose(m);
   return { stages, seconds: (performance.now() - started) / 1000 };
 }
 

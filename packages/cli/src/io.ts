@@ -14,7 +14,8 @@ export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'spec
 /** Throws a {@link UsageError} naming `flag` unless `dir` is a model directory (it has config.json). */
 export function checkModelDir(flag: string, dir: string): string {
   const path = resolve(dir);
-  if (!existsSync(path)) throw new UsageError(`${flag}: model directory ${path} does not exist`, 'give a directory with config.json, model.safetensors and tokenizer.json (e.g. one written by `posttrain sft`)');
+  if (!existsSync(path))
+    throw new UsageError(`${flag}: model directory ${path} does not exist`, 'give a directory with config.json, model.safetensors and tokenizer.json (e.g. one written by `posttrain sft`)');
   if (!statSync(path).isDirectory()) throw new UsageError(`${flag}: expected a model directory; got the file ${path}`);
   if (!existsSync(join(path, 'config.json')) && !existsSync(join(path, 'adapter_config.json'))) {
     throw new UsageError(`${flag}: ${path} has no config.json (nor adapter_config.json); it is not a model directory`);

@@ -51,7 +51,10 @@ export async function runCli(argv: readonly string[], io: CliIo = { stdout: proc
   const command = allCommands.find((c) => c.name === name);
   try {
     if (!command) {
-      const guess = nearest(name, allCommands.map((c) => c.name));
+      const guess = nearest(
+        name,
+        allCommands.map((c) => c.name),
+      );
       throw new UsageError(`unknown command ${JSON.stringify(name)}${guess ? `; did you mean ${guess}?` : ''}`, `commands: ${allCommands.map((c) => c.name).join(', ')}`);
     }
     const { values, help } = parseOptions(command.name, command.specs, rest);

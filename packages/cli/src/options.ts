@@ -171,7 +171,8 @@ export function readConfigFile(path: string): ConfigEntries {
   for (const pair of doc.contents.items as Pair[]) {
     const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
     const line = isScalar(pair.key) && pair.key.range ? lines.linePos(pair.key.range[0]).line : undefined;
-    const value = pair.value && typeof (pair.value as { toJSON?: unknown }).toJSON === 'function' ? (pair.value as { toJSON(): unknown }).toJSON() : isScalar(pair.value) ? pair.value.value : pair.value;
+    const value =
+      pair.value && typeof (pair.value as { toJSON?: unknown }).toJSON === 'function' ? (pair.value as { toJSON(): unknown }).toJSON() : isScalar(pair.value) ? pair.value.value : pair.value;
     entries.set(camel(key), { value: value ?? null, key, line });
   }
   return entries;
@@ -261,7 +262,10 @@ export function parseOptions(command: string, specs: readonly OptionSpec[], argv
       const where = `${config}: ${entry.key}${entry.line ? ` (line ${entry.line})` : ''}`;
       const spec = byName.get(name);
       if (!spec) {
-        const guess = nearest(entry.key, [...byName.keys()].flatMap((n) => [n, n.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)]));
+        const guess = nearest(
+          entry.key,
+          [...byName.keys()].flatMap((n) => [n, n.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)]),
+        );
         throw new UsageError(`${where}: unknown option ${JSON.stringify(entry.key)}${guess ? `; did you mean ${JSON.stringify(guess)}?` : ''}`, `posttrain ${command} --help lists every option`);
       }
       values[name] = coerce(spec, entry.value, where, false);
@@ -275,7 +279,8 @@ export function parseOptions(command: string, specs: readonly OptionSpec[], argv
   for (const spec of specs) if (!(spec.name in values) && spec.default !== undefined) values[spec.name] = spec.default;
   if (!help) {
     for (const spec of specs) {
-      if (spec.required && values[spec.name] === undefined) throw new UsageError(`${command}: --${kebab(spec.name)} is required${spec.description ? ` (${spec.description})` : ''}`, `posttrain ${command} --help lists every option`);
+      if (spec.required && values[spec.name] === undefined)
+        throw new UsageError(`${command}: --${kebab(spec.name)} is required${spec.description ? ` (${spec.description})` : ''}`, `posttrain ${command} --help lists every option`);
     }
   }
   return { values, given, help };

@@ -136,5 +136,10 @@ export const LORA_SPECS: readonly OptionSpec[] = [
 export function loraOption(values: Record<string, unknown>): false | Partial<LoraOptions> {
   if (!values.useLora) return false;
   const targets = values.loraTargetModules as string[];
-  return { r: values.loraR as number, alpha: values.loraAlpha as number, dropout: values.loraDropout as number, targetModules: targets.length === 1 && targets[0] === 'all-linear' ? 'all-linear' : targets } as Partial<LoraOptions>;
+  return {
+    r: values.loraR as number,
+    alpha: values.loraAlpha as number,
+    dropout: values.loraDropout as number,
+    targetModules: targets.length === 1 && targets[0] === 'all-linear' ? 'all-linear' : targets,
+  } as Partial<LoraOptions>;
 }

@@ -60,7 +60,8 @@ export function generatorJudge(
   tokenizer: TokenizerLike,
   options: { template?: string; parse?: (reply: string) => PairwiseVerdict; maxTokens?: number; seed?: number } = {},
 ): PairwiseJudge {
-  if (!generator || typeof generator.generate !== 'function') throw new PosttrainError('INVALID_ARGUMENT', `generatorJudge: expected generator to be a Generator (an object with generate); got ${describeValue(generator)}`);
+  if (!generator || typeof generator.generate !== 'function')
+    throw new PosttrainError('INVALID_ARGUMENT', `generatorJudge: expected generator to be a Generator (an object with generate); got ${describeValue(generator)}`);
   const template = options.template ?? PAIRWISE_JUDGE_TEMPLATE;
   for (const slot of ['{prompt}', '{a}', '{b}']) {
     if (!template.includes(slot)) throw new PosttrainError('INVALID_OPTION', `generatorJudge: expected template to contain ${slot}; got ${describeValue(template)}`);

@@ -39,7 +39,11 @@ function scriptedGenerator(script: (prompt: string) => string[], requests: Gener
     name: 'scripted',
     async generate(request) {
       requests.push(request);
-      return request.prompts.map((p) => script(p).slice(0, request.n).map((text): Completion => ({ ids: [...encode(text), EOS], logprobs: [], finishReason: 'stop' })));
+      return request.prompts.map((p) =>
+        script(p)
+          .slice(0, request.n)
+          .map((text): Completion => ({ ids: [...encode(text), EOS], logprobs: [], finishReason: 'stop' })),
+      );
     },
   };
 }
@@ -67,7 +71,15 @@ describe('passAtK (Chen et al. 2021)', () => {
   });
 
   it('averages over problems and rejects bad counts', () => {
-    expect(meanPassAtK([{ n: 4, c: 1 }, { n: 4, c: 0 }], [1, 2])).toEqual({ 1: 0.125, 2: 0.25 });
+    expect(
+      meanPassAtK(
+        [
+          { n: 4, c: 1 },
+          { n: 4, c: 0 },
+        ],
+        [1, 2],
+      ),
+    ).toEqual({ 1: 0.125, 2: 0.25 });
     expect(() => passAtK(5, 6, 1)).toThrow(/expected c to be an integer in \[0, n = 5\]; got 6/);
     expect(() => passAtK(5, 1, 6)).toThrow(/expected k to be an integer in \[1, n = 5\]; got 6/);
     expect(() => meanPassAtK([], [1])).toThrow(/non-empty array/);
@@ -112,7 +124,13 @@ describe('self-consistency (Wang et al. 2022)', () => {
     ];
     const plain: Record<string, string[]> = { q1: ['7', '8', '7', '7'], q2: ['6', '5', '6', '9'], q3: [' ', '1', ' ', ' '] };
     const requests: GenerationRequest[] = [];
-    const r = await selfConsistency(scriptedGenerator((p) => plain[p], requests), tokenizer, task, examples, { n: 4, batchSize: 2 });
+    const r = await selfConsistency(
+      scriptedGenerator((p) => plain[p], requests),
+      tokenizer,
+      task,
+      examples,
+      { n: 4, batchSize: 2 },
+    );
     // q1: vote 7 (3 votes) correct, 3/4 samples right; q2: vote 6 wrong, 1/4; q3: three blank (unanswered), vote 1 correct, 1/4.
     expect(r.questions.map((q) => [q.answer, q.votes, q.correct, q.correctSamples])).toEqual([
       ['7', 3, true, 3],

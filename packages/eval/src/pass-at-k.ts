@@ -36,7 +36,8 @@ export function passAtK(n: number, c: number, k: number): number {
  * ```
  */
 export function meanPassAtK(problems: readonly { n: number; c: number }[], ks: readonly number[]): Record<number, number> {
-  if (!Array.isArray(problems) || problems.length === 0) throw new PosttrainError('INVALID_ARGUMENT', `meanPassAtK: expected problems to be a non-empty array of { n, c }; got ${describeValue(problems)}`);
+  if (!Array.isArray(problems) || problems.length === 0)
+    throw new PosttrainError('INVALID_ARGUMENT', `meanPassAtK: expected problems to be a non-empty array of { n, c }; got ${describeValue(problems)}`);
   if (!Array.isArray(ks) || ks.length === 0) throw new PosttrainError('INVALID_ARGUMENT', `meanPassAtK: expected ks to be a non-empty array of integers ≥ 1; got ${describeValue(ks)}`);
   const out: Record<number, number> = {};
   for (const k of ks) out[k] = problems.reduce((sum, p) => sum + passAtK(p.n, p.c, k), 0) / problems.length;

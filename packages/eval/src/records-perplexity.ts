@@ -58,7 +58,10 @@ export async function recordsPerplexity(
     const format = detectFormat(record, { index });
     if (format === 'language-modeling') return tokenizeLanguageModeling(tokenizer, record as LanguageModelingRecord, tokenize);
     if (format === 'prompt-completion') return tokenizePromptCompletion(tokenizer, record as PromptCompletionRecord, tokenize);
-    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: record ${index}: expected a language-modeling ({ text } or { messages }) or prompt-completion record; got a ${format} record ${describeValue(record)}`);
+    throw new PosttrainError(
+      'INVALID_ARGUMENT',
+      `${owner}: record ${index}: expected a language-modeling ({ text } or { messages }) or prompt-completion record; got a ${format} record ${describeValue(record)}`,
+    );
   });
   // A label counts when it is not ignored and is not the first token (nothing predicts it).
   const scored = examples.map((e) => e.labels.filter((label, t) => t > 0 && label !== IGNORE_INDEX).length);

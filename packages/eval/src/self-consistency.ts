@@ -158,7 +158,8 @@ export async function selfConsistency<E extends { prompt: string }>(
   checkNumber(owner, 'maxTokens', o.maxTokens, 'an integer ≥ 1', (v) => Number.isInteger(v) && v >= 1);
   checkNumber(owner, 'batchSize', o.batchSize, 'an integer ≥ 1', (v) => Number.isInteger(v) && v >= 1);
   checkNumber(owner, 'seed', o.seed, 'an integer', Number.isInteger);
-  if (!generator || typeof generator.generate !== 'function') throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected generator to be a Generator (an object with generate); got ${describeValue(generator)}`);
+  if (!generator || typeof generator.generate !== 'function')
+    throw new PosttrainError('INVALID_ARGUMENT', `${owner}: expected generator to be a Generator (an object with generate); got ${describeValue(generator)}`);
   const extract = o.extractAnswer ?? (o.chainOfThought ? extractFinalAnswer : wholeCompletion);
   const questions: SelfConsistencyQuestion[] = [];
   for (let start = 0; start < examples.length; start += o.batchSize) {
