@@ -99,9 +99,25 @@ async function loadRewardModelDir(dir: string, base: CausalLM): Promise<RewardMo
   return loadRewardModel(path, { backbone });
 }
 
+/**
+ * The reference of an online trainer: with LoRA the trainer disables the adapters (its default);
+ * without, when a KL term is on (`beta`, or PPO's `klCoef`, > 0), a frozen copy of `--ref-model`
+ * (default: `--model` again, with `--adapter` when given).
+ */
+async function onlineReference(values: Record<string, unknown>, modelDir: string, klKey: 'beta' | 'klCoef', defaultKl: number): Promise<{ reference?: { model: CausalLM } }> {
+  const kl = (values[klKey] as number | undefined) ?? defaultKl;
+  if (values.useLora || kl === 0) return {};
+  const from = (values.refModel as string | null | undefined) ?? modelDir;
+  const { model } = await loadPolicy(from, values.refModel ? undefined : ((values.adapter as string | null) ?? undefined), '--ref-model');
+  (model as unknown as { freeze(): void }).freeze();
+  model.eval();
+  return { reference: { model } };
+}
+
 const rewardSpecs: OptionSpec[] = [
   { name: 'rewardFuncs', type: 'strings', default: [], description: 'reward functions: task (1 when --task verifies the completion), task-partial', group: 'rewards' },
   { name: 'rewardModel', type: 'string?', description: 'directory of a reward model (from posttrain reward)', group: 'rewards' },
+  { name: 'refModel', type: 'string?', description: 'reference model directory for the KL term (default: a frozen copy of --model; with --use-lora, --model with the adapters disabled)', group: 'rewards' },
 ];
 
 /** A training command: load, train with the tunables, save, summarise. */
@@ -204,15 +220,15 @@ const kto = trainingCommand(
 
 const onlineSpecs = [...datasetSpecs('prompt records ({ prompt, …columns })', false), ...taskSpecs, ...rewardSpecs, ...LORA_SPECS];
 
-const grpo = trainingCommand('grpo', 'GRPO (and DAPO, Dr. GRPO) with reward functions or a reward model', defaultGrpoOptions, onlineSpecs, async ({ model, tokenizer, values, tunables }) => {
+const grpo = trainingCommand('grpo', 'GRPO (and DAPO, Dr. GRPO) with reward functions or a reward model', defaultGrpoOptions, onlineSpecs, async ({ model, tokenizer, values, tunables, modelDir }) => {
   const train = await promptRecords(values);
-  const { history } = await grpoTrain({ ...tunables, model, tokenizer, train, rewardFunctions: await rewardFunctions(values, model, tokenizer), lora: loraOption(values) } as never);
+  const { history } = await grpoTrain({ ...tunables, ...(await onlineReference(values, modelDir, 'beta', defaultGrpoOptions.beta)), model, tokenizer, train, rewardFunctions: await rewardFunctions(values, model, tokenizer), lora: loraOption(values) } as never);
   return { history: history as never };
 });
 
-const rloo = trainingCommand('rloo', 'RLOO (REINFORCE leave-one-out) with reward functions or a reward model', defaultRlooOptions, onlineSpecs, async ({ model, tokenizer, values, tunables }) => {
+const rloo = trainingCommand('rloo', 'RLOO (REINFORCE leave-one-out) with reward functions or a reward model', defaultRlooOptions, onlineSpecs, async ({ model, tokenizer, values, tunables, modelDir }) => {
   const train = await promptRecords(values);
-  const { history } = await rlooTrain({ ...tunables, model, tokenizer, train, rewardFunctions: await rewardFunctions(values, model, tokenizer), lora: loraOption(values) } as never);
+  const { history } = await rlooTrain({ ...tunables, ...(await onlineReference(values, modelDir, 'beta', defaultRlooOptions.beta)), model, tokenizer, train, rewardFunctions: await rewardFunctions(values, model, tokenizer), lora: loraOption(values) } as never);
   return { history: history as never };
 });
 
@@ -221,19 +237,19 @@ const onlineDpo = trainingCommand(
   'online DPO: pairs sampled from the policy, ranked by reward functions or a reward model',
   defaultOnlineDpoOptions,
   onlineSpecs,
-  async ({ model, tokenizer, values, tunables }) => {
+  async ({ model, tokenizer, values, tunables, modelDir }) => {
     const train = await promptRecords(values);
-    const { history } = await onlineDpoTrain({ ...tunables, model, tokenizer, train, rewardFunctions: await rewardFunctions(values, model, tokenizer), lora: loraOption(values) } as never);
+    const { history } = await onlineDpoTrain({ ...tunables, ...(await onlineReference(values, modelDir, 'beta', defaultOnlineDpoOptions.beta)), model, tokenizer, train, rewardFunctions: await rewardFunctions(values, model, tokenizer), lora: loraOption(values) } as never);
     return { history: history as never };
   },
 );
 
-const ppo = trainingCommand('ppo', 'PPO for RLHF: a reward model (or reward functions) and a value model', defaultPpoOptions, onlineSpecs, async ({ model, tokenizer, values, tunables }) => {
+const ppo = trainingCommand('ppo', 'PPO for RLHF: a reward model (or reward functions) and a value model', defaultPpoOptions, onlineSpecs, async ({ model, tokenizer, values, tunables, modelDir }) => {
   const train = await promptRecords(values);
   const rewards = await rewardFunctions(values, model, tokenizer);
   // TRL initialises the value model from the reward model; without one the value head shares the policy.
   const valueModel = values.rewardModel ? await loadRewardModelDir(values.rewardModel as string, model) : 'shared';
-  const { history } = await ppoTrain({ ...tunables, model, tokenizer, train, rewardFunctions: rewards, valueModel, lora: loraOption(values) } as never);
+  const { history } = await ppoTrain({ ...tunables, ...(await onlineReference(values, modelDir, 'klCoef', defaultPpoOptions.klCoef)), model, tokenizer, train, rewardFunctions: rewards, valueModel, lora: loraOption(values) } as never);
   return { history: history as never };
 });
 
