@@ -26,7 +26,15 @@ beforeAll(() => {
   writeFileSync(path('eval.jsonl'), lines(test.map((e) => reversalTask.toPromptCompletion(e))));
   writeFileSync(path('pairs.jsonl'), lines(train.map((e, i) => reversalTask.preferencePair(e, i))));
   writeFileSync(path('text.jsonl'), lines(train.slice(0, 16).map((e) => ({ text: `${e.prompt}${e.answer}` }))));
-  writeFileSync(path('kto.jsonl'), lines(train.flatMap((e, i) => [{ prompt: e.prompt, completion: e.answer, label: true }, { prompt: e.prompt, completion: reversalTask.preferencePair(e, i).rejected, label: false }])));
+  writeFileSync(
+    path('kto.jsonl'),
+    lines(
+      train.flatMap((e, i) => [
+        { prompt: e.prompt, completion: e.answer, label: true },
+        { prompt: e.prompt, completion: reversalTask.preferencePair(e, i).rejected, label: false },
+      ]),
+    ),
+  );
   writeFileSync(path('prompts.jsonl'), lines(train.map((e) => ({ prompt: e.prompt, answer: e.answer }))));
   writeFileSync(
     path('ifeval.jsonl'),
@@ -225,8 +233,14 @@ describe('posttrain: runs', () => {
       const r = await cli(name, '--model', TINY_BASE_DIR, ...args, ...tiny, '--output-dir', path(name));
       expect(r.err, name).not.toMatch(/^error/m);
       expect(r.code, name).toBe(0);
-      const rows = readFileSync(path(`${name}/metrics.jsonl`), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-      expect(rows.filter((row) => row.kind === 'train').map((row) => row.step), name).toEqual([1]);
+      const rows = readFileSync(path(`${name}/metrics.jsonl`), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      expect(
+        rows.filter((row) => row.kind === 'train').map((row) => row.step),
+        name,
+      ).toEqual([1]);
       expect(readdirSync(path(name)), name).toEqual(expect.arrayContaining(['summary.json', 'tokenizer.json']));
     }
   });
@@ -234,14 +248,49 @@ describe('posttrain: runs', () => {
   it('eval: self-consistency, IFEval checks, reward-model win rate; quantize with GPTQ', async () => {
     const rm = path('rm-eval');
     expect((await cli('reward', '--model', TINY_BASE_DIR, '--dataset', path('pairs.jsonl'), '--max-steps', '1', '--output-dir', rm, '--backend', 'cpu')).code).toBe(0);
-    const r = await cli('eval', '--model', TINY_BASE_DIR, '--task', 'reversal', '--eval-examples', '6', '--self-consistency', '3', '--ifeval', path('ifeval.jsonl'), '--reward-model', rm, '--compare', TINY_BASE_DIR, '--output-dir', path('eval-2'), '--backend', 'cpu');
+    const r = await cli(
+      'eval',
+      '--model',
+      TINY_BASE_DIR,
+      '--task',
+      'reversal',
+      '--eval-examples',
+      '6',
+      '--self-consistency',
+      '3',
+      '--ifeval',
+      path('ifeval.jsonl'),
+      '--reward-model',
+      rm,
+      '--compare',
+      TINY_BASE_DIR,
+      '--output-dir',
+      path('eval-2'),
+      '--backend',
+      'cpu',
+    );
     expect(r.err).not.toMatch(/^error/m);
     const results = JSON.parse(readFileSync(path('eval-2/eval.json'), 'utf8'));
     expect(Object.keys(results)).toEqual(['exact_match', 'ece', 'mean_confidence', 'self_consistency@3', 'sample_accuracy', 'win_rate', 'ifeval_prompt_level', 'ifeval_instruction_level']);
     expect(results.win_rate).toBe(0.5); // the same model on both sides: every pair ties
     expect(results.ifeval_prompt_level).toBe(results.ifeval_instruction_level); // one instruction per prompt
     expect(results.ifeval_instruction_level).toBeLessThanOrEqual(0.5); // nothing this short has 300 words
-    const gptq = await cli('quantize', '--model', TINY_BASE_DIR, '--scheme', 'int4', '--group-size', '32', '--gptq', '--calibration-dataset', path('sft.jsonl'), '--output-dir', path('gptq'), '--backend', 'cpu');
+    const gptq = await cli(
+      'quantize',
+      '--model',
+      TINY_BASE_DIR,
+      '--scheme',
+      'int4',
+      '--group-size',
+      '32',
+      '--gptq',
+      '--calibration-dataset',
+      path('sft.jsonl'),
+      '--output-dir',
+      path('gptq'),
+      '--backend',
+      'cpu',
+    );
     expect(gptq.err).not.toMatch(/^error/m);
     expect(gptq.out).toMatch(/GPTQ quantised 14 layers/);
     const nothing = await cli('eval', '--model', TINY_BASE_DIR, '--output-dir', path('eval-3'), '--backend', 'cpu');

@@ -1,12 +1,12 @@
 // The commands of `posttrain`: each a list of option specs and a run function. Trainers take their
 // tunables from flags derived from their `default*Options` (specs.ts); the rest is file handling.
-import { copyFileSync, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { initBackend, tf, type CausalLM } from '@posttrain/tensor-core';
-import { generateSplit, verifiableTasks, type Tokenizer, type VerifiableTaskName } from '@posttrain/data';
-import { saveModel } from '@posttrain/models';
+import { generateSplit, verifiableTasks, type DatasetFormat, type Tokenizer, type VerifiableTaskName } from '@posttrain/data';
+import { loadModel, saveModel } from '@posttrain/models';
 import { loadAdapter, mergeAndUnload } from '@posttrain/lora';
-import { generate, padTokenIdOf, rewardModelReward, taskReward, type CalibrationBatch, type PromptRecord, type RewardFunction } from '@posttrain/policy';
+import { generate, inProcessGenerator, padTokenIdOf, rewardModelReward, taskReward, type CalibrationBatch, type GenerateOptions, type PromptRecord, type RewardFunction } from '@posttrain/policy';
 import { defaultSftOptions, sftTrain } from '@posttrain/sft';
 import { RewardModel, defaultRewardOptions, evaluateRewardModel, loadRewardModel, rewardTrain, saveRewardModel } from '@posttrain/reward';
 import { defaultDpoOptions, defaultKtoOptions, defaultOnlineDpoOptions, dpoTrain, ktoTrain, onlineDpoTrain } from '@posttrain/dpo';
@@ -15,8 +15,7 @@ import { defaultDistillOptions, distillTrain } from '@posttrain/distill';
 import { defaultQuantizeModelOptions, gptqModel, quantizeModel } from '@posttrain/quantize';
 import { defaultPruneModelOptions, pruneModel, sparsityReport } from '@posttrain/prune';
 import { calibration, exactMatch, ifevalAccuracy, recordsPerplexity, rewardWinRate, samplePassAtK, selfConsistency, type IfevalRecord } from '@posttrain/eval';
-import { inProcessGenerator } from '@posttrain/policy';
-import { checkModelDir, loadPolicy, prepareOutputDir, readRecordsFile, savePolicy, TOKENIZER_FILES, writeFileAtomic } from './io.js';
+import { checkModelDir, copyTokenizerFiles, loadPolicy, prepareOutputDir, readRecordsFile, savePolicy, writeFileAtomic } from './io.js';
 import { UsageError, type OptionSpec } from './options.js';
 import { LORA_SPECS, ioSpecs, loraOption, namesIn, pick, tunableSpecs } from './specs.js';
 import type { ReportSection } from './report.js';
@@ -94,7 +93,6 @@ async function rewardFunctions(values: Record<string, unknown>, model: CausalLM,
 /** A reward model written by `posttrain reward`: full saves rebuild their own backbone from the model directory. */
 async function loadRewardModelDir(dir: string, base: CausalLM): Promise<RewardModel> {
   const path = checkModelDir('--reward-model', dir);
-  const { loadModel } = await import('@posttrain/models');
   const backbone = existsSync(join(path, 'adapter_config.json')) ? base : await loadModel(path, { strict: false });
   return loadRewardModel(path, { backbone });
 }
@@ -117,7 +115,12 @@ async function onlineReference(values: Record<string, unknown>, modelDir: string
 const rewardSpecs: OptionSpec[] = [
   { name: 'rewardFuncs', type: 'strings', default: [], description: 'reward functions: task (1 when --task verifies the completion), task-partial', group: 'rewards' },
   { name: 'rewardModel', type: 'string?', description: 'directory of a reward model (from posttrain reward)', group: 'rewards' },
-  { name: 'refModel', type: 'string?', description: 'reference model directory for the KL term (default: a frozen copy of --model; with --use-lora, --model with the adapters disabled)', group: 'rewards' },
+  {
+    name: 'refModel',
+    type: 'string?',
+    description: 'reference model directory for the KL term (default: a frozen copy of --model; with --use-lora, --model with the adapters disabled)',
+    group: 'rewards',
+  },
 ];
 
 /** A training command: load, train with the tunables, save, summarise. */
@@ -158,17 +161,30 @@ function trainingCommand(
   };
 }
 
-const sft = trainingCommand(
+/** An offline trainer's command: records from --dataset (and --eval-dataset) in `format`, LoRA flags, then `train`. */
+function offlineCommand(
+  name: string,
+  summary: string,
+  defaults: object,
+  what: string,
+  format: DatasetFormat | undefined,
+  train: (options: Record<string, unknown>) => Promise<{ history: object[] }>,
+): Command {
+  return trainingCommand(name, summary, defaults, [...datasetSpecs(what, true), ...LORA_SPECS], async ({ model, tokenizer, values, tunables }) => {
+    const records = await readRecordsFile('--dataset', values.dataset as string, format);
+    const evalRecords = values.evalDataset ? await readRecordsFile('--eval-dataset', values.evalDataset as string, format) : undefined;
+    const { history } = await train({ ...tunables, model, tokenizer, train: records, eval: evalRecords, lora: loraOption(values) });
+    return { history: history as Record<string, unknown>[] };
+  });
+}
+
+const sft = offlineCommand(
   'sft',
   'supervised fine-tuning (full or LoRA) on text, prompt-completion or chat records',
   defaultSftOptions,
-  [...datasetSpecs('SFT records ({ text }, { prompt, completion } or { messages })', true), ...LORA_SPECS],
-  async ({ model, tokenizer, values, tunables }) => {
-    const train = await readRecordsFile('--dataset', values.dataset as string);
-    const evalRecords = values.evalDataset ? await readRecordsFile('--eval-dataset', values.evalDataset as string) : undefined;
-    const { history } = await sftTrain({ ...tunables, model, tokenizer, train: train as never, eval: evalRecords as never, lora: loraOption(values) });
-    return { history: history as never };
-  },
+  'SFT records ({ text }, { prompt, completion } or { messages })',
+  undefined,
+  (o) => sftTrain(o as never),
 );
 
 const reward = trainingCommand(
@@ -179,79 +195,55 @@ const reward = trainingCommand(
   async ({ model, tokenizer, values, tunables, out, modelDir, context }) => {
     const train = await readRecordsFile('--dataset', values.dataset as string, 'preference');
     const evalRecords = values.evalDataset ? await readRecordsFile('--eval-dataset', values.evalDataset as string, 'preference') : undefined;
-    const rm = new RewardModel(model, { seed: (values.seed as number) ?? 0 } as never);
+    const rm = new RewardModel(model, { seed: (values.seed as number) ?? 0 });
     const { history } = await rewardTrain({ ...tunables, model: rm, tokenizer, train, eval: evalRecords, lora: loraOption(values) } as never);
     if (evalRecords) {
       const { accuracy } = await evaluateRewardModel(rm, tokenizer, evalRecords as never);
       context.print(`held-out pairwise accuracy ${(accuracy * 100).toFixed(1)}%`);
     }
     await saveRewardModel(rm, out);
-    for (const file of TOKENIZER_FILES) if (existsSync(join(modelDir, file))) copyFileSync(join(modelDir, file), join(out, file));
+    copyTokenizerFiles(modelDir, out);
     context.print(`saved the reward model to ${out}`);
     return { history: history as never, saveAs: 'none' };
   },
 );
 
-const dpo = trainingCommand(
-  'dpo',
-  'direct preference optimisation (and its family: ipo, hinge, simpo, …) on preference records',
-  defaultDpoOptions,
-  [...datasetSpecs('preference records', true), ...LORA_SPECS],
-  async ({ model, tokenizer, values, tunables }) => {
-    const train = await readRecordsFile('--dataset', values.dataset as string, 'preference');
-    const evalRecords = values.evalDataset ? await readRecordsFile('--eval-dataset', values.evalDataset as string, 'preference') : undefined;
-    const { history } = await dpoTrain({ ...tunables, model, tokenizer, train, eval: evalRecords, lora: loraOption(values) } as never);
-    return { history: history as never };
-  },
+const dpo = offlineCommand('dpo', 'direct preference optimisation (and its family: ipo, hinge, simpo, …) on preference records', defaultDpoOptions, 'preference records', 'preference', (o) =>
+  dpoTrain(o as never),
 );
 
-const kto = trainingCommand(
-  'kto',
-  'KTO on unpaired preference records ({ prompt, completion, label })',
-  defaultKtoOptions,
-  [...datasetSpecs('unpaired preference records', true), ...LORA_SPECS],
-  async ({ model, tokenizer, values, tunables }) => {
-    const train = await readRecordsFile('--dataset', values.dataset as string, 'unpaired-preference');
-    const evalRecords = values.evalDataset ? await readRecordsFile('--eval-dataset', values.evalDataset as string, 'unpaired-preference') : undefined;
-    const { history } = await ktoTrain({ ...tunables, model, tokenizer, train, eval: evalRecords, lora: loraOption(values) } as never);
-    return { history: history as never };
-  },
+const kto = offlineCommand('kto', 'KTO on unpaired preference records ({ prompt, completion, label })', defaultKtoOptions, 'unpaired preference records', 'unpaired-preference', (o) =>
+  ktoTrain(o as never),
 );
 
 const onlineSpecs = [...datasetSpecs('prompt records ({ prompt, …columns })', false), ...taskSpecs, ...rewardSpecs, ...LORA_SPECS];
 
-const grpo = trainingCommand('grpo', 'GRPO (and DAPO, Dr. GRPO) with reward functions or a reward model', defaultGrpoOptions, onlineSpecs, async ({ model, tokenizer, values, tunables, modelDir }) => {
-  const train = await promptRecords(values);
-  const { history } = await grpoTrain({ ...tunables, ...(await onlineReference(values, modelDir, 'beta', defaultGrpoOptions.beta)), model, tokenizer, train, rewardFunctions: await rewardFunctions(values, model, tokenizer), lora: loraOption(values) } as never);
-  return { history: history as never };
-});
+/** An online trainer's command: prompts, reward functions, the reference when a KL term needs one (`klKey`), then `train`. */
+function onlineCommand(
+  name: string,
+  summary: string,
+  defaults: object,
+  klKey: 'beta' | 'klCoef',
+  train: (options: Record<string, unknown>, values: Record<string, unknown>, model: CausalLM) => Promise<{ history: object[] }>,
+): Command {
+  return trainingCommand(name, summary, defaults, onlineSpecs, async ({ model, tokenizer, values, tunables, modelDir }) => {
+    const records = await promptRecords(values);
+    const reference = await onlineReference(values, modelDir, klKey, (defaults as Record<string, number>)[klKey]);
+    const rewards = await rewardFunctions(values, model, tokenizer);
+    const { history } = await train({ ...tunables, ...reference, model, tokenizer, train: records, rewardFunctions: rewards, lora: loraOption(values) }, values, model);
+    return { history: history as Record<string, unknown>[] };
+  });
+}
 
-const rloo = trainingCommand('rloo', 'RLOO (REINFORCE leave-one-out) with reward functions or a reward model', defaultRlooOptions, onlineSpecs, async ({ model, tokenizer, values, tunables, modelDir }) => {
-  const train = await promptRecords(values);
-  const { history } = await rlooTrain({ ...tunables, ...(await onlineReference(values, modelDir, 'beta', defaultRlooOptions.beta)), model, tokenizer, train, rewardFunctions: await rewardFunctions(values, model, tokenizer), lora: loraOption(values) } as never);
-  return { history: history as never };
-});
-
-const onlineDpo = trainingCommand(
-  'online-dpo',
-  'online DPO: pairs sampled from the policy, ranked by reward functions or a reward model',
-  defaultOnlineDpoOptions,
-  onlineSpecs,
-  async ({ model, tokenizer, values, tunables, modelDir }) => {
-    const train = await promptRecords(values);
-    const { history } = await onlineDpoTrain({ ...tunables, ...(await onlineReference(values, modelDir, 'beta', defaultOnlineDpoOptions.beta)), model, tokenizer, train, rewardFunctions: await rewardFunctions(values, model, tokenizer), lora: loraOption(values) } as never);
-    return { history: history as never };
-  },
+const grpo = onlineCommand('grpo', 'GRPO (and DAPO, Dr. GRPO) with reward functions or a reward model', defaultGrpoOptions, 'beta', (o) => grpoTrain(o as never));
+const rloo = onlineCommand('rloo', 'RLOO (REINFORCE leave-one-out) with reward functions or a reward model', defaultRlooOptions, 'beta', (o) => rlooTrain(o as never));
+const onlineDpo = onlineCommand('online-dpo', 'online DPO: pairs sampled from the policy, ranked by reward functions or a reward model', defaultOnlineDpoOptions, 'beta', (o) =>
+  onlineDpoTrain(o as never),
 );
-
-const ppo = trainingCommand('ppo', 'PPO for RLHF: a reward model (or reward functions) and a value model', defaultPpoOptions, onlineSpecs, async ({ model, tokenizer, values, tunables, modelDir }) => {
-  const train = await promptRecords(values);
-  const rewards = await rewardFunctions(values, model, tokenizer);
-  // TRL initialises the value model from the reward model; without one the value head shares the policy.
-  const valueModel = values.rewardModel ? await loadRewardModelDir(values.rewardModel as string, model) : 'shared';
-  const { history } = await ppoTrain({ ...tunables, ...(await onlineReference(values, modelDir, 'klCoef', defaultPpoOptions.klCoef)), model, tokenizer, train, rewardFunctions: rewards, valueModel, lora: loraOption(values) } as never);
-  return { history: history as never };
-});
+// TRL initialises PPO's value model from the reward model; without one the value head shares the policy.
+const ppo = onlineCommand('ppo', 'PPO for RLHF: a reward model (or reward functions) and a value model', defaultPpoOptions, 'klCoef', async (o, values, model) =>
+  ppoTrain({ ...o, valueModel: values.rewardModel ? await loadRewardModelDir(values.rewardModel as string, model) : 'shared' } as never),
+);
 
 const distill = trainingCommand(
   'distill',
@@ -310,7 +302,7 @@ function transformCommand(
       if (values.adapter) mergeAndUnload(model as never);
       const summaryOut = await transform(model, tokenizer, values, context);
       await saveModel(model, out);
-      for (const file of TOKENIZER_FILES) if (existsSync(join(modelDir, file))) copyFileSync(join(modelDir, file), join(out, file));
+      copyTokenizerFiles(modelDir, out);
       context.print(`saved the ${name}d model to ${out}`);
       return { command: name, ...summaryOut };
     },
@@ -384,11 +376,23 @@ const merge: Command = {
     await loadAdapter(model as never, adapterDir);
     mergeAndUnload(model as never);
     await saveModel(model, out);
-    for (const file of TOKENIZER_FILES) if (existsSync(join(modelDir, file))) copyFileSync(join(modelDir, file), join(out, file));
+    copyTokenizerFiles(modelDir, out);
     context.print(`merged ${adapterDir} into ${modelDir}; saved to ${out}`);
     return { command: 'merge', adapter: adapterDir };
   },
 };
+
+/** One prompt's completion by `generate` (KV cache), stopped at EOS, which is dropped. */
+async function complete(model: CausalLM, tokenizer: Tokenizer, prompt: string, options: Partial<GenerateOptions>): Promise<string> {
+  const ids = tf.tensor2d([tokenizer.encode(prompt)], undefined, 'int32');
+  try {
+    const eos = tokenizer.eosTokenId;
+    const r = await generate(model, ids, { ...options, stopTokenIds: eos === null ? [] : [eos], padTokenId: padTokenIdOf(tokenizer) });
+    return tokenizer.decode(r.finishReasons[0] === 'stop' ? r.tokens[0].slice(0, -1) : r.tokens[0]);
+  } finally {
+    ids.dispose();
+  }
+}
 
 const generateCommand: Command = {
   name: 'generate',
@@ -406,29 +410,19 @@ const generateCommand: Command = {
   async run(values, context) {
     const { model, tokenizer } = await loadPolicy(values.model as string, (values.adapter as string | null) ?? undefined);
     model.eval();
-    const eos = tokenizer.eosTokenId;
     const completions: { prompt: string; completion: string }[] = [];
+    const temperature = values.temperature as number;
     for (const prompt of values.prompt as string[]) {
-      const ids = tf.tensor2d([tokenizer.encode(prompt)], undefined, 'int32');
-      try {
-        const temperature = values.temperature as number;
-        const r = await generate(model, ids, {
-          maxNewTokens: values.maxNewTokens as number,
-          greedy: temperature === 0,
-          temperature: temperature === 0 ? 1 : temperature,
-          topK: values.topK as number,
-          topP: values.topP as number,
-          seed: values.seed as number,
-          stopTokenIds: eos === null ? [] : [eos],
-          padTokenId: padTokenIdOf(tokenizer),
-        });
-        const tokens = r.finishReasons[0] === 'stop' ? r.tokens[0].slice(0, -1) : r.tokens[0];
-        const completion = tokenizer.decode(tokens);
-        completions.push({ prompt, completion });
-        context.print(`${prompt}${completion}`);
-      } finally {
-        ids.dispose();
-      }
+      const completion = await complete(model, tokenizer, prompt, {
+        maxNewTokens: values.maxNewTokens as number,
+        greedy: temperature === 0,
+        temperature: temperature === 0 ? 1 : temperature,
+        topK: values.topK as number,
+        topP: values.topP as number,
+        seed: values.seed as number,
+      });
+      completions.push({ prompt, completion });
+      context.print(`${prompt}${completion}`);
     }
     context.sections.push({ title: 'Completions', charts: [], tables: [], samples: completions });
     return { command: 'generate', completions };
@@ -508,21 +502,9 @@ export async function evaluate(model: CausalLM, tokenizer: Tokenizer, values: Re
   }
   if (values.ifeval) {
     const records = (await readRecordsFile('--ifeval', values.ifeval as string, 'any' as never)) as unknown as IfevalRecord[];
+    model.eval();
     const responses: string[] = [];
-    for (const r of records) {
-      const ids = tf.tensor2d([tokenizer.encode(r.prompt)], undefined, 'int32');
-      try {
-        const g = await generate(model, ids, {
-          greedy: true,
-          maxNewTokens: values.maxNewTokens as number,
-          stopTokenIds: tokenizer.eosTokenId === null ? [] : [tokenizer.eosTokenId],
-          padTokenId: padTokenIdOf(tokenizer),
-        });
-        responses.push(tokenizer.decode(g.finishReasons[0] === 'stop' ? g.tokens[0].slice(0, -1) : g.tokens[0]));
-      } finally {
-        ids.dispose();
-      }
-    }
+    for (const r of records) responses.push(await complete(model, tokenizer, r.prompt, { greedy: true, maxNewTokens: values.maxNewTokens as number }));
     const r = ifevalAccuracy(records, responses);
     rows.push(['ifeval_prompt_level', r.promptLevelAccuracy], ['ifeval_instruction_level', r.instructionLevelAccuracy]);
   }

@@ -1,7 +1,6 @@
 // `posttrain demo`: the whole pipeline on the tiny base this package ships — SFT → reward model →
 // DPO → GRPO → distillation → quantisation → pruning → evaluation — on string reversal, with one
 // table of held-out figures per stage and an HTML report.
-import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CausalLM } from '@posttrain/tensor-core';
@@ -19,7 +18,7 @@ import { quantizeModel } from '@posttrain/quantize';
 import { pruneModel, sparsityReport } from '@posttrain/prune';
 import { calibration, exactMatch, recordsPerplexity, rewardWinRate, samplePassAtK, selfConsistency } from '@posttrain/eval';
 import type { Command, CommandContext } from './commands.js';
-import { loadPolicy, prepareOutputDir, readMetrics, TOKENIZER_FILES } from './io.js';
+import { copyTokenizerFiles, loadPolicy, prepareOutputDir, readMetrics } from './io.js';
 import type { OptionSpec } from './options.js';
 import { chartsFromMetrics, type ReportSample } from './report.js';
 
@@ -89,7 +88,7 @@ function dispose(model: unknown): void {
 /** Writes a model and the base's tokenizer files into `dir`. */
 async function save(model: CausalLM, dir: string, base: string): Promise<void> {
   await saveModel(model, dir);
-  for (const name of TOKENIZER_FILES) if (existsSync(join(base, name))) copyFileSync(join(base, name), join(dir, name));
+  copyTokenizerFiles(base, dir);
 }
 
 /**

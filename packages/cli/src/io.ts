@@ -11,6 +11,11 @@ import { UsageError } from './options.js';
 /** The tokenizer files copied next to a saved model, when the source has them. */
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt'] as const;
 
+/** Copies the tokenizer files of model directory `from` (those it has) into `to`. */
+export function copyTokenizerFiles(from: string, to: string): void {
+  for (const name of TOKENIZER_FILES) if (existsSync(join(from, name))) copyFileSync(join(from, name), join(to, name));
+}
+
 /** Throws a {@link UsageError} naming `flag` unless `dir` is a model directory (it has config.json). */
 export function checkModelDir(flag: string, dir: string): string {
   const path = resolve(dir);
@@ -78,7 +83,7 @@ export async function savePolicy(model: CausalLM, dir: string, from: string): Pr
   const kind = loraLayers(model as never).size > 0 ? 'adapter' : 'model';
   if (kind === 'adapter') await saveAdapter(model as never, dir, { baseModelNameOrPath: from });
   else await saveModel(model, dir);
-  for (const name of TOKENIZER_FILES) if (existsSync(join(from, name))) copyFileSync(join(from, name), join(dir, name));
+  copyTokenizerFiles(from, dir);
   return kind;
 }
 
