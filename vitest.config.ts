@@ -14,6 +14,9 @@ const projects = [...dirs('packages'), ...dirs('examples')];
 export default defineConfig({
   test: {
     reporters: ['default', './scripts/vitest-summary-reporter.ts'],
+    // Vitest's default is one worker fewer than the cores: one on a 2-core CI machine. The tests are
+    // single-threaded (tfjs cpu and wasm), so two workers use both cores.
+    maxWorkers: 2,
     projects: projects.map(({ root, name }) => ({
       resolve: { conditions: ['@posttrain/source'] },
       ssr: { resolve: { conditions: ['@posttrain/source'] } },

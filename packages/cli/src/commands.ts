@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { initBackend, tf, type CausalLM } from '@posttrain/tensor-core';
-import { generateSplit, verifiableTasks, type DatasetFormat, type Tokenizer, type VerifiableTaskName } from '@posttrain/data';
+import { applyChatTemplate, generateSplit, verifiableTasks, type DatasetFormat, type Tokenizer, type VerifiableTaskName } from '@posttrain/data';
 import { loadModel, saveModel } from '@posttrain/models';
 import { loadAdapter, mergeAndUnload } from '@posttrain/lora';
 import { generate, inProcessGenerator, padTokenIdOf, rewardModelReward, taskReward, type CalibrationBatch, type GenerateOptions, type PromptRecord, type RewardFunction } from '@posttrain/policy';
@@ -461,7 +461,8 @@ export async function evaluate(model: CausalLM, tokenizer: Tokenizer, values: Re
   const samples: { prompt: string; completion: string; note?: string }[] = [];
   if (values.dataset) {
     const records = await readRecordsFile('--dataset', values.dataset as string);
-    const r = await recordsPerplexity(model, tokenizer, records as never);
+    // Conversational records are rendered with the tokenizer's chat template.
+    const r = await recordsPerplexity(model, tokenizer, records as never, { chat: (messages, o) => applyChatTemplate(tokenizer, messages, o) });
     rows.push(['perplexity', r.perplexity], ['nll', r.nll]);
   }
   const task = taskOf(values);
