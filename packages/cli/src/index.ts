@@ -7,6 +7,7 @@ export { tunableSpecs, LORA_SPECS } from './specs.js';
 export {
   renderReport,
   chartsFromMetrics,
+  chartSvg,
   type ReportData,
   type ReportSection,
   type ReportChart,

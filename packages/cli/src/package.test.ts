@@ -10,6 +10,7 @@ describe('public surface', () => {
       'UsageError',
       'allCommands',
       'camel',
+      'chartSvg',
       'chartsFromMetrics',
       'coerce',
       'commands',

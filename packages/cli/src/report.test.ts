@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { inflateSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { chartsFromMetrics, type ReportData, renderReport } from './report.js';
+import { chartSvg, chartsFromMetrics, type ReportData, renderReport } from './report.js';
 
 // What a DPO run logs (TRL's keys), with the blemishes real logs have: a NaN loss, a string field, an 'end' record
 // repeating the last loss, and keys of no family.
@@ -314,4 +314,15 @@ describe('the report in headless Chromium', () => {
     },
     60_000,
   );
+});
+
+describe('chartSvg', () => {
+  it('is one standalone SVG document with the namespace, its own style and the drawn series', () => {
+    const svg = chartSvg({ title: 'Loss', series: [{ name: 'loss', points: [1, 2, 3].map((step) => ({ step, value: 4 - step })) }] });
+    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg" class="chart"')).toBe(true);
+    expect(svg.endsWith('</svg>')).toBe(true);
+    expect(svg).toMatch(/<style>svg\.chart \{ background: #fff;/);
+    expect(svg.match(/<polyline /g)).toHaveLength(1);
+    expect(svg).not.toContain('<figure>');
+  });
 });

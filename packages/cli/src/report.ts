@@ -169,6 +169,27 @@ function renderChart(chart: ReportChart): string {
   return `<figure><figcaption>${escapeHtml(chart.title)}</figcaption><svg class="chart" role="img" aria-label="${label}" width="${chartWidth}" height="${height}" viewBox="0 0 ${chartWidth} ${height}">${legend.join('')}${parts.join('')}</svg></figure>`;
 }
 
+/** The report's chart style, for a chart shown on its own. */
+const standaloneChartStyle =
+  'svg.chart { background: #fff; font: 12px system-ui, sans-serif; } svg.chart text { fill: #3b4252; } svg.chart .empty { fill: #6b7280; font-style: italic; } ' +
+  'svg.chart .plot { fill: #fbfcfd; stroke: none; } svg.chart .grid { stroke: #e6e9ef; } svg.chart .axis { stroke: #8a92a3; }';
+
+/**
+ * One chart as a standalone SVG document (its own style, the SVG namespace), as a notebook shows
+ * it: `Deno.jupyter.svg` or any `image/svg+xml` output.
+ *
+ * @example
+ * ```ts
+ * const [loss] = chartsFromMetrics(history);
+ * const svg = chartSvg(loss); // '<svg xmlns="http://www.w3.org/2000/svg" class="chart" …'
+ * ```
+ */
+export function chartSvg(chart: ReportChart): string {
+  const html = renderChart(chart);
+  const svg = html.slice(html.indexOf('<svg '), html.lastIndexOf('</svg>') + '</svg>'.length);
+  return svg.replace('<svg ', '<svg xmlns="http://www.w3.org/2000/svg" ').replace(/(<svg[^>]*>)/, `$1<style>${standaloneChartStyle}</style>`);
+}
+
 function renderTable(table: ReportTable): string {
   const head = table.columns.map((c) => `<th>${escapeHtml(c)}</th>`).join('');
   const body = table.rows
