@@ -17,6 +17,9 @@
 //                                                   # ppl, forward, KV decode); LoRA vs QLoRA steps
 //   npm run bench -- --backends wasm --suites prune --merge  # the Shakespeare LM pruned per criterion and
 //                                                   # pattern (time, ppl); 25% of MLP channels (time, forward)
+//   npm run bench -- --backends wasm --suites real --merge   # SmolLM2-135M's shapes (random weights): LoRA step
+//                                                   # 4x256 with peak memory, forward 1x512, KV decode at batch
+//                                                   # 1 and 8, each beside PyTorch's in the same run (--no-torch: ours only)
 //
 // Writes bench/results/latest.json: { machine, runs: [{ name, backend, shape, msPerStep, tokensPerSec, ... }] }.
 // Timings are medians over the measured steps, after warm-up steps that are not counted.
@@ -31,6 +34,7 @@ import { benchDecode, benchForward } from './models.js';
 import { benchPreference } from './preference.js';
 import { benchPrune } from './prune.js';
 import { benchQuantize } from './quantize.js';
+import { benchReal } from './real.js';
 import { benchRl } from './rl.js';
 import { median, timeSteps, type Run } from './timing.js';
 
@@ -51,6 +55,7 @@ function parseArgs(argv: string[]): {
   webgpuSoftware: boolean;
   stockMatMul: boolean;
   merge: boolean;
+  noTorch: boolean;
   out: string;
   seconds: number;
 } {
@@ -66,6 +71,7 @@ function parseArgs(argv: string[]): {
     webgpuSoftware: argv.includes('--webgpu-software'),
     stockMatMul: argv.includes('--wasm-stock-matmul'),
     merge: argv.includes('--merge'),
+    noTorch: argv.includes('--no-torch'),
     out: get('--out') ?? join(here, 'results', 'latest.json'),
     seconds: Number(get('--seconds') ?? 20),
   };
@@ -133,8 +139,9 @@ async function main(): Promise<void> {
           : `  peak ${(run.peakBytes / 2 ** 20).toFixed(2)} MiB${run.peakOverSft === undefined ? '' : ` (${run.peakOverSft.toFixed(2)}× SFT)`}, weights ${((run.weightBytes ?? 0) / 2 ** 20).toFixed(2)} MiB`;
       const parts = run.generationMs === undefined ? '' : `  generation ${run.generationMs} ms, rewards ${run.rewardMs} ms, scoring ${run.scoringMs} ms, update ${run.updateMs} ms`;
       const scored = run.perplexity === undefined ? '' : `  ppl ${run.perplexity}`;
+      const versus = run.vsTorch === undefined ? '' : `  PyTorch ${run.torchMsPerStep?.toFixed(1)} ms (${run.vsTorch.toFixed(2)}×)`;
       console.log(
-        `${rounded.name.padEnd(40)} ${rounded.msPerStep.toFixed(1).padStart(9)} ms/step ${rounded.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${rounded.steps} steps)${memory}${parts}${scored}`,
+        `${rounded.name.padEnd(40)} ${rounded.msPerStep.toFixed(1).padStart(9)} ms/step ${rounded.tokensPerSec.toFixed(0).padStart(8)} tokens/s  (${rounded.steps} steps)${memory}${parts}${scored}${versus}`,
       );
     };
     // The slow backends (plain JS, software GPUs) run the model suites only when asked by name.
@@ -149,6 +156,7 @@ async function main(): Promise<void> {
     if (suites.includes('rl')) for (const run of await benchRl(info.name, args.seconds)) report(run);
     if (suites.includes('quantize')) for (const run of await benchQuantize(info.name, args.seconds)) report(run);
     if (suites.includes('prune')) for (const run of await benchPrune(info.name, args.seconds)) report(run);
+    if (suites.includes('real')) for (const run of await benchReal(info.name, args.seconds, !args.noTorch)) report(run);
     if (!suites.includes('train')) continue;
     for (const shapeName of args.shapes) {
       const shape = shapes[shapeName];

@@ -27,6 +27,12 @@ export interface Run {
   updateMs?: number;
   /** RL runs: tokens generated per rollout (tokensPerSec is their rate during generation). */
   rolloutTokens?: number;
+  /** Realistic runs: the process's peak resident set (bytes) after the run, as PyTorch's is measured. */
+  peakRssBytes?: number;
+  /** Realistic runs: the same shape in PyTorch on this machine, measured in the same `npm run bench` (scripts/reference/bench_torch_real.py), and ours / PyTorch's ms. */
+  torchMsPerStep?: number;
+  vsTorch?: number;
+  torchPeakRssBytes?: number;
   /** Quantisation and pruning runs: held-out perplexity of the model measured (the suite says on how many bytes). */
   perplexity?: number;
 }
