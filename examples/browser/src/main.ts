@@ -1,6 +1,6 @@
 // npm start -w @posttrain/example-browser [-- --port 8080 --out out/browser] — builds the page and
 // serves it; open the printed address in a browser with WebGPU (Chrome, Edge) or any other (wasm).
-// `npm run build -w @posttrain/example-browser` only builds.
+// `npm run build-page -w @posttrain/example-browser` only builds (not part of `npm run build`).
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { runMain } from '@posttrain/tensor-core';
