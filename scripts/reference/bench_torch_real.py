@@ -22,6 +22,7 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import time
 
 import torch
@@ -138,8 +139,13 @@ class Llama(nn.Module):
         return F.linear(self.norm(x), self.embed.weight)  # tied output
 
 
+def log(text):
+    print(text, file=sys.stderr, flush=True)
+
+
 def timed(step, seconds):
     first = step()
+    log(f"  first step {first:.2f} s")
     warmup = 1 if first > 5 else 3
     for _ in range(warmup - 1):
         step()
@@ -174,6 +180,7 @@ def main():
             model(ids)
             return time.perf_counter() - t0
 
+        log("forward 1x512")
         ms, n, w = timed(forward, a.seconds)
         runs.append(dict(name="real/forward/torch", backend="torch", shape=f"{shape}, 1x512", msPerStep=ms, tokensPerSec=512 * 1000 / ms, steps=n, warmupSteps=w))
 
@@ -190,6 +197,7 @@ def main():
                     nxt = logits[:, -1].argmax(-1, keepdim=True)
                 return time.perf_counter() - t0
 
+            log(f"decode batch {batch}")
             ms, n, w = timed(decode, a.seconds)
             per_token = ms / 32
             runs.append(dict(name=f"real/decode/torch/batch{batch}", backend="torch", shape=f"{shape}, prompt 32, 32 new tokens, batch {batch}, KV cache", msPerStep=per_token, tokensPerSec=batch * 1000 / per_token, steps=n, warmupSteps=w))
@@ -216,6 +224,7 @@ def main():
         optimizer.step()
         return time.perf_counter() - t0
 
+    log("LoRA step 4x256")
     ms, n, w = timed(lora_step, a.seconds)
     runs.append(dict(name="real/lora-step/torch", backend="torch", shape=f"{shape}, LoRA r 16 all-linear, 4x256", msPerStep=ms, tokensPerSec=4 * 256 * 1000 / ms, steps=n, warmupSteps=w, peakRssBytes=rss_bytes(), rssBeforeBytes=rss_before))
 
