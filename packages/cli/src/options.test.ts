@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { defaultSftOptions } from '@posttrain/sft';
+import { defaultGrpoOptions, defaultPpoOptions } from '@posttrain/rl-ppo';
 import { helpText, nearest, parseOptions, type OptionSpec } from './options.js';
 import { LORA_SPECS, tunableSpecs } from './specs.js';
 
@@ -83,6 +84,10 @@ describe('trainer flags', () => {
     expect(byName.get('maxSteps')).toMatchObject({ type: 'integer?' });
     expect(byName.get('completionOnlyLoss')).toMatchObject({ type: 'boolean', default: true });
     expect(byName.has('callbacks') || byName.has('progressStream') || byName.has('lora')).toBe(false);
+    // A whole default does not make a real-valued option an integer.
+    const grpo = new Map(tunableSpecs(defaultGrpoOptions).map((s) => [s.name, s.type]));
+    expect([grpo.get('topP'), grpo.get('minP'), grpo.get('topK'), grpo.get('numGenerations')]).toEqual(['number', 'number', 'integer', 'integer']);
+    expect(new Map(tunableSpecs(defaultPpoOptions).map((s) => [s.name, s.type])).get('gamma')).toBe('number');
     const help = helpText('sft', 'supervised fine-tuning', [...sft, ...LORA_SPECS]);
     expect(help).toMatch(/--lr <number>\s+peak learning rate of AdamW \(default 0\.0002\)/);
     expect(help).toMatch(/--batch-size <integer>\s+examples per micro-batch \(default 8\)/);

@@ -291,14 +291,14 @@ export function helpText(command: string, summary: string, specs: readonly Optio
   const lines = [`posttrain ${command}: ${summary}`, '', `usage: posttrain ${command} [--config file.yaml] [--option value ...]`, ''];
   const groups = new Map<string, OptionSpec[]>();
   for (const spec of specs) groups.set(spec.group ?? 'options', [...(groups.get(spec.group ?? 'options') ?? []), spec]);
-  const show = (v: unknown) => (v === undefined ? '' : v === null ? 'null' : Array.isArray(v) ? v.join(',') : String(v));
+  const show = (v: unknown) => (v === undefined ? '' : v === null ? 'null' : Array.isArray(v) ? (v.length ? v.join(',') : 'none') : String(v));
   for (const [group, list] of groups) {
     lines.push(`${group}:`);
     for (const spec of list) {
       const type = spec.choices ? spec.choices.join('|') : spec.type;
       const flag = `  --${kebab(spec.name)} <${type}>`;
-      const def = spec.required ? ' (required)' : spec.default !== undefined ? ` (default ${show(spec.default)})` : '';
-      lines.push(`${flag.padEnd(42)} ${spec.description ?? ''}${def}`.trimEnd());
+      const def = spec.required ? '(required)' : spec.default !== undefined ? `(default ${show(spec.default)})` : '';
+      lines.push(`${flag.padEnd(42)} ${[spec.description, def.trim()].filter(Boolean).join(' ')}`.trimEnd());
     }
     lines.push('');
   }

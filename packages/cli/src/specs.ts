@@ -68,11 +68,52 @@ const DESCRIPTIONS: Record<string, string> = {
   maxCompletionLength: 'new tokens per completion at most',
   temperature: 'sampling temperature',
   lossType: 'loss aggregation (grpo, bnpo, dr_grpo, dapo)',
+  saveTotalLimit: 'keep at most this many checkpoints',
+  maxLength: 'longest example in tokens (null: no limit)',
+  maxPromptLength: 'longest prompt in tokens, cut on the left (null: no limit)',
+  completionOnlyLoss: 'loss on completion tokens only',
+  rewardWeights: 'weight of each reward function (null: all 1)',
+  generationBatchSize: 'completions generated per rollout (null: batch size)',
+  topK: 'sample among the k most likely tokens (0: all)',
+  topP: 'nucleus sampling mass',
+  minP: 'drop tokens below this fraction of the top probability',
+  completionsFile: 'append every sampled completion to this JSONL file',
+  epsilon: 'clipping range of the policy ratio',
+  epsilonHigh: 'upper clipping range (DAPO; null: epsilon)',
+  numIterations: 'optimizer passes over each rollout',
+  scaleRewards: "advantage scaling: 'group', 'batch' or 'none'",
+  maskTruncatedCompletions: 'no loss on completions that hit the length limit',
+  importanceSamplingLevel: "'token' (GRPO) or 'sequence' (GSPO)",
+  loss: 'preference loss (sigmoid, ipo, hinge, …; null: sigmoid) or distillation loss',
+  centerCoefficient: 'weight of the reward-centring term',
+  desirableWeight: "weight of KTO's desirable examples",
+  undesirableWeight: "weight of KTO's undesirable examples",
+  klCoef: 'weight of the KL penalty in the reward',
+  klEstimator: 'KL estimator (k1, k3)',
+  missingEosPenalty: 'subtracted from the reward of completions without EOS (null: none)',
+  whitenRewards: 'whiten rewards per batch',
+  cliprange: "PPO's policy clipping range",
+  cliprangeValue: "PPO's value clipping range",
+  vfCoef: 'weight of the value loss',
+  gamma: 'discount factor',
+  lam: "GAE's lambda",
+  numPpoEpochs: 'PPO epochs over each rollout',
+  numMiniBatches: 'mini-batches per PPO epoch',
+  rewardClipRange: 'clip rewards to ±this (null: no clipping)',
+  normalizeAdvantages: 'normalise advantages per batch',
+  maxNewTokens: 'new tokens per sampled completion',
+  alpha: 'mix of the distillation loss and the answers’ cross-entropy',
+  lmbda: 'fraction of on-policy (student-sampled) batches',
+  seqKd: 'sequence-level KD: train on the teacher’s generations',
+  generationTemperature: 'temperature of the student’s samples',
 };
+
+/** Numeric tunables that are counts (integers); every other number is real-valued even when its default is whole (topP 1, gamma 1). */
+const INTEGER_NAMES = /(Steps|Size|Every|Limit|Length|Tokens|Iterations|Epochs|MiniBatches|Generations)$|^(seed|epochs|topK|num\w+)$/;
 
 function typeOf(name: string, value: unknown): OptionType | undefined {
   if (name in UNSET_TYPES && (value === null || value === undefined)) return UNSET_TYPES[name];
-  if (typeof value === 'number') return Number.isInteger(value) && !['lr', 'beta', 'weightDecay', 'maxGradNorm', 'epsilon', 'temperature'].includes(name) ? 'integer' : 'number';
+  if (typeof value === 'number') return INTEGER_NAMES.test(name) ? 'integer' : 'number';
   if (typeof value === 'boolean') return 'boolean';
   if (typeof value === 'string') return 'string';
   if (Array.isArray(value)) return value.every((v) => typeof v === 'number') && value.length > 0 ? 'numbers' : 'strings';
