@@ -1,10 +1,24 @@
-// Charts for the notebooks, shown by Deno's Jupyter kernel: a value whose
-// Symbol.for('Jupyter.display') method returns a MIME bundle is drawn as that bundle.
+// Charts for the notebooks, as MIME bundles that `show` sends to Deno's Jupyter kernel.
 import { chartSvg, chartsFromMetrics, type ReportChart } from '@posttrain/cli';
 
-/** Something the kernel displays as the given SVG. */
-export function svg(markup: string): { [key: symbol]: () => Record<string, string> } {
-  return { [Symbol.for('Jupyter.display')]: () => ({ 'image/svg+xml': markup }) };
+/** A MIME bundle: what the notebook stores and draws. */
+export type Bundle = Record<string, string>;
+
+declare const Deno: { jupyter: { display(bundle: Bundle, options: { raw: true }): Promise<void> } };
+
+/**
+ * Displays a bundle now, as a display_data output sent while the cell runs (a cell's last
+ * expression is sent only as it ends, which a loaded machine was seen to lose).
+ */
+export async function show(bundle: Bundle): Promise<void> {
+  await Deno.jupyter.display(bundle, { raw: true });
+  // Let the kernel send the message before the cell can end.
+  await new Promise((resolve) => setTimeout(resolve, 100));
+}
+
+/** A bundle of one SVG. */
+export function svg(markup: string): Bundle {
+  return { 'image/svg+xml': markup };
 }
 
 /** Curves of a trainer's history (loss, rewards, KL …, as `posttrain --report` draws them); `keys` picks one chart of those metrics. */
@@ -41,7 +55,7 @@ export function bars(title: string, values: Record<string, number>, format: (v: 
 export function table(columns: string[], rows: (string | number)[][]) {
   const cell = (v: string | number) => `<td style="text-align:${typeof v === 'number' ? 'right' : 'left'};padding:2px 10px">${typeof v === 'number' ? v.toFixed(3) : v}</td>`;
   const html = `<table><tr>${columns.map((c) => `<th style="text-align:left;padding:2px 10px">${c}</th>`).join('')}</tr>${rows.map((r) => `<tr>${r.map(cell).join('')}</tr>`).join('')}</table>`;
-  return { [Symbol.for('Jupyter.display')]: () => ({ 'text/html': html, 'text/plain': rows.map((r) => r.join('\t')).join('\n') }) };
+  return { 'text/html': html, 'text/plain': rows.map((r) => r.join('\t')).join('\n') };
 }
 
 /** The figures a notebook ends with, one line the CI test reads: `RESULT {…}`. */

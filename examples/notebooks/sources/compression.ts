@@ -12,7 +12,7 @@ import { loadModel, saveModel } from '@posttrain/models';
 import { quantizeModel } from '@posttrain/quantize';
 import { pruneModel, sparsityReport } from '@posttrain/prune';
 import { exactMatch, recordsPerplexity } from '@posttrain/eval';
-import { bars, result, table } from './plots.ts';
+import { bars, result, show, table } from './plots.ts';
 
 await initBackend('wasm');
 const dir = '../distill/teacher';
@@ -42,11 +42,13 @@ for (const method of ['magnitude', 'wanda', 'sparsegpt'] as const) {
   await saveModel(model, files);
   rows.push(await measure(`${method} 50%`, model, `${(sparsityReport(model).layerSparsity * 100).toFixed(0)}% zeros`));
 }
-table(
-  ['model', 'linear-layer bytes', 'exact match', 'answer perplexity'],
-  rows.map((r) => [r.name, r.bytes, r.exactMatch, r.perplexity]),
+await show(
+  table(
+    ['model', 'linear-layer bytes', 'exact match', 'answer perplexity'],
+    rows.map((r) => [r.name, r.bytes, r.exactMatch, r.perplexity]),
+  ),
 );
 
 // %%
+await show(bars('Held-out exact match', Object.fromEntries(rows.map((r) => [r.name, r.exactMatch]))));
 result(Object.fromEntries(rows.map((r) => [r.name, r.exactMatch])));
-bars('Held-out exact match', Object.fromEntries(rows.map((r) => [r.name, r.exactMatch])));

@@ -13,7 +13,7 @@ import { createModel, loadModel } from '@posttrain/models';
 import { sftTrain } from '@posttrain/sft';
 import { distillTrain } from '@posttrain/distill';
 import { exactMatch } from '@posttrain/eval';
-import { bars, lines, result } from './plots.ts';
+import { bars, lines, result, show } from './plots.ts';
 
 await initBackend('wasm');
 const teacher = await loadModel('../distill/teacher');
@@ -37,13 +37,15 @@ const sftRun = await sftTrain({ ...common, model: sftStudent });
 const kdStudent = student();
 const kdRun = await distillTrain({ ...common, student: kdStudent, teacher, loss: 'hinton', temperature: 8, alpha: 0.5, lmbda: 0 });
 const nll = (h: readonly Record<string, unknown>[], key: string) => h.filter((r) => typeof r[key] === 'number').map((r) => ({ step: r.step as number, value: r[key] as number }));
-lines('Training loss', [
-  { name: 'SFT (cross-entropy)', points: nll(sftRun.history, 'loss') },
-  { name: 'KD (Hinton + CE)', points: nll(kdRun.history, 'loss') },
-]);
+await show(
+  lines('Training loss', [
+    { name: 'SFT (cross-entropy)', points: nll(sftRun.history, 'loss') },
+    { name: 'KD (Hinton + CE)', points: nll(kdRun.history, 'loss') },
+  ]),
+);
 
 // %%
 const sft = await exactMatch(sftStudent, tokenizer, sortingTask, test, { maxNewTokens: 8 });
 const kd = await exactMatch(kdStudent, tokenizer, sortingTask, test, { maxNewTokens: 8 });
+await show(bars('Held-out exact match (sorting)', { 'teacher (90,688)': teacherEm.accuracy, 'student, SFT': sft.accuracy, 'student, KD': kd.accuracy }));
 result({ teacher: teacherEm.accuracy, sft: sft.accuracy, kd: kd.accuracy });
-bars('Held-out exact match (sorting)', { 'teacher (90,688)': teacherEm.accuracy, 'student, SFT': sft.accuracy, 'student, KD': kd.accuracy });

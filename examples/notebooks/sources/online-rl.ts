@@ -13,7 +13,7 @@ import { loadModel } from '@posttrain/models';
 import { taskReward } from '@posttrain/policy';
 import { grpoTrain } from '@posttrain/rl-ppo';
 import { exactMatch } from '@posttrain/eval';
-import { bars, curves, result } from './plots.ts';
+import { bars, curves, result, show } from './plots.ts';
 
 await initBackend('wasm');
 const model = await loadModel('../rl/weak-sft');
@@ -41,11 +41,11 @@ const run = await grpoTrain({
   maxSteps: 150,
   progress: 'none',
 });
-curves(run.history, 'Mean reward of the sampled answers', ['reward']);
+await show(curves(run.history, 'Mean reward of the sampled answers', ['reward']));
 
 // %%
 const after = await exactMatch(model, tokenizer, reversalTask, test, { maxNewTokens: 8 });
 const rewards = run.history.map((r) => Number(r.reward)).filter(Number.isFinite);
 const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
+await show(bars('Held-out exact match (greedy)', { 'weak SFT': before.accuracy, 'after GRPO': after.accuracy }));
 result({ before: before.accuracy, after: after.accuracy, rewardFirst: mean(rewards.slice(0, 15)), rewardLast: mean(rewards.slice(-15)) });
-bars('Held-out exact match (greedy)', { 'weak SFT': before.accuracy, 'after GRPO': after.accuracy });

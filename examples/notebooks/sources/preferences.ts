@@ -16,7 +16,7 @@ import { sftTrain } from '@posttrain/sft';
 import { RewardModel, evaluateRewardModel, rewardTrain } from '@posttrain/reward';
 import { dpoObjective, dpoTrain } from '@posttrain/dpo';
 import { exactMatch } from '@posttrain/eval';
-import { bars, curves, result } from './plots.ts';
+import { bars, curves, result, show } from './plots.ts';
 
 await initBackend('wasm');
 const model = await loadModel('../sft/tiny-base');
@@ -56,7 +56,7 @@ const rmBefore = await evaluateRewardModel(rm, tokenizer, heldOutPairs);
 const rmRun = await rewardTrain({ model: rm, tokenizer, train: pairs, lr: 2e-3, schedule: 'cosine', warmupSteps: 10, batchSize: 64, maxSteps: 100, centerCoefficient: 0.01, progress: 'none' });
 const rmAfter = await evaluateRewardModel(rm, tokenizer, heldOutPairs);
 console.log(`held-out pairwise accuracy ${(rmBefore.accuracy * 100).toFixed(1)}% → ${(rmAfter.accuracy * 100).toFixed(1)}%`);
-curves(rmRun.history, 'Reward model', ['loss', 'accuracy']);
+await show(curves(rmRun.history, 'Reward model', ['loss', 'accuracy']));
 
 // %% [markdown]
 // ## DPO
@@ -79,10 +79,10 @@ const dpoRun = await dpoTrain({
   maxSteps: 150,
   progress: 'none',
 });
-curves(dpoRun.history, 'DPO implicit rewards', ['rewards/chosen', 'rewards/rejected', 'rewards/margins']);
+await show(curves(dpoRun.history, 'DPO implicit rewards', ['rewards/chosen', 'rewards/rejected', 'rewards/margins']));
 
 // %%
 const dpo = await exactMatch(model, tokenizer, reversalTask, test, { maxNewTokens: 8 });
 const rewardAccuracy = Number(dpoRun.evals.at(-1)?.['eval_rewards/accuracies']);
+await show(bars('Held-out figures', { 'exact match, SFT': sft.accuracy, 'exact match, DPO': dpo.accuracy, 'reward model accuracy': rmAfter.accuracy, 'DPO rewards/accuracies': rewardAccuracy }));
 result({ sft: sft.accuracy, dpo: dpo.accuracy, rmBefore: rmBefore.accuracy, rmAfter: rmAfter.accuracy, rewardAccuracy });
-bars('Held-out figures', { 'exact match, SFT': sft.accuracy, 'exact match, DPO': dpo.accuracy, 'reward model accuracy': rmAfter.accuracy, 'DPO rewards/accuracies': rewardAccuracy });

@@ -12,7 +12,7 @@ import { loadModel } from '@posttrain/models';
 import { saveAdapter } from '@posttrain/lora';
 import { sftTrain } from '@posttrain/sft';
 import { exactMatch } from '@posttrain/eval';
-import { bars, curves, result } from './plots.ts';
+import { bars, curves, result, show } from './plots.ts';
 
 const backend = await initBackend('wasm');
 const model = await loadModel('../sft/tiny-base');
@@ -52,7 +52,7 @@ const run = await sftTrain({
   progress: 'none',
 });
 console.log(`${run.lora?.trainableParameters.toLocaleString('en')} trainable parameters; final loss ${run.history.at(-1)?.loss?.toFixed(3)}`);
-curves(run.history, 'SFT loss', ['loss']);
+await show(curves(run.history, 'SFT loss', ['loss']));
 
 // %%
 const after = await exactMatch(model, tokenizer, reversalTask, test, { maxNewTokens: 8 });
@@ -62,7 +62,7 @@ console.log(
     .map((s) => `${s.prompt}${s.completion}`)
     .join('\n'),
 );
-bars('Held-out exact match (reversal)', { base: before.accuracy, 'after LoRA SFT': after.accuracy });
+await show(bars('Held-out exact match (reversal)', { base: before.accuracy, 'after LoRA SFT': after.accuracy }));
 
 // %% [markdown]
 // The adapter in PEFT's format: `adapter_config.json` + `adapter_model.safetensors`, loadable by
