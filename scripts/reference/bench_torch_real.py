@@ -10,7 +10,8 @@ grouped-query attention (9 query heads over 3 key/value heads), SwiGLU MLP, tied
 random weights, as bench/real.ts. Runs, named as ours:
   real/forward           1 x 512 tokens, no gradient
   real/decode/batch1|8   greedy decoding with a KV cache, prompt 32, 32 new tokens
-  real/lora-step         LoRA r 16 (alpha 32) on every linear layer but lm_head, 4 x 256 tokens,
+  real/lora-step         LoRA r 16 (alpha 32) on every linear layer but lm_head, --lora-batch x
+                         --lora-seq tokens (default 4 x 256; bench/real.ts passes the shape wasm fits),
                          next-token cross-entropy, backward, AdamW on the adapters
 Peak memory: the process's peak resident set (ru_maxrss) after each phase; the LoRA step's is
 reported with the RSS before it (the weights and the interpreter).
@@ -164,6 +165,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--lora-batch", type=int, default=4)
+    p.add_argument("--lora-seq", type=int, default=256)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -211,7 +214,7 @@ def main():
             m.weight.requires_grad_(False)
     trainable = [t for t in model.parameters() if t.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
-    ids = torch.randint(0, CFG["vocab"], (4, 256))
+    ids = torch.randint(0, CFG["vocab"], (a.lora_batch, a.lora_seq))
     model.train()
     rss_before = rss_bytes()
 
@@ -224,9 +227,9 @@ def main():
         optimizer.step()
         return time.perf_counter() - t0
 
-    log("LoRA step 4x256")
+    log(f"LoRA step {a.lora_batch}x{a.lora_seq}")
     ms, n, w = timed(lora_step, a.seconds)
-    runs.append(dict(name="real/lora-step/torch", backend="torch", shape=f"{shape}, LoRA r 16 all-linear, 4x256", msPerStep=ms, tokensPerSec=4 * 256 * 1000 / ms, steps=n, warmupSteps=w, peakRssBytes=rss_bytes(), rssBeforeBytes=rss_before))
+    runs.append(dict(name="real/lora-step/torch", backend="torch", shape=f"{shape}, LoRA r 16 all-linear, {a.lora_batch}x{a.lora_seq}", msPerStep=ms, tokensPerSec=a.lora_batch * a.lora_seq * 1000 / ms, steps=n, warmupSteps=w, peakRssBytes=rss_bytes(), rssBeforeBytes=rss_before))
 
     machine = dict(cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(), torch=torch.__version__, python=platform.python_version(), blas=torch.__config__.show().count("OpenBLAS") > 0 and "OpenBLAS" or "other")
     print(json.dumps(dict(machine=machine, runs=runs)))
