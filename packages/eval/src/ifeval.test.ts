@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isPosttrainError } from '@posttrain/tensor-core';
-import { checkInstruction as check, countSentences, countWords, type IfevalRecord, ifevalAccuracy, ifevalInstructionIds } from './ifeval.js';
+import { checkInstruction as check, type IfevalRecord, ifevalAccuracy, ifevalInstructionIds } from './ifeval.js';
+import { countSentences, countWords } from './ifeval-text.js';
 
 /** The error `fn` throws, asserted to be a PosttrainError. */
 function thrown(fn: () => unknown): Error & { code: string } {

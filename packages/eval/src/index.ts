@@ -35,11 +35,10 @@ export {
   checkInstruction,
   ifevalAccuracy,
   ifevalInstructionIds,
-  countWords,
-  countSentences,
   defaultIfevalOptions,
   type IfevalInstructionId,
   type IfevalRecord,
   type IfevalResult,
   type IfevalOptions,
 } from './ifeval.js';
+export { countWords, countSentences } from './ifeval-text.js';
