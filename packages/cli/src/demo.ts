@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CausalLM } from '@posttrain/tensor-core';
 import { generateSplit, reversalTask, type StringTaskOptions } from '@posttrain/data';
-import { loadModel, saveModel } from '@posttrain/models';
 import { mergeAndUnload } from '@posttrain/lora';
 import { inProcessGenerator, taskReward } from '@posttrain/policy';
 import { dpoSigmoidLoss } from '@posttrain/losses';
@@ -17,9 +16,8 @@ import { distillTrain } from '@posttrain/distill';
 import { quantizeModel } from '@posttrain/quantize';
 import { pruneModel, sparsityReport } from '@posttrain/prune';
 import { calibration, exactMatch, recordsPerplexity, rewardWinRate, samplePassAtK, selfConsistency } from '@posttrain/eval';
-import type { Command, CommandContext } from './commands.js';
-import { copyTokenizerFiles, loadPolicy, prepareOutputDir, readMetrics } from './io.js';
-import type { OptionSpec } from './options.js';
+import type { CommandContext } from './command.js';
+import { copyModel, disposeModel, loadPolicy, readMetrics, saveModelDir } from './io.js';
 import { chartsFromMetrics, type ReportSample } from './report.js';
 
 /** The tiny base shipped with this package: a 90,688-parameter Llama that sorts strings and has never seen reversal. */
@@ -71,24 +69,6 @@ export interface StageResult {
 export interface PipelineResult {
   stages: StageResult[];
   seconds: number;
-}
-
-/** Copies a model through a safetensors round trip in memory. */
-async function copyOf(model: CausalLM): Promise<CausalLM> {
-  const files = new Map<string, Uint8Array>();
-  await saveModel(model, files);
-  return loadModel(files);
-}
-
-/** Frees a model's weights (every model here is a `Module`). */
-function dispose(model: unknown): void {
-  (model as { dispose?(): void } | undefined)?.dispose?.();
-}
-
-/** Writes a model and the base's tokenizer files into `dir`. */
-async function save(model: CausalLM, dir: string, base: string): Promise<void> {
-  await saveModel(model, dir);
-  copyTokenizerFiles(base, dir);
 }
 
 /**
@@ -156,7 +136,7 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
       logFile: join(dir, 'metrics.jsonl'),
     });
     mergeAndUnload(policy as never);
-    await save(policy, dir, o.base);
+    await saveModelDir(policy, dir, o.base);
     const after = await em(policy);
     return {
       rows: [
@@ -169,14 +149,14 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
       samples: samplesOf(after),
     };
   });
-  const sftModel = await copyOf(policy);
+  const sftModel = await copyModel(policy);
   const sftEm = await em(sftModel);
 
   // 2. A reward model on a copy of the SFT model.
   let rewardModel: RewardModel | undefined;
   await stage('2. reward model', async () => {
     const dir = join(out, 'reward');
-    rewardModel = new RewardModel(await copyOf(policy), { seed: o.seed });
+    rewardModel = new RewardModel(await copyModel(policy), { seed: o.seed });
     const before = await evaluateRewardModel(rewardModel, tokenizer, heldOutPairs);
     await rewardTrain({
       ...quiet,
@@ -228,7 +208,7 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
     });
     const last = (result.evals.at(-1) ?? {}) as Record<string, unknown>;
     mergeAndUnload(policy as never);
-    await save(policy, dir, o.base);
+    await saveModelDir(policy, dir, o.base);
     const after = await em(policy);
     return {
       rows: [
@@ -265,7 +245,7 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
       logFile: join(dir, 'metrics.jsonl'),
     });
     mergeAndUnload(policy as never);
-    await save(policy, dir, o.base);
+    await saveModelDir(policy, dir, o.base);
     const after = await em(policy);
     const metrics = readMetrics(join(dir, 'metrics.jsonl'));
     const rewards = metrics.filter((r) => typeof r.reward === 'number').map((r) => r.reward as number);
@@ -287,7 +267,7 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
   await stage('5. distillation (offline KD, JSD)', async () => {
     const dir = join(out, 'distill');
     const { model: student } = await loadPolicy(o.base, undefined, '--base');
-    const teacher = await copyOf(policy);
+    const teacher = await copyModel(policy);
     (teacher as unknown as { freeze(): void }).freeze();
     teacher.eval();
     const before = await em(student);
@@ -307,11 +287,11 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
       seed: o.seed,
       logFile: join(dir, 'metrics.jsonl'),
     });
-    await save(student, dir, o.base);
+    await saveModelDir(student, dir, o.base);
     const after = await em(student);
     const studentPpl = await ppl(student);
-    dispose(student);
-    dispose(teacher);
+    disposeModel(student);
+    disposeModel(teacher);
     return {
       rows: [
         ['teacher exact match', percent(finalEm.accuracy)],
@@ -331,14 +311,14 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
       ['int4', 32],
       ['nf4', undefined],
     ] as const) {
-      const q = await copyOf(policy);
+      const q = await copyModel(policy);
       const summary = await quantizeModel(q as never, scheme === 'int4' ? { scheme, groupSize } : { scheme });
-      if (scheme === 'int4') await save(q, join(out, 'int4'), o.base);
+      if (scheme === 'int4') await saveModelDir(q, join(out, 'int4'), o.base);
       rows.push([
         `${scheme}${scheme === 'int4' ? ' g32' : ''}: bytes, exact match, perplexity`,
         `${summary.floatBytes} → ${summary.quantizedBytes}, ${percent((await em(q)).accuracy)}, ${(await ppl(q)).toFixed(3)}`,
       ]);
-      dispose(q);
+      disposeModel(q);
     }
     return { rows, metrics: [], samples: [] };
   });
@@ -352,12 +332,12 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
       ['50% unstructured', { method: 'sparsegpt', sparsity: 0.5 }],
       ['2:4', { method: 'sparsegpt', pattern: { n: 2, m: 4 } }],
     ] as const) {
-      const p = await copyOf(policy);
+      const p = await copyModel(policy);
       await pruneModel(p, batches, options as never);
       const report = sparsityReport(p as never);
-      if (label === '2:4') await save(p, join(out, 'pruned-2of4'), o.base);
+      if (label === '2:4') await saveModelDir(p, join(out, 'pruned-2of4'), o.base);
       rows.push([`${label}: sparsity, exact match, perplexity`, `${percent(report.layerSparsity)}, ${percent((await em(p)).accuracy)}, ${(await ppl(p)).toFixed(3)}`]);
-      dispose(p);
+      disposeModel(p);
     }
     return { rows, metrics: [], samples: [] };
   });
@@ -379,7 +359,7 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
       rows.push([`${name}: exact match, perplexity, ECE`, `${percent(c.accuracy)}, ${(await ppl(m)).toFixed(3)}, ${c.ece.toFixed(3)}`]);
       rows.push([`${name}: pass@1, pass@4, self-consistency@4`, `${percent(pass.passAtK[1])}, ${percent(pass.passAtK[4])}, ${percent(vote.accuracy)}`]);
     }
-    dispose(baseModel);
+    disposeModel(baseModel);
     if (rewardModel) {
       const prompts = test.map((e) => e.prompt);
       const mine = (await em(policy)).samples.map((s) => s.completion);
@@ -399,7 +379,7 @@ export async function runPipeline(options: Partial<PipelineOptions>, context: Co
       samples: s.samples,
     });
   }
-  for (const m of [policy, sftModel, rewardModel]) dispose(m);
+  for (const m of [policy, sftModel, rewardModel]) disposeModel(m);
   return { stages, seconds: (performance.now() - started) / 1000 };
 }
 
@@ -408,50 +388,3 @@ function printTable(context: CommandContext, title: string, rows: [string, numbe
   context.print(`${title} (${seconds.toFixed(1)} s)`);
   for (const [k, v] of rows) context.print(`  ${k.padEnd(width)}  ${typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(4)) : v}`);
 }
-
-const stepSpecs: OptionSpec[] = [
-  { name: 'sftSteps', type: 'integer', default: defaultPipelineOptions.sftSteps, description: 'SFT steps', group: 'stages' },
-  { name: 'rewardSteps', type: 'integer', default: defaultPipelineOptions.rewardSteps, description: 'reward-model steps', group: 'stages' },
-  { name: 'dpoSteps', type: 'integer', default: defaultPipelineOptions.dpoSteps, description: 'DPO steps', group: 'stages' },
-  { name: 'grpoSteps', type: 'integer', default: defaultPipelineOptions.grpoSteps, description: 'GRPO steps', group: 'stages' },
-  { name: 'distillSteps', type: 'integer', default: defaultPipelineOptions.distillSteps, description: 'distillation steps', group: 'stages' },
-  { name: 'heldOut', type: 'integer', default: defaultPipelineOptions.heldOut, description: 'held-out reversal prompts', group: 'stages' },
-  { name: 'seed', type: 'integer', default: defaultPipelineOptions.seed, description: 'seed of data, sampling and initialisation', group: 'stages' },
-  { name: 'quick', type: 'boolean', default: false, description: 'a shortened run (a tenth of the steps, 50 held-out prompts): the CI check', group: 'stages' },
-];
-
-/** `posttrain demo`. */
-export const demoCommand: Command = {
-  name: 'demo',
-  reportByDefault: true,
-  summary: 'the whole pipeline on the shipped tiny model: SFT → reward model → DPO → GRPO → distillation → quantisation → pruning → evaluation',
-  specs: [
-    { name: 'model', type: 'string', default: TINY_BASE_DIR, description: 'base model directory', group: 'input and output' },
-    { name: 'outputDir', type: 'string', default: 'out/demo', description: "each stage's model and metrics", group: 'input and output' },
-    { name: 'overwrite', type: 'boolean', default: false, description: "replace another run's files in --output-dir", group: 'input and output' },
-    { name: 'report', type: 'string?', description: 'the HTML report (default <output-dir>/report.html; null: none)', group: 'input and output' },
-    { name: 'backend', type: 'string', default: 'auto', choices: ['auto', 'webgpu', 'wasm', 'cpu'], description: 'tfjs backend', group: 'input and output' },
-    { name: 'debug', type: 'boolean', default: false, description: 'print stack traces of errors', group: 'input and output' },
-    ...stepSpecs,
-  ],
-  async run(values, context) {
-    const out = prepareOutputDir(values.outputDir as string, values.overwrite as boolean);
-    const quick = values.quick as boolean;
-    const steps = (name: string) => (quick ? Math.max(5, Math.round((values[name] as number) / 10)) : (values[name] as number));
-    const result = await runPipeline(
-      {
-        base: values.model as string,
-        outputDir: out,
-        sftSteps: steps('sftSteps'),
-        rewardSteps: steps('rewardSteps'),
-        dpoSteps: steps('dpoSteps'),
-        grpoSteps: steps('grpoSteps'),
-        distillSteps: steps('distillSteps'),
-        heldOut: quick ? Math.min(50, values.heldOut as number) : (values.heldOut as number),
-        seed: values.seed as number,
-      },
-      context,
-    );
-    return { command: 'demo', stages: result.stages.map((s) => ({ stage: s.stage, seconds: s.seconds, rows: s.rows })) };
-  },
-};

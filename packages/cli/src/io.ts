@@ -87,6 +87,24 @@ export async function savePolicy(model: CausalLM, dir: string, from: string): Pr
   return kind;
 }
 
+/** Writes a whole model (config.json, safetensors) and the tokenizer files of model directory `from` into `dir`. */
+export async function saveModelDir(model: CausalLM, dir: string, from: string): Promise<void> {
+  await saveModel(model, dir);
+  copyTokenizerFiles(from, dir);
+}
+
+/** A copy of a model, through a safetensors round trip in memory. */
+export async function copyModel(model: CausalLM): Promise<CausalLM> {
+  const files = new Map<string, Uint8Array>();
+  await saveModel(model, files);
+  return loadModel(files);
+}
+
+/** Frees a model's weights (every posttrain model is a `Module`). */
+export function disposeModel(model: unknown): void {
+  (model as { dispose?(): void } | undefined)?.dispose?.();
+}
+
 /** The rows of a metrics JSONL file (empty when it does not exist). */
 export function readMetrics(path: string): Record<string, unknown>[] {
   if (!existsSync(path)) return [];

@@ -3,8 +3,9 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { isPosttrainError } from '@posttrain/tensor-core';
-import { commands, setUpBackend, type Command, type CommandContext } from './commands.js';
-import { demoCommand } from './demo.js';
+import type { Command, CommandContext } from './command.js';
+import { commands, setUpBackend } from './commands.js';
+import { demoCommand } from './demo-command.js';
 import { readMetrics, writeFileAtomic } from './io.js';
 import { UsageError, helpText, nearest, parseOptions } from './options.js';
 import { chartsFromMetrics, renderReport, type ReportSection } from './report.js';
