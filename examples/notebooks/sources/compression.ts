@@ -51,4 +51,4 @@ await show(
 
 // %%
 await show(bars('Held-out exact match', Object.fromEntries(rows.map((r) => [r.name, r.exactMatch]))));
-result(Object.fromEntries(rows.map((r) => [r.name, r.exactMatch])));
+await result(Object.fromEntries(rows.map((r) => [r.name, r.exactMatch])));

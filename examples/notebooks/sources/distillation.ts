@@ -48,4 +48,4 @@ await show(
 const sft = await exactMatch(sftStudent, tokenizer, sortingTask, test, { maxNewTokens: 8 });
 const kd = await exactMatch(kdStudent, tokenizer, sortingTask, test, { maxNewTokens: 8 });
 await show(bars('Held-out exact match (sorting)', { 'teacher (90,688)': teacherEm.accuracy, 'student, SFT': sft.accuracy, 'student, KD': kd.accuracy }));
-result({ teacher: teacherEm.accuracy, sft: sft.accuracy, kd: kd.accuracy });
+await result({ teacher: teacherEm.accuracy, sft: sft.accuracy, kd: kd.accuracy });

@@ -48,4 +48,4 @@ const after = await exactMatch(model, tokenizer, reversalTask, test, { maxNewTok
 const rewards = run.history.map((r) => Number(r.reward)).filter(Number.isFinite);
 const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
 await show(bars('Held-out exact match (greedy)', { 'weak SFT': before.accuracy, 'after GRPO': after.accuracy }));
-result({ before: before.accuracy, after: after.accuracy, rewardFirst: mean(rewards.slice(0, 15)), rewardLast: mean(rewards.slice(-15)) });
+await result({ before: before.accuracy, after: after.accuracy, rewardFirst: mean(rewards.slice(0, 15)), rewardLast: mean(rewards.slice(-15)) });

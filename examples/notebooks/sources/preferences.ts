@@ -85,4 +85,4 @@ await show(curves(dpoRun.history, 'DPO implicit rewards', ['rewards/chosen', 're
 const dpo = await exactMatch(model, tokenizer, reversalTask, test, { maxNewTokens: 8 });
 const rewardAccuracy = Number(dpoRun.evals.at(-1)?.['eval_rewards/accuracies']);
 await show(bars('Held-out figures', { 'exact match, SFT': sft.accuracy, 'exact match, DPO': dpo.accuracy, 'reward model accuracy': rmAfter.accuracy, 'DPO rewards/accuracies': rewardAccuracy }));
-result({ sft: sft.accuracy, dpo: dpo.accuracy, rmBefore: rmBefore.accuracy, rmAfter: rmAfter.accuracy, rewardAccuracy });
+await result({ sft: sft.accuracy, dpo: dpo.accuracy, rmBefore: rmBefore.accuracy, rmAfter: rmAfter.accuracy, rewardAccuracy });

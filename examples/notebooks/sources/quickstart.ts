@@ -72,4 +72,4 @@ await show(bars('Held-out exact match (reversal)', { base: before.accuracy, 'aft
 const dir = await Deno.makeTempDir({ prefix: 'quickstart-adapter-' });
 const files = await saveAdapter(model, dir);
 console.log(files.join(', '));
-result({ before: before.accuracy, after: after.accuracy, files: files.join(',') });
+await result({ before: before.accuracy, after: after.accuracy, files: files.join(',') });

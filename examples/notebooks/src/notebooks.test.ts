@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { NOTEBOOKS, NOTEBOOK_DIR, canExecute, cellsOf, executeNotebook, outputsOf, resultOf, sourceCells, toNotebook, type Notebook, type NotebookName } from './notebooks.js';
+import { NOTEBOOKS, NOTEBOOK_DIR, canExecute, cellsOf, executeNotebook, outputsOf, printed, resultOf, sourceCells, toNotebook, type Notebook, type NotebookName } from './notebooks.js';
 
 const joined = (s: string | string[]) => (Array.isArray(s) ? s.join('') : s);
 
@@ -64,7 +64,15 @@ describe.skipIf(!canExecute() && process.env.CI !== 'true')('the notebooks, exec
   it.each(NOTEBOOKS)(
     '%s runs without an error, draws its charts and shows its result',
     (name) => {
-      const notebook = executeNotebook(name);
+      // Deno's kernel has been seen to drop a cell's last message on a loaded machine (the chart or
+      // the RESULT line is made, the message never reaches nbconvert): such a run is executed once more.
+      const svgCount = (n: Notebook) => outputsOf(n).filter((o) => o.data?.['image/svg+xml']).length;
+      const complete = (n: Notebook) => svgCount(n) === charts[name] && printed(n).includes('RESULT ');
+      let notebook = executeNotebook(name);
+      if (!complete(notebook)) {
+        console.warn(`${name}: ${svgCount(notebook)} of ${charts[name]} charts and ${printed(notebook).includes('RESULT ') ? 'the' : 'no'} RESULT line arrived; executing it again`);
+        notebook = executeNotebook(name);
+      }
       const outputs = outputsOf(notebook);
       const errors = outputs.filter((o) => o.output_type === 'error').map((o) => `${o.ename}: ${o.evalue}`);
       expect(errors).toEqual([]);
