@@ -14,7 +14,7 @@ import { checkModelDir, copyTokenizerFiles, loadPolicy, prepareOutputDir, readRe
 import { loadRewardModelDir, taskNames, taskOf, type Command, type CommandContext } from './command.js';
 import { evalCommand, generateCommand } from './evaluate.js';
 import { UsageError, type OptionSpec } from './options.js';
-import { LORA_SPECS, ioSpecs, loraOption, namesIn, pick, tunableSpecs } from './specs.js';
+import { LORA_SPECS, adapterSpec, ioSpecs, loraOption, namesIn, pick, tunableSpecs } from './specs.js';
 
 const TRAINER = 'trainer options';
 const DATA = 'data';
@@ -99,7 +99,7 @@ function trainingCommand(
   }) => Promise<{ history: Record<string, unknown>[]; saveAs?: 'policy' | 'none' }>,
 ): Command {
   const tunables = tunableSpecs(defaults, TRAINER);
-  const specs = [...ioSpecs(name), { name: 'adapter', type: 'string?', description: 'a LoRA adapter to put on --model first', group: 'input and output' } as OptionSpec, ...extra, ...tunables];
+  const specs = [...ioSpecs(name), adapterSpec('a LoRA adapter to put on --model first'), ...extra, ...tunables];
   return {
     name,
     summary,
@@ -249,7 +249,7 @@ function transformCommand(
   extra: OptionSpec[],
   transform: (model: CausalLM, tokenizer: Tokenizer, values: Record<string, unknown>, context: CommandContext) => Promise<Record<string, unknown>>,
 ): Command {
-  const specs = [...ioSpecs(name), { name: 'adapter', type: 'string?', description: 'a LoRA adapter merged into --model first', group: 'input and output' } as OptionSpec, ...extra];
+  const specs = [...ioSpecs(name), adapterSpec('a LoRA adapter merged into --model first'), ...extra];
   return {
     name,
     summary,

@@ -7,7 +7,7 @@ import { calibration, exactMatch, ifevalAccuracy, recordsPerplexity, rewardWinRa
 import { loadRewardModelDir, taskNames, taskOf, type Command, type CommandContext } from './command.js';
 import { loadPolicy, prepareOutputDir, readRecordsFile, writeFileAtomic } from './io.js';
 import { UsageError } from './options.js';
-import { ioSpecs } from './specs.js';
+import { adapterSpec, ioSpecs } from './specs.js';
 
 /** One prompt's completion by `generate` (KV cache), stopped at EOS, which is dropped. */
 async function complete(model: CausalLM, tokenizer: Tokenizer, prompt: string, options: Partial<GenerateOptions>): Promise<string> {
@@ -26,7 +26,7 @@ export const generateCommand: Command = {
   summary: 'complete prompts with a model (KV cache; greedy or sampled)',
   specs: [
     ...ioSpecs('generate', { output: false }),
-    { name: 'adapter', type: 'string?', description: 'a LoRA adapter to put on --model', group: 'input and output' },
+    adapterSpec('a LoRA adapter to put on --model'),
     { name: 'prompt', type: 'strings', required: true, description: 'a prompt (repeat the flag for several)', group: 'generation' },
     { name: 'maxNewTokens', type: 'integer', default: 32, description: 'new tokens at most', group: 'generation' },
     { name: 'temperature', type: 'number', default: 0, description: '0: greedy; > 0: sampling', group: 'generation' },
@@ -61,7 +61,7 @@ export const evalCommand: Command = {
   summary: 'evaluate a model: perplexity, exact match, pass@k, self-consistency, calibration, IFEval checks, reward-model win rate',
   specs: [
     ...ioSpecs('eval'),
-    { name: 'adapter', type: 'string?', description: 'a LoRA adapter to put on --model', group: 'input and output' },
+    adapterSpec('a LoRA adapter to put on --model'),
     { name: 'dataset', type: 'string?', description: 'JSONL text or prompt-completion records: token-weighted perplexity', group: 'measures' },
     { name: 'task', type: 'string?', choices: taskNames, description: 'a built-in verifiable task: exact match and calibration on its held-out prompts', group: 'measures' },
     { name: 'evalExamples', type: 'integer', default: 200, description: 'held-out prompts of --task', group: 'measures' },

@@ -164,6 +164,11 @@ export function ioSpecs(command: string, { output = true, model = true } = {}): 
   ];
 }
 
+/** `--adapter`: a PEFT LoRA adapter directory loaded onto `--model` (what the command does with it is `description`). */
+export function adapterSpec(description: string): OptionSpec {
+  return { name: 'adapter', type: 'string?', description, group: 'input and output' };
+}
+
 /** LoRA flags (TRL's `use_peft`, `lora_r`, …): adapters train instead of the whole model. */
 export const LORA_SPECS: readonly OptionSpec[] = [
   { name: 'useLora', type: 'boolean', default: false, description: 'train LoRA adapters instead of every weight (TRL: use_peft)', group: 'LoRA' },
